@@ -1,0 +1,46 @@
+# Newsflow: `make demo` runs the whole pipeline locally; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: install demo test lint typecheck unit integration stack-up stack-down stack-status clean
+
+install: $(VENV)/.installed ## Create .venv with the project and its locked dependencies
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --frozen --python $(BIN)/python
+	@touch $@
+
+demo: install ## Start the stack, run the outlets' DAGs, search for the seed story
+	$(BIN)/newsflow demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck ## Lint, type-check, then all tests (starts Kafka, Elasticsearch, Airflow)
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+stack-up: install
+	$(BIN)/newsflow stack up
+
+stack-down: install
+	$(BIN)/newsflow stack down
+
+stack-status: install
+	$(BIN)/newsflow stack status
+
+clean: stack-down
+	rm -rf .run

@@ -1,0 +1,122 @@
+"""Message contracts: one pydantic model per topic, versioned, JSON on the wire.
+
+Every message is validated when it is produced and again when it is consumed, so a bad
+message is caught at the stage that made it, and a consumer never acts on a malformed one.
+A breaking change gets a new ``schema_version`` and a new topic suffix (``.v2``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION: Literal[1] = 1
+
+ArticleId = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=4096)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class RawPage(Message):
+    """A fetched page, as the ingest stage saw it. Keyed by ``id`` on the raw-pages topic."""
+
+    id: ArticleId
+    url: HttpURL  # normalized
+    fetched_url: HttpURL  # after redirects, as fetched
+    outlet: str = Field(min_length=1)
+    fetched_at: AwareDatetime = Field(default_factory=utcnow)
+    http_status: int = Field(ge=100, le=599)
+    content_type: str | None = None
+    html: str
+    # Hints from discovery (feed or sitemap entry), used when the page itself lacks them.
+    feed_title: str | None = None
+    feed_published_at: AwareDatetime | None = None
+
+
+class Article(Message):
+    """An extracted article. Keyed by ``id`` on the articles topic; ``id`` is the ES ``_id``."""
+
+    id: ArticleId
+    url: HttpURL
+    canonical_url: HttpURL | None = None
+    outlet: str = Field(min_length=1)
+    title: str | None = None
+    text: str
+    authors: list[str] = Field(default_factory=list)
+    published_at: AwareDatetime | None = None
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
+    is_article: bool = True
+    content_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    fetched_at: AwareDatetime
+    extracted_at: AwareDatetime = Field(default_factory=utcnow)
+    extractor: str = Field(min_length=1)
+
+
+ErrorKind = Literal["permanent", "retries_exhausted"]
+
+
+class DeadLetter(Message):
+    """A message a stage could not process, parked with its reason so it can be replayed."""
+
+    stage: str
+    source_topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    key: str | None = None
+    value: str  # the original message value (UTF-8, replacement characters where invalid)
+    url: str | None = None
+    error_kind: ErrorKind
+    reason: str = Field(min_length=1)  # stable code, e.g. ``invalid_message``, ``empty_text``
+    detail: str = ""
+    attempts: int = Field(default=1, ge=1)
+    failed_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+M = TypeVar("M", bound=Message)
+
+
+class ContractError(ValueError):
+    """A message does not match its topic's contract."""
+
+    def __init__(self, model: type[Message], detail: str) -> None:
+        super().__init__(f"{model.__name__} v{SCHEMA_VERSION}: {detail}")
+        self.model = model
+        self.detail = detail
+
+
+def encode(message: Message) -> bytes:
+    """Validate (again, in case it was built with ``model_construct``) and serialize."""
+    try:
+        checked = type(message).model_validate(message.model_dump())
+    except ValidationError as exc:
+        raise ContractError(type(message), _summary(exc)) from exc
+    return checked.model_dump_json().encode("utf-8")
+
+
+def decode(model: type[M], payload: bytes | str | None) -> M:
+    if payload is None:
+        raise ContractError(model, "empty message (tombstone)")
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ContractError(model, _summary(exc)) from exc
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "<message>"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

@@ -1,0 +1,120 @@
+"""Kafka clients configured one way for every stage, and idempotent topic creation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import TopicAlreadyExistsError
+
+from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Raw pages carry whole HTML documents; the broker and topics are configured to match.
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_hours: int
+    compacted: bool = False
+
+    def configs(self) -> dict[str, str]:
+        return {
+            "retention.ms": str(self.retention_hours * 3600 * 1000),
+            "max.message.bytes": str(MAX_MESSAGE_BYTES),
+            "cleanup.policy": "compact,delete" if self.compacted else "delete",
+        }
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    return [
+        TopicSpec(
+            settings.topic_raw_pages, settings.topic_partitions, settings.topic_retention_hours
+        ),
+        TopicSpec(
+            settings.topic_articles, settings.topic_partitions, settings.topic_retention_hours
+        ),
+        TopicSpec(settings.topic_dead_letters, 1, settings.dead_letter_retention_hours),
+    ]
+
+
+def _security(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_sasl_mechanism:
+        config["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl_plain_username"] = settings.kafka_username
+        if settings.kafka_password is not None:
+            config["sasl_plain_password"] = settings.kafka_password.get_secret_value()
+    return config
+
+
+def make_producer(settings: Settings, *, client_id: str = "newsflow") -> KafkaProducer:
+    """A producer that favours durability: acks from all replicas, idempotent, compressed."""
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        compression_type="gzip",
+        linger_ms=20,
+        max_request_size=MAX_MESSAGE_BYTES,
+        retries=5,
+        **_security(settings),
+    )
+
+
+def make_consumer(settings: Settings, *, topic: str, group_id: str) -> KafkaConsumer:
+    """A consumer that never commits on its own: stages commit after their output is safe."""
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        client_id=f"{group_id}-consumer",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        max_poll_records=settings.worker_batch_size,
+        **_security(settings),
+    )
+
+
+def make_admin(settings: Settings) -> KafkaAdminClient:
+    return KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="newsflow-admin",
+        **_security(settings),
+    )
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics with explicit partitions and retention; return those created."""
+    admin = make_admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        created: list[str] = []
+        for spec in wanted:
+            try:
+                admin.create_topics(
+                    {
+                        spec.name: {
+                            "num_partitions": spec.partitions,
+                            "replication_factor": settings.topic_replication,
+                            "configs": spec.configs(),
+                        }
+                    },
+                    wait_for_metadata=True,
+                )
+                created.append(spec.name)
+            except TopicAlreadyExistsError:  # created concurrently by another init
+                pass
+        return created
+    finally:
+        admin.close()

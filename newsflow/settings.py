@@ -1,0 +1,67 @@
+"""Runtime configuration, read once from ``NEWSFLOW_*`` environment variables.
+
+Every process (CLI, workers, Airflow tasks) builds its settings here, so one variable changes
+one behaviour everywhere. Credentials are ``SecretStr``: they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+
+    # Where the local stack keeps its logs, data and downloaded distributions.
+    run_dir: Path = PROJECT_ROOT / ".run"
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+
+    es_url: str = "http://127.0.0.1:9200"
+    es_username: str | None = None
+    es_password: SecretStr | None = None
+    es_ca_certs: Path | None = None
+    index_prefix: str = "newsflow"
+
+    airflow_url: str = "http://127.0.0.1:8080"
+    airflow_username: str = "admin"
+    airflow_password: SecretStr | None = None
+
+    topic_raw_pages: str = "newsflow.raw-pages.v1"
+    topic_articles: str = "newsflow.articles.v1"
+    topic_dead_letters: str = "newsflow.dead-letters.v1"
+    topic_partitions: int = Field(default=3, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    topic_retention_hours: int = Field(default=7 * 24, ge=1)
+    dead_letter_retention_hours: int = Field(default=30 * 24, ge=1)
+
+    outlets_file: Path = PROJECT_ROOT / "samples" / "outlets.yaml"
+    user_agent: str = "NewsflowBot/0.1"
+    contact_url: str = "https://github.com/newsflow/newsflow"
+    fetch_timeout_seconds: float = Field(default=20.0, gt=0)
+    max_page_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    # Pause between two requests to the same host (a shared per-host limiter comes later).
+    politeness_delay_seconds: float = Field(default=0.2, ge=0)
+
+    worker_batch_size: int = Field(default=100, ge=1)
+    worker_max_retries: int = Field(default=3, ge=0)
+    worker_retry_backoff_seconds: float = Field(default=0.5, ge=0)
+
+    @property
+    def http_user_agent(self) -> str:
+        return f"{self.user_agent} (+{self.contact_url})"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
