@@ -1,0 +1,96 @@
+"""Turn the bytes of a fetched page into text, the way a browser would (simplified).
+
+Order of precedence: a byte-order mark, then an encoding the caller got from the HTTP
+``Content-Type`` header, then an XML declaration or a ``<meta charset>`` (or ``http-equiv``)
+declaration in the first bytes of the document, then UTF-8. Undecodable bytes become U+FFFD
+rather than failing: a page with a few broken characters is still worth extracting.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+# How far into the document a <meta charset> declaration is looked for (browsers use 1024 bytes;
+# real pages put scripts and comments first often enough that a little more pays off).
+_SNIFF_BYTES = 4096
+
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.IGNORECASE
+)
+
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9_.:\-]+)""")
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+# Labels whose bytes are, in practice, another (superset) encoding: the WHATWG Encoding
+# Standard maps them so, and so do browsers. A declared UTF-16/32 in an ASCII-readable <meta>
+# cannot be true, so it is read as UTF-8.
+_ALIASES = {
+    "ascii": "cp1252",
+    "us-ascii": "cp1252",
+    "iso-8859-1": "cp1252",
+    "iso8859-1": "cp1252",
+    "latin1": "cp1252",
+    "latin-1": "cp1252",
+    "l1": "cp1252",
+    "iso-8859-9": "cp1254",
+    "iso-8859-11": "cp874",
+    "tis-620": "cp874",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "utf-16": "utf-8",
+    "utf-16le": "utf-8",
+    "utf-16be": "utf-8",
+    "utf-32": "utf-8",
+    "unicode": "utf-8",
+}
+
+
+def normalize_encoding(label: str | None) -> str | None:
+    """The Python codec for an encoding label, or ``None`` when the label is unknown."""
+    if not label:
+        return None
+    cleaned = label.strip().strip("\"'").lower()
+    cleaned = _ALIASES.get(cleaned, cleaned)
+    try:
+        return codecs.lookup(cleaned).name
+    except LookupError:
+        return None
+
+
+def sniff_encoding(data: bytes) -> str | None:
+    """The encoding declared by a BOM or a ``<meta>`` tag near the start of ``data``."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return name
+    match = _XML_ENCODING.match(data[:200]) or _META_CHARSET.search(data[:_SNIFF_BYTES])
+    if match is None:
+        return None
+    return normalize_encoding(match.group(1).decode("ascii", "replace"))
+
+
+def decode_html(data: bytes, declared: str | None = None) -> str:
+    """Decode a page: BOM, then ``declared`` (HTTP header), then ``<meta>``, then UTF-8.
+
+    Never raises on bad bytes: they become U+FFFD.
+    """
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(name, errors="replace")
+    encoding = normalize_encoding(declared) or sniff_encoding(data) or "utf-8"
+    return data.decode(encoding, errors="replace")

@@ -1,0 +1,319 @@
+"""Page-level signals read straight from the parsed tree: canonical URL, declared page type,
+machine-readable publication date, and the page's link texts.
+
+These are the things a publisher states explicitly (``<link rel=canonical>``, Open Graph,
+schema.org JSON-LD), so they are read here directly and preferred over heuristics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+# schema.org types that mark a page as one article (NewsArticle's subtypes included).
+ARTICLE_TYPES = frozenset(
+    {
+        "article",
+        "newsarticle",
+        "blogposting",
+        "reportagenewsarticle",
+        "analysisnewsarticle",
+        "opinionnewsarticle",
+        "reviewnewsarticle",
+        "backgroundnewsarticle",
+        "askpublicnewsarticle",
+        "satiricalarticle",
+        "scholarlyarticle",
+        "techarticle",
+        "report",
+        "liveblogposting",
+        "socialmediaposting",
+    }
+)
+# schema.org types that mark a page as something other than an article. Site-wide objects
+# (WebSite, Organization, BreadcrumbList) appear on article pages too, so they are not here.
+NON_ARTICLE_TYPES = frozenset(
+    {
+        "collectionpage",
+        "itemlist",
+        "searchresultspage",
+        "profilepage",
+        "product",
+        "productgroup",
+        "offer",
+        "event",
+        "faqpage",
+        "qapage",
+        "aboutpage",
+        "contactpage",
+        "checkoutpage",
+        "jobposting",
+        "recipe",
+        "videoobject",
+    }
+)
+OG_ARTICLE_TYPES = frozenset({"article", "news", "blog", "blogposting"})
+
+# <meta> names/properties that carry the publication time, best first.
+_DATE_META_KEYS = (
+    "article:published_time",
+    "og:published_time",
+    "datepublished",
+    "parsely-pub-date",
+    "sailthru.date",
+    "pubdate",
+    "publishdate",
+    "publish-date",
+    "dc.date.issued",
+    "dcterms.issued",
+    "dcterms.created",
+    "dc.date",
+    "date",
+)
+_DATE_META_RANK = {key: rank for rank, key in enumerate(_DATE_META_KEYS)}
+_EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
+_HAS_TIME = re.compile(r"\d{1,2}:\d{2}")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class PageDate:
+    value: datetime  # timezone-aware
+    has_time: bool  # False for a bare date (read as midnight UTC)
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class PageSignals:
+    canonical_url: str | None
+    og_type: str | None  # lower-cased
+    schema_types: frozenset[str]  # lower-cased schema.org @type values found in JSON-LD
+    published: PageDate | None
+    anchor_texts: frozenset[str]  # normalized (lower-cased, single-spaced) link texts
+    headings: tuple[str, ...] = ()  # the first few <h1> texts, whitespace-normalized
+    site_name: str | None = None  # og:site_name / application-name
+
+    @property
+    def declares_article(self) -> bool:
+        return bool(self.schema_types & ARTICLE_TYPES) or self.og_type in OG_ARTICLE_TYPES
+
+    @property
+    def declares_non_article(self) -> bool:
+        return bool(self.schema_types & NON_ARTICLE_TYPES) and not self.declares_article
+
+
+def normalize_space(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def read_signals(tree: Any, url: str | None) -> PageSignals:
+    """Read the explicit page signals from a parsed lxml document."""
+    base = _base_url(tree, url)
+    objects = list(_json_ld_objects(tree))
+    schema_types = frozenset(t for obj in objects for t in _types_of(obj))
+    og_type = _meta_content(tree, "og:type")
+    return PageSignals(
+        canonical_url=_canonical(tree, base, url),
+        og_type=og_type.lower() if og_type else None,
+        schema_types=schema_types,
+        published=_published(tree, objects),
+        anchor_texts=_anchor_texts(tree),
+        headings=_headings(tree),
+        site_name=_meta_content(tree, "og:site_name") or _meta_content(tree, "application-name"),
+    )
+
+
+# --- URLs -------------------------------------------------------------------------------
+
+
+def absolute_http_url(href: str | None, base: str | None) -> str | None:
+    """``href`` resolved against ``base``; ``None`` unless the result is absolute http(s)."""
+    if not href:
+        return None
+    href = href.strip()
+    resolved = urljoin(base, href) if base else href
+    parts = urlsplit(resolved)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return resolved
+
+
+def _base_url(tree: Any, url: str | None) -> str | None:
+    for href in tree.xpath("//head/base/@href")[:1]:
+        resolved = absolute_http_url(str(href), url)
+        if resolved:
+            return resolved
+    return url
+
+
+def _canonical(tree: Any, base: str | None, url: str | None) -> str | None:
+    candidates: list[str] = []
+    for link in tree.xpath("//link[@rel][@href]"):
+        if "canonical" in str(link.get("rel", "")).lower().split():
+            candidates.append(str(link.get("href")))
+    og_url = _meta_content(tree, "og:url")
+    if og_url:
+        candidates.append(og_url)
+    for candidate in candidates:
+        resolved = absolute_http_url(candidate, base)
+        if resolved is None:
+            continue
+        # A common template bug: every page declares the home page as canonical. Ignore a
+        # root canonical for a page that is itself deeper in the site.
+        if url and urlsplit(resolved).path in ("", "/") and urlsplit(url).path not in ("", "/"):
+            continue
+        return resolved
+    return None
+
+
+# --- <meta> -------------------------------------------------------------------------------
+
+
+def _meta_content(tree: Any, key: str) -> str | None:
+    for meta in tree.xpath("//meta[@content]"):
+        name = meta.get("property") or meta.get("name") or meta.get("itemprop") or ""
+        if str(name).strip().lower() == key:
+            content = str(meta.get("content")).strip()
+            if content:
+                return content
+    return None
+
+
+# --- JSON-LD ------------------------------------------------------------------------------
+
+
+def _json_ld_objects(tree: Any) -> Iterator[dict[str, Any]]:
+    for script in tree.xpath("//script[@type]"):
+        if "ld+json" not in str(script.get("type", "")).lower():
+            continue
+        raw = (script.text or "").strip()
+        if not raw:
+            continue
+        try:
+            data = json.loads(raw, strict=False)
+        except ValueError:
+            continue
+        yield from _walk_json_ld(data, depth=0)
+
+
+def _walk_json_ld(data: Any, depth: int) -> Iterator[dict[str, Any]]:
+    if depth > 4:
+        return
+    if isinstance(data, list):
+        for item in data:
+            yield from _walk_json_ld(item, depth + 1)
+    elif isinstance(data, dict):
+        yield data
+        graph = data.get("@graph")
+        if graph is not None:
+            yield from _walk_json_ld(graph, depth + 1)
+        main = data.get("mainEntity")
+        if isinstance(main, dict | list):
+            yield from _walk_json_ld(main, depth + 1)
+
+
+def _types_of(obj: dict[str, Any]) -> Iterator[str]:
+    raw = obj.get("@type")
+    values = raw if isinstance(raw, list) else [raw]
+    for value in values:
+        if isinstance(value, str) and value:
+            yield value.rsplit("/", 1)[-1].strip().lower()
+
+
+# --- publication date ---------------------------------------------------------------------
+
+
+def parse_datetime(value: str) -> tuple[datetime, bool] | None:
+    """Parse an ISO 8601 (or RFC 2822) timestamp; naive values are taken as UTC.
+
+    Returns the aware datetime and whether the value had a time of day.
+    """
+    text = value.strip()
+    if not text:
+        return None
+    parsed: datetime | None = None
+    try:
+        parsed = datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
+    except ValueError:
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            parsed = None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed, bool(_HAS_TIME.search(text))
+
+
+def plausible(when: datetime, now: datetime | None = None) -> bool:
+    """Not before 1990 and not more than a day in the future."""
+    now = now or datetime.now(UTC)
+    return _EARLIEST <= when <= now + timedelta(days=1)
+
+
+def _published(tree: Any, objects: list[dict[str, Any]]) -> PageDate | None:
+    # 1. JSON-LD datePublished, article objects first.
+    ranked = sorted(objects, key=lambda o: 0 if set(_types_of(o)) & ARTICLE_TYPES else 1)
+    for obj in ranked:
+        for key in ("datePublished", "dateCreated"):
+            value = obj.get(key)
+            if isinstance(value, str):
+                found = _page_date(value, f"json-ld:{key}")
+                if found:
+                    return found
+    # 2. <meta> publication tags, best key first.
+    best: tuple[int, PageDate] | None = None
+    for meta in tree.xpath("//meta[@content]"):
+        name = str(meta.get("property") or meta.get("name") or meta.get("itemprop") or "")
+        rank = _DATE_META_RANK.get(name.strip().lower())
+        if rank is None or (best is not None and rank >= best[0]):
+            continue
+        found = _page_date(str(meta.get("content")), f"meta:{name.strip().lower()}")
+        if found:
+            best = (rank, found)
+    if best is not None:
+        return best[1]
+    # 3. <time itemprop=datePublished> / <time pubdate>.
+    for node in tree.xpath("//time[@datetime][@itemprop='datePublished' or @pubdate]"):
+        found = _page_date(str(node.get("datetime")), "time")
+        if found:
+            return found
+    return None
+
+
+def _page_date(value: str, source: str) -> PageDate | None:
+    parsed = parse_datetime(value)
+    if parsed is None or not plausible(parsed[0]):
+        return None
+    return PageDate(value=parsed[0], has_time=parsed[1], source=source)
+
+
+# --- headings -----------------------------------------------------------------------------
+
+
+def _headings(tree: Any, limit: int = 3) -> tuple[str, ...]:
+    found = []
+    for node in tree.xpath("//body//h1")[:limit]:
+        text = normalize_space(node.text_content())
+        if text:
+            found.append(text)
+    return tuple(found)
+
+
+# --- links --------------------------------------------------------------------------------
+
+
+def _anchor_texts(tree: Any) -> frozenset[str]:
+    texts = set()
+    for anchor in tree.xpath("//body//a[@href]"):
+        text = normalize_space(anchor.text_content()).lower()
+        if len(text) >= 2:
+            texts.add(text)
+    return frozenset(texts)

@@ -1,0 +1,338 @@
+"""docker-compose.yml, checked without Docker: services, commands, variables, images."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+
+from newsflow.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+
+EXPECTED_SERVICES = {
+    "kafka",
+    "elasticsearch",
+    "postgres",
+    "airflow-init",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "newsflow-init",
+    "enrich-worker",
+    "index-worker",
+}
+ONE_SHOT = {"airflow-init", "newsflow-init"}
+_PINNED_TAG = re.compile(r"^\d+(\.\d+)+([-.][A-Za-z0-9]+)*$")  # 4.4.0, 3.11.14-slim-bookworm
+_SCRIPT_NEWSFLOW = re.compile(r"(?m)(?:^|[;&|(]|&&|\|\|)\s*(?:exec\s+)?newsflow\s+([^;&|\n]*)")
+_INTERPOLATION = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services = compose["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # ["KEY=value", "KEY"]
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command") or []
+    return shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+
+
+def _image_ref(image: str) -> tuple[str, str]:
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:  # no tag at all ("registry:5000/name" has a port, not a tag)
+        return image, ""
+    return name, tag
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+def test_services_exist(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) >= EXPECTED_SERVICES
+
+
+def test_service_commands(services: dict[str, dict[str, Any]]) -> None:
+    assert _command(services["newsflow-init"]) == ["newsflow", "init"]
+    assert _command(services["enrich-worker"]) == ["newsflow", "worker", "enrich"]
+    assert _command(services["index-worker"]) == ["newsflow", "worker", "index"]
+    for name, airflow_command in [
+        ("airflow-api-server", "api-server"),
+        ("airflow-scheduler", "scheduler"),
+        ("airflow-dag-processor", "dag-processor"),
+        ("airflow-triggerer", "triggerer"),
+    ]:
+        assert _command(services[name]) == ["airflow", airflow_command]
+    assert "airflow db migrate" in " ".join(_command(services["airflow-init"]))
+
+
+def test_one_shot_services_do_not_restart(services: dict[str, dict[str, Any]]) -> None:
+    for name in ONE_SHOT:
+        assert services[name].get("restart") in (None, "no"), name
+
+
+def test_enrich_worker_is_scalable(services: dict[str, dict[str, Any]]) -> None:
+    enrich = services["enrich-worker"]
+    assert "container_name" not in enrich  # a fixed name would forbid --scale
+    assert not enrich.get("ports")
+    assert int(enrich.get("deploy", {}).get("replicas", 1)) >= 2
+
+
+def test_airflow_setup(services: dict[str, dict[str, Any]]) -> None:
+    for name in EXPECTED_SERVICES:
+        if not name.startswith("airflow-"):
+            continue
+        service = services[name]
+        env = _environment(service)
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql"), name
+        assert any(str(v).startswith("./dags:") for v in service.get("volumes", [])), name
+        assert service.get("build"), f"{name} runs the project image"
+    depends = services["airflow-scheduler"]["depends_on"]
+    assert depends["postgres"]["condition"] == "service_healthy"
+    assert depends["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_elasticsearch_security_on_without_literal_secret(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = _environment(services["elasticsearch"])
+    assert env["xpack.security.enabled"] == "true"
+    assert env["ELASTIC_PASSWORD"].startswith("${ELASTIC_PASSWORD")
+    for service in services.values():
+        for key, value in _environment(service).items():
+            if re.search(r"(PASSWORD|SECRET|SECRET_KEY|FERNET_KEY)$", key):
+                assert value.startswith("${"), f"{key} must come from the environment or .env"
+            if key.endswith("SQL_ALCHEMY_CONN"):
+                assert ":${POSTGRES_PASSWORD" in value
+
+
+def test_kafka_is_kraft_combined(services: dict[str, dict[str, Any]]) -> None:
+    env = _environment(services["kafka"])
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert "healthcheck" in services["kafka"]
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = service.get("image")
+        assert image or service.get("build"), f"{name} has neither image nor build"
+        if image:
+            _, tag = _image_ref(str(image))
+            assert tag != "latest" and _PINNED_TAG.match(tag), f"{name}: {image} is not pinned"
+
+
+def test_dockerfile_base_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        build = service.get("build")
+        if not build:
+            continue
+        context = REPO / (build if isinstance(build, str) else build.get("context", "."))
+        dockerfile = context / (
+            "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        )
+        assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
+        for line in dockerfile.read_text(encoding="utf-8").splitlines():
+            if line.strip().upper().startswith("FROM "):
+                image = line.split()[1]
+                _, tag = _image_ref(image)
+                assert tag != "latest" and _PINNED_TAG.match(tag), f"{dockerfile}: {line}"
+
+
+def test_kafka_image_is_kafka_4(services: dict[str, dict[str, Any]]) -> None:
+    name, tag = _image_ref(services["kafka"]["image"])
+    assert name == "apache/kafka"
+    assert tag.split(".")[0] == "4"
+
+
+def test_elasticsearch_image_matches_client_major(services: dict[str, dict[str, Any]]) -> None:
+    name, tag = _image_ref(services["elasticsearch"]["image"])
+    assert name == "docker.elastic.co/elasticsearch/elasticsearch"  # the full image
+    assert tag.split(".")[0] == version("elasticsearch").split(".")[0]
+
+
+def test_project_image_is_built_at_the_project_version(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for name in ("newsflow-init", "enrich-worker", "index-worker", "airflow-scheduler"):
+        build = services[name].get("build")
+        assert isinstance(build, dict), name
+        assert build["dockerfile"].startswith("deploy/docker/"), name
+        assert _image_ref(services[name]["image"]) == ("newsflow", project["version"]), name
+
+
+# --- dependencies, volumes ----------------------------------------------------------------
+
+
+def test_depends_on_existing_services_with_conditions(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        assert isinstance(depends, dict), f"{name}: depends_on needs conditions (a mapping)"
+        for dependency, spec in depends.items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert dependency != name
+            condition = spec.get("condition")
+            assert condition in ("service_healthy", "service_completed_successfully"), name
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
+            else:
+                assert dependency in ONE_SHOT, f"{dependency} is not a one-shot service"
+
+
+def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            if not source.startswith((".", "/", "~")):
+                assert source in declared, f"{name}: volume {source} is not declared"
+    assert {"kafka-data", "es-data", "postgres-data"} <= declared
+
+
+# --- NEWSFLOW_* variables -----------------------------------------------------------------
+
+
+def test_newsflow_variables_are_settings_fields(compose: dict[str, Any]) -> None:
+    fields = set(Settings.model_fields)
+    prefix = str(Settings.model_config.get("env_prefix", "NEWSFLOW_"))
+    used: set[str] = set()
+    for service in compose["services"].values():
+        used |= {key for key in _environment(service) if key.startswith(prefix)}
+        for value in _environment(service).values():  # ${NEWSFLOW_...} interpolations too
+            used |= {v for v in _INTERPOLATION.findall(value) if v.startswith(prefix)}
+    assert {
+        "NEWSFLOW_KAFKA_BOOTSTRAP",
+        "NEWSFLOW_ES_URL",
+        "NEWSFLOW_ES_USERNAME",
+        "NEWSFLOW_ES_PASSWORD",
+        "NEWSFLOW_AIRFLOW_URL",
+    } <= used
+    unknown = sorted(v for v in used if v[len(prefix) :].lower() not in fields)
+    assert not unknown, f"not fields of newsflow.settings.Settings: {unknown}"
+
+
+def test_workers_reach_the_services_by_name(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("newsflow-init", "enrich-worker", "index-worker", "airflow-scheduler"):
+        env = _environment(services[name])
+        assert env["NEWSFLOW_KAFKA_BOOTSTRAP"].split(":")[0] in services
+        assert env["NEWSFLOW_ES_URL"].split("//")[1].split(":")[0] in services
+
+
+# --- `newsflow ...` commands are real CLI commands ----------------------------------------
+
+
+def _stand_in_cli() -> typer.Typer:
+    """The CLI's documented shape, used only while ``newsflow.cli`` cannot be imported."""
+    app = typer.Typer()
+    worker = typer.Typer()
+    stack = typer.Typer()
+    app.add_typer(worker, name="worker")
+    app.add_typer(stack, name="stack")
+    for command in ("init", "search", "extract"):
+        app.command(command)(lambda: None)
+    for command in ("enrich", "index"):
+        worker.command(command)(lambda: None)
+    for command in ("up", "down", "status"):
+        stack.command(command)(lambda: None)
+    return app
+
+
+def _cli_app() -> typer.Typer:
+    try:
+        from newsflow.cli import app
+    except ModuleNotFoundError as exc:
+        # only while a module of this project is not written yet; any other error is a failure
+        if (exc.name or "").split(".")[0] not in ("newsflow", "ingest", "enrich", "index"):
+            raise
+        return _stand_in_cli()
+    assert isinstance(app, typer.Typer)
+    return app
+
+
+def resolve_command(app: typer.Typer, argv: list[str]) -> list[str]:
+    """The command path ``argv`` names in ``app`` (e.g. ``["worker", "enrich"]``).
+
+    Raises ``LookupError`` when a word is not a command or group of the app.
+    """
+    command: Any = typer.main.get_command(app)
+    path: list[str] = []
+    for word in argv:
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None:  # a leaf command: the rest are its arguments and options
+            break
+        if word not in subcommands:
+            known = ", ".join(sorted(subcommands))
+            raise LookupError(f"no command {' '.join([*path, word])!r} (known: {known})")
+        command = subcommands[word]
+        path.append(word)
+    if getattr(command, "commands", None) is not None:
+        raise LookupError(f"{' '.join(path) or 'newsflow'!r} is a group, not a command")
+    return path
+
+
+def test_resolve_command_on_the_cli_shape() -> None:
+    app = _stand_in_cli()
+    assert resolve_command(app, ["worker", "enrich"]) == ["worker", "enrich"]
+    assert resolve_command(app, ["extract", "page.html"]) == ["extract"]
+    with pytest.raises(LookupError):
+        resolve_command(app, ["worker", "fetch"])
+    with pytest.raises(LookupError):
+        resolve_command(app, ["worker"])
+
+
+def _newsflow_invocations(services: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    found = []
+    for name, service in services.items():
+        argv = _command(service)
+        if argv[:1] == ["newsflow"]:
+            found.append((name, argv[1:]))
+        elif argv[:1] in (["bash"], ["sh"]) and argv:  # `newsflow ...` lines in a script
+            for match in _SCRIPT_NEWSFLOW.finditer(argv[-1]):
+                found.append((name, shlex.split(match.group(1))))
+    return found
+
+
+def test_newsflow_commands_exist_in_the_cli(services: dict[str, dict[str, Any]]) -> None:
+    app = _cli_app()
+    invocations = _newsflow_invocations(services)
+    assert {tuple(argv) for _, argv in invocations} >= {
+        ("init",),
+        ("worker", "enrich"),
+        ("worker", "index"),
+    }
+    for service, argv in invocations:
+        try:
+            resolve_command(app, argv)
+        except LookupError as exc:
+            pytest.fail(f"{service}: `newsflow {' '.join(argv)}`: {exc}")
