@@ -1,0 +1,200 @@
+"""The ``newsflow`` command line: one entry point for operators, workers and the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from enrich.extract_cli import extract_command
+from newsflow.settings import get_settings
+from newsflow.stack import stack_app
+
+app = typer.Typer(
+    name="newsflow",
+    help="Event-driven news ingestion: outlets → Airflow → Kafka → enrichment → Elasticsearch.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+worker_app = typer.Typer(help="Run a pipeline stage as a Kafka consumer group member.")
+outlets_app = typer.Typer(help="The outlets registry.")
+dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.")
+app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Elasticsearch, Airflow.")
+app.add_typer(worker_app, name="worker")
+app.add_typer(outlets_app, name="outlets")
+app.add_typer(dlq_app, name="dlq")
+app.command("extract", help="Extract article fields from saved pages, one JSON line each.")(
+    extract_command
+)
+
+IdleTimeout = Annotated[
+    float | None,
+    typer.Option(help="Stop after this many seconds without messages (default: run forever)."),
+]
+
+
+def _configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+
+
+@app.command()
+def init() -> None:
+    """Create the Kafka topics and the Elasticsearch templates and aliases (idempotent)."""
+    from newsflow.pipeline import initialize
+
+    _configure_logging()
+    result = initialize(get_settings())
+    typer.echo(json.dumps(result))
+
+
+@worker_app.command("enrich")
+def worker_enrich(idle_timeout: IdleTimeout = None) -> None:
+    """Raw pages → extracted articles (title, text, authors, date, language, canonical URL)."""
+    from newsflow.pipeline import run_stage
+
+    _configure_logging()
+    run_stage("enrich", get_settings(), idle_timeout=idle_timeout)
+
+
+@worker_app.command("index")
+def worker_index(idle_timeout: IdleTimeout = None) -> None:
+    """Articles → Elasticsearch, in bulk, one document per normalized URL."""
+    from newsflow.pipeline import run_stage
+
+    _configure_logging()
+    run_stage("index", get_settings(), idle_timeout=idle_timeout)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help='Words, "quoted phrases", +, |, - operators.')],
+    size: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per story.")] = False,
+) -> None:
+    """Print the top stories matching QUERY: title, outlet, date, URL."""
+    from index.es import IndexNames, make_client
+    from index.search import search_stories
+
+    settings = get_settings()
+    es = make_client(settings)
+    try:
+        hits = search_stories(es, IndexNames(settings.index_prefix), query, size=size)
+    finally:
+        es.close()
+    if as_json:
+        for hit in hits:
+            typer.echo(
+                json.dumps(
+                    {
+                        "story_id": hit.story_id,
+                        "title": hit.title,
+                        "outlet": hit.outlet,
+                        "published_at": hit.published_at.isoformat() if hit.published_at else None,
+                        "url": hit.url,
+                        "articles": hit.articles,
+                        "outlets": list(hit.outlets),
+                    }
+                )
+            )
+        return
+    if not hits:
+        typer.echo(f"No stories match {query!r}.")
+        raise typer.Exit(1)
+    for rank, hit in enumerate(hits, 1):
+        when = hit.published_at.strftime("%Y-%m-%d %H:%M") if hit.published_at else "undated"
+        typer.echo(f"{rank}. {hit.title or '(untitled)'}")
+        typer.echo(f"   {hit.outlet} · {when} · {hit.url}")
+        if hit.articles > 1:
+            typer.echo(f"   {hit.articles} articles in one story, from: {', '.join(hit.outlets)}")
+
+
+@outlets_app.command("validate")
+def outlets_validate(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+) -> None:
+    """Check a registry file and report every problem at once."""
+    from ingest.registry import RegistryError, load_registry
+
+    try:
+        registry = load_registry(file)
+    except RegistryError as exc:
+        for problem in exc.problems:
+            typer.echo(problem, err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{file}: {len(registry.outlets)} outlets, all valid")
+
+
+@app.command()
+def ingest(
+    outlet: Annotated[str, typer.Argument(help="Outlet name from the registry.")],
+    registry: Annotated[Path | None, typer.Option(help="Registry file.")] = None,
+) -> None:
+    """Discover, fetch and publish one outlet's articles once (what its DAG runs)."""
+    from ingest.publish import publish_outlet
+
+    _configure_logging()
+    summary = publish_outlet(outlet, get_settings(), registry_file=registry)
+    typer.echo(json.dumps(summary))
+
+
+@dlq_app.command("list")
+def dlq_list() -> None:
+    """One JSON line per dead letter: where it came from, why, and its URL."""
+    from newsflow.dlq import read_letters
+
+    for stored in read_letters(get_settings()):
+        letter = stored.letter
+        typer.echo(
+            json.dumps(
+                {
+                    "partition": stored.partition,
+                    "offset": stored.offset,
+                    "stage": letter.stage,
+                    "source": f"{letter.source_topic}[{letter.partition}]@{letter.offset}",
+                    "reason": letter.reason,
+                    "error_kind": letter.error_kind,
+                    "url": letter.url,
+                    "detail": letter.detail,
+                    "failed_at": letter.failed_at.isoformat(),
+                }
+            )
+        )
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    reason: Annotated[str | None, typer.Option(help="Only letters with this reason.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only letters from this stage.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be replayed.")] = False,
+) -> None:
+    """Send dead letters back to the topic they came from, e.g. after a fix."""
+    from newsflow.dlq import replay
+
+    selected = replay(get_settings(), reason=reason, stage=stage, dry_run=dry_run)
+    verb = "would replay" if dry_run else "replayed"
+    typer.echo(f"{verb} {len(selected)} message(s)")
+
+
+@app.command()
+def demo(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the pipeline.")] = 600,
+) -> None:
+    """Start the stack, run every outlet's DAG through Airflow, and search for the seed story."""
+    from newsflow.demo import run_demo
+
+    _configure_logging()
+    raise typer.Exit(run_demo(get_settings(), timeout=timeout))
+
+
+def main() -> None:
+    app()

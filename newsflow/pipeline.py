@@ -1,0 +1,83 @@
+"""The one place that wires stages to topics. Stages know only their input and output."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from newsflow.kafka_io import make_consumer, make_producer
+from newsflow.runtime import StageRunner
+from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+StageName = Literal["enrich", "index"]
+STAGES: tuple[StageName, ...] = ("enrich", "index")
+
+
+def build_runner(
+    stage_name: StageName, settings: Settings, *, group_id: str | None = None
+) -> StageRunner[Any]:
+    stage: Any
+    if stage_name == "enrich":
+        from enrich.worker import EnrichStage
+
+        stage = EnrichStage(output_topic=settings.topic_articles)
+        input_topic = settings.topic_raw_pages
+    elif stage_name == "index":
+        from index.es import IndexNames, make_client
+        from index.worker import IndexStage
+
+        stage = IndexStage(make_client(settings), IndexNames(settings.index_prefix))
+        input_topic = settings.topic_articles
+    else:  # pragma: no cover - Literal guards this
+        raise ValueError(f"unknown stage {stage_name!r}; known: {', '.join(STAGES)}")
+    group_id = group_id or f"newsflow-{stage_name}"
+    return StageRunner(
+        stage,
+        settings=settings,
+        consumer=make_consumer(settings, topic=input_topic, group_id=group_id),
+        producer=make_producer(settings, client_id=group_id),
+        input_topic=input_topic,
+        dead_letter_topic=settings.topic_dead_letters,
+    )
+
+
+def run_stage(
+    stage_name: StageName,
+    settings: Settings,
+    *,
+    idle_timeout: float | None = None,
+    install_signal_handlers: bool = True,
+) -> None:
+    runner = build_runner(stage_name, settings)
+    if install_signal_handlers:
+        runner.install_signal_handlers()
+    log.info("stage %s: consuming %s", stage_name, runner.input_topic)
+    try:
+        stats = runner.run(idle_timeout=idle_timeout)
+    finally:
+        runner.stage.close()
+        runner.consumer.close()
+        runner.producer.close()
+    log.info(
+        "stage %s: stopped after %d messages in %d batches: %s",
+        stage_name,
+        stats.consumed,
+        stats.batches,
+        dict(stats.outcomes),
+    )
+
+
+def initialize(settings: Settings) -> dict[str, list[str]]:
+    """Create topics, index templates and aliases; safe to run any number of times."""
+    from index.es import ensure_indices, make_client
+    from newsflow.kafka_io import ensure_topics
+
+    topics = ensure_topics(settings)
+    es = make_client(settings)
+    try:
+        indices = ensure_indices(es, settings)
+    finally:
+        es.close()
+    return {"topics_created": topics, "indices_created": indices}

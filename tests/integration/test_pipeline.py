@@ -1,0 +1,116 @@
+"""The enrich and index stages against the real Kafka and Elasticsearch."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch
+
+from index.es import IndexNames, make_client
+from index.search import count_articles, search_stories
+from newsflow.contracts import RawPage, encode
+from newsflow.dlq import read_letters, replay
+from newsflow.kafka_io import make_producer
+from newsflow.pipeline import build_runner
+from newsflow.settings import Settings
+from newsflow.urls import url_id
+from tests.pages import article_html
+
+pytestmark = pytest.mark.integration
+
+WIRE_BODY = [
+    "The river authority opened all four sluice gates at Marlow Weir on Tuesday morning after "
+    "three days of heavy rain pushed the water level to its highest mark in eleven years.",
+    "Engineers said the gates would stay open until at least Friday, and residents of the low "
+    "lying streets near the towpath were asked to move cars and valuables to higher ground.",
+    "A spokesperson for the authority said the defences built after the last major flood were "
+    "holding, and that the forecast showed drier weather arriving by the weekend.",
+]
+OWN_BODY = [
+    "The county's libraries will open on Sunday afternoons from next month, the council's "
+    "cabinet decided on Wednesday, reversing a cut made during the last round of savings.",
+    "Volunteers from the Friends of the Library groups will staff the reading rooms alongside "
+    "paid librarians, and the pilot will be reviewed after six months of visitor counts.",
+]
+
+
+def raw_page(outlet: str, path: str, html: str) -> RawPage:
+    url = f"http://{outlet}.example/{path}"
+    return RawPage(
+        id=url_id(url), url=url, fetched_url=url, outlet=outlet, http_status=200, html=html
+    )
+
+
+@pytest.fixture
+def pipeline_settings(infra_settings: Settings) -> Iterator[Settings]:
+    yield infra_settings
+
+
+def _drain(settings: Settings, stage: Any, expected: int, group_id: str | None = None) -> None:
+    runner = build_runner(stage, settings, group_id=group_id)
+    try:
+        runner.run(max_messages=expected, idle_timeout=20)
+    finally:
+        runner.consumer.close()
+        runner.producer.close()
+    assert runner.stats.consumed >= expected, runner.stats
+
+
+def _snapshot(es: Elasticsearch, names: IndexNames) -> dict[str, tuple[int, dict[str, Any]]]:
+    es.indices.refresh(index=names.articles)
+    hits = es.search(index=names.articles, size=100, version=True, query={"match_all": {}})
+    return {h["_id"]: (h["_version"], h["_source"]) for h in hits["hits"]["hits"]}
+
+
+def test_pages_become_searchable_stories_and_bad_input_is_dead_lettered(
+    pipeline_settings: Settings,
+) -> None:
+    settings = pipeline_settings
+    pages = [
+        raw_page("riverside", "news/weir-gates", article_html("Weir gates opened", WIRE_BODY)),
+        raw_page("valley", "2026/weir", article_html("Flood gates open at Marlow", WIRE_BODY)),
+        raw_page("county", "libraries-sunday", article_html("Libraries open on Sundays", OWN_BODY)),
+        raw_page("county", "empty", "<html><body><nav><a href='/'>Home</a></nav></body></html>"),
+    ]
+    producer = make_producer(settings)
+    for page in pages:
+        producer.send(settings.topic_raw_pages, key=page.id.encode(), value=encode(page))
+    producer.send(settings.topic_raw_pages, key=b"garbage", value=b"{not json")
+    producer.flush()
+    producer.close()
+
+    _drain(settings, "enrich", expected=5)
+    _drain(settings, "index", expected=3)
+
+    es = make_client(settings)
+    names = IndexNames(settings.index_prefix)
+    assert count_articles(es, names) == 3
+    hits = search_stories(es, names, "sluice gates Marlow")
+    assert len(hits) == 1, "two copies of one wire story are one story"
+    assert hits[0].articles == 2
+    assert set(hits[0].outlets) == {"riverside", "valley"}
+    assert [h.title for h in search_stories(es, names, '"Sunday afternoons"')] == [
+        "Libraries open on Sundays"
+    ]
+
+    letters = {stored.letter.reason: stored.letter for stored in read_letters(settings)}
+    assert set(letters) == {"empty_text", "invalid_message"}
+    assert letters["empty_text"].url == pages[3].url
+    assert letters["invalid_message"].value == "{not json"
+    assert letters["invalid_message"].source_topic == settings.topic_raw_pages
+
+    # Replaying the articles topic from the start (a new consumer group) changes nothing.
+    before = _snapshot(es, names)
+    _drain(settings, "index", expected=3, group_id=f"replay-{uuid.uuid4().hex[:6]}")
+    assert _snapshot(es, names) == before
+
+    # A dead letter can be sent back to where it came from, and fails the same way again.
+    replayed = replay(settings, reason="empty_text")
+    assert [s.letter.url for s in replayed] == [pages[3].url]
+    _drain(settings, "enrich", expected=1)
+    reasons = [stored.letter.reason for stored in read_letters(settings)]
+    assert reasons.count("empty_text") == 2
+    es.close()
