@@ -45,6 +45,7 @@ def _configure_logging(verbose: bool = False) -> None:
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()

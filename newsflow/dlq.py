@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from kafka import KafkaConsumer, TopicPartition
 
 from newsflow.contracts import ContractError, DeadLetter, decode
-from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer
+from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer, security_config
 from newsflow.settings import Settings
 
 
@@ -27,6 +27,7 @@ def read_letters(settings: Settings, *, timeout_seconds: float = 30.0) -> Iterat
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        **security_config(settings),
     )
     try:
         partitions = consumer.partitions_for_topic(settings.topic_dead_letters) or set()

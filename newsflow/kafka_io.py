@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 
 from newsflow.settings import Settings
@@ -44,7 +44,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def _security(settings: Settings) -> dict[str, Any]:
+def security_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
     if settings.kafka_sasl_mechanism:
         config["sasl_mechanism"] = settings.kafka_sasl_mechanism
@@ -65,7 +65,7 @@ def make_producer(settings: Settings, *, client_id: str = "newsflow") -> KafkaPr
         linger_ms=20,
         max_request_size=MAX_MESSAGE_BYTES,
         retries=5,
-        **_security(settings),
+        **security_config(settings),
     )
 
 
@@ -81,7 +81,9 @@ def make_consumer(settings: Settings, *, topic: str, group_id: str) -> KafkaCons
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
         max_poll_records=settings.worker_batch_size,
-        **_security(settings),
+        # Notice new partitions and topics within seconds, not the default five minutes.
+        metadata_max_age_ms=30_000,
+        **security_config(settings),
     )
 
 
@@ -89,7 +91,7 @@ def make_admin(settings: Settings) -> KafkaAdminClient:
     return KafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id="newsflow-admin",
-        **_security(settings),
+        **security_config(settings),
     )
 
 
@@ -117,4 +119,28 @@ def ensure_topics(settings: Settings) -> list[str]:
                 pass
         return created
     finally:
+        admin.close()
+
+
+def consumer_lag(settings: Settings, *, group_id: str, topic: str) -> dict[int, int]:
+    """Messages not yet committed by ``group_id``, per partition of ``topic``."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        **security_config(settings),
+    )
+    admin = make_admin(settings)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or set())
+        tps = [TopicPartition(topic, p) for p in partitions]
+        end = consumer.end_offsets(tps) if tps else {}
+        committed = admin.list_group_offsets({group_id: tps}).get(group_id, {})
+        lag: dict[int, int] = {}
+        for tp in tps:
+            done = committed.get(tp)
+            position = done.offset if done is not None and done.offset >= 0 else 0
+            lag[tp.partition] = max(0, end[tp] - position)
+        return lag
+    finally:
+        consumer.close()
         admin.close()

@@ -40,8 +40,8 @@ def infra() -> None:
 
 @pytest.fixture(scope="session")
 def full_stack(infra: None) -> None:
-    """Everything `make demo` runs: Kafka, Elasticsearch, Airflow, the sample outlets."""
-    _bring_up(["kafka", "elasticsearch", "airflow", "samples"])
+    """Everything `make demo` runs: Kafka, Elasticsearch, Airflow, sample outlets, workers."""
+    _bring_up(["kafka", "elasticsearch", "airflow", "samples", "workers"])
 
 
 @pytest.fixture

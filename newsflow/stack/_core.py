@@ -1,0 +1,489 @@
+"""up / down / status / install: the orchestration over the components.
+
+``up`` runs one thread per group so the slow boots overlap (Kafka, Elasticsearch and Airflow's
+``db migrate`` at once); within a group, members start in order, and the Airflow scheduler waits
+for Kafka and Elasticsearch so the first scheduled runs find them. A component that is already
+healthy is left alone, whoever started it. ``down`` stops only what the records under
+``<run_dir>/stack/`` say we started, unless asked to sweep.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from newsflow.settings import Settings, get_settings
+from newsflow.stack._proc import (
+    ProcRecord,
+    drop_record,
+    find_marked,
+    launch,
+    load_record,
+    log_tail,
+    port_open,
+    save_record,
+    sid_of,
+    stop_groups,
+)
+from newsflow.stack.components import (
+    ALIASES,
+    GROUP_ORDER,
+    Ctx,
+    Group,
+    Health,
+    Member,
+    build_groups,
+    es_link,
+    make_ctx,
+)
+
+log = logging.getLogger("newsflow.stack")
+
+Action = Literal["started", "already-running", "failed"]
+State = Literal["running", "starting", "unhealthy", "stopped"]
+
+_POLL_SECONDS = 0.5
+# How long to wait for someone else's process on our port to become healthy before giving up.
+_FOREIGN_WAIT = 60.0
+
+
+class StackError(RuntimeError):
+    """Some component did not come up; the message names it and its log, with the log's tail."""
+
+    def __init__(self, message: str, report: StackReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class ComponentResult:
+    """What ``up`` did for one process."""
+
+    name: str
+    group: str
+    action: Action
+    seconds: float  # from launch (or from the start of `up`) until healthy / failed
+    url: str
+    pid: int | None = None
+    log: Path | None = None
+    detail: str = ""
+
+
+@dataclass
+class StackReport:
+    """Outcome of ``up``: per process, plus install time per group and the wall time."""
+
+    results: list[ComponentResult] = field(default_factory=list)
+    install_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def started(self) -> list[str]:
+        """Groups of which this call started at least one process (what to `down` later)."""
+        return _groups_of(r for r in self.results if r.action == "started")
+
+    @property
+    def already_running(self) -> list[str]:
+        started = set(self.started)
+        groups = _groups_of(r for r in self.results if r.action == "already-running")
+        return [g for g in groups if g not in started]
+
+    @property
+    def failed(self) -> list[ComponentResult]:
+        return [r for r in self.results if r.action == "failed"]
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One process of the stack as ``status`` sees it."""
+
+    name: str
+    group: str
+    state: State
+    healthy: bool
+    managed: bool  # started by `up` from this run dir (else external or stopped)
+    pid: int | None
+    url: str
+    detail: str
+    log: Path | None
+
+
+def _groups_of(results: Iterable[ComponentResult]) -> list[str]:
+    seen = {r.group for r in results}
+    return [g for g in GROUP_ORDER if g in seen]
+
+
+def resolve(components: Sequence[str] | str | None, groups: dict[str, Group]) -> list[Member]:
+    """Names (groups, members, aliases, comma-separated) -> members in start order."""
+    if components is None:
+        wanted = list(GROUP_ORDER)
+    else:
+        raw = [components] if isinstance(components, str) else list(components)
+        wanted = [p.strip().lower() for item in raw for p in item.split(",") if p.strip()]
+    members = {m.name: m for g in groups.values() for m in g.members()}
+    chosen: set[str] = set()
+    for name in wanted:
+        name = ALIASES.get(name, name)
+        if name in groups:
+            chosen.update(m.name for m in groups[name].members())
+        elif name in members:
+            chosen.add(name)
+        else:
+            known = ", ".join([*GROUP_ORDER, *sorted(set(members) - set(GROUP_ORDER))])
+            raise ValueError(f"unknown stack component {name!r}; known: {known}")
+    return [m for g in GROUP_ORDER for m in groups[g].members() if m.name in chosen]
+
+
+def _safe_check(member: Member, ctx: Ctx) -> Health:
+    import httpx  # lazy: keeps `import newsflow.stack` cheap
+
+    try:
+        return member.check(ctx)
+    except (httpx.ConnectError, httpx.TimeoutException):
+        return Health(False, "not answering")
+    except Exception as exc:  # a health probe must never take `up` or `status` down
+        return Health(False, f"{type(exc).__name__}: {exc}".strip()[:300])
+
+
+@contextmanager
+def _locked(ctx: Ctx) -> Iterator[None]:
+    """One `up`/`down` at a time per run dir (two pytest sessions, a Makefile and a shell)."""
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    with (ctx.state_dir / ".lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _failure_text(member: Member, ctx: Ctx, detail: str) -> str:
+    """The reason, the logs to read, and their last lines (JVM/launch errors are in the first)."""
+    own = member.log_path(ctx)
+    extra = [p for p in member.more_logs(ctx) if p.exists()]
+    text = f"{member.name}: {detail}\n  logs: {', '.join(str(p) for p in [own, *extra])}"
+    for path, lines in [(own, 12), *((p, 8) for p in extra)]:
+        tail = log_tail(path, lines)
+        if tail:
+            text += f"\n  --- {path.name} (last lines)\n  " + "\n  ".join(tail.splitlines())
+    return text
+
+
+class _GroupRun:
+    """Brings up the wanted members of one group; runs in its own thread."""
+
+    def __init__(
+        self,
+        group: Group,
+        members: list[Member],
+        ctx: Ctx,
+        ready: dict[str, threading.Event],
+        timeout: float | None,
+        report: StackReport,
+        lock: threading.Lock,
+    ) -> None:
+        self.group = group
+        self.members = members
+        self.ctx = ctx
+        self.ready = ready
+        self.timeout = timeout
+        self.report = report
+        self.lock = lock
+        self.t0 = time.monotonic()
+
+    def _add(self, result: ComponentResult) -> None:
+        with self.lock:
+            self.report.results.append(result)
+        if result.action == "failed":
+            log.error("%s failed: %s", result.name, result.detail.splitlines()[0])
+        else:
+            log.info("%s %s (%.1fs) %s", result.name, result.action, result.seconds, result.url)
+
+    def _result(
+        self, m: Member, action: Action, since: float, pid: int | None, detail: str
+    ) -> ComponentResult:
+        return ComponentResult(
+            name=m.name,
+            group=m.group,
+            action=action,
+            seconds=round(time.monotonic() - since, 2),
+            url=m.url(self.ctx),
+            pid=pid,
+            log=m.log_path(self.ctx),
+            detail=detail,
+        )
+
+    def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.ready[self.group.name].set()
+
+    def _run(self) -> None:
+        ctx = self.ctx
+        todo: list[tuple[Member, ProcRecord | None]] = []
+        for m in self.members:
+            record = load_record(ctx.state_dir, m.name)
+            health = _safe_check(m, ctx)
+            if health.ok:
+                pid = record.pid if record else None
+                self._add(self._result(m, "already-running", self.t0, pid, health.detail))
+            else:
+                todo.append((m, record))
+        if not todo:
+            return
+        t_install = time.monotonic()
+        try:
+            self.group.install()
+        except Exception as exc:
+            for m, _ in todo:
+                detail = _failure_text(m, ctx, f"install failed: {exc}")
+                self._add(self._result(m, "failed", self.t0, None, detail))
+            return
+        with self.lock:
+            self.report.install_seconds[self.group.name] = round(time.monotonic() - t_install, 2)
+        waiting: list[tuple[Member, float, int | None, bool]] = []  # member, since, pid, ours
+        for m, record in todo:
+            for dep in m.waits_for:
+                event = self.ready.get(dep)
+                if event is not None:
+                    event.wait(timeout=self.timeout or 600)
+            if record is not None:  # ours, alive, not healthy yet: still booting
+                waiting.append((m, self.t0, record.pid, True))
+                continue
+            busy = [f"{h}:{p}" for h, p in m.ports(ctx) if port_open(h, p)]
+            if busy:  # someone else's process: maybe booting, so wait, but never start twice
+                log.info("%s: %s in use by another process; waiting for it", m.name, busy)
+                waiting.append((m, time.monotonic(), None, False))
+                continue
+            since = time.monotonic()
+            try:
+                m.prepare(ctx)
+                spec = m.launch_spec(ctx)
+                pid, ticks = launch(spec)
+            except Exception as exc:
+                self._add(self._result(m, "failed", since, None, _failure_text(m, ctx, str(exc))))
+                continue
+            record = ProcRecord(
+                name=m.name,
+                pid=pid,
+                pgid=sid_of(pid) or pid,
+                start_ticks=ticks,
+                argv=[str(a) for a in spec.argv],
+                log=str(spec.log),
+                started_at=time.time(),
+            )
+            save_record(ctx.state_dir, record)
+            log.info("%s: started pid %d, waiting for health (log %s)", m.name, pid, spec.log)
+            waiting.append((m, since, pid, True))
+        self._wait(waiting)
+
+    def _wait(self, waiting: list[tuple[Member, float, int | None, bool]]) -> None:
+        ctx = self.ctx
+        while waiting:
+            still: list[tuple[Member, float, int | None, bool]] = []
+            for m, since, pid, ours in waiting:
+                health = _safe_check(m, ctx)
+                limit = self.timeout if self.timeout is not None else m.start_timeout
+                if health.ok:
+                    action: Action = "started" if ours else "already-running"
+                    self._add(self._result(m, action, since, pid, health.detail))
+                elif ours and load_record(ctx.state_dir, m.name) is None:
+                    detail = _failure_text(m, ctx, "process exited before becoming healthy")
+                    self._add(self._result(m, "failed", since, pid, detail))
+                elif time.monotonic() - since > (limit if ours else min(limit, _FOREIGN_WAIT)):
+                    why = f"not healthy after {limit:.0f}s ({health.detail})"
+                    if not ours:
+                        ports = ", ".join(f"{h}:{p}" for h, p in m.ports(ctx))
+                        why = f"port {ports} is taken by a process that is not a healthy {m.name}"
+                    self._add(self._result(m, "failed", since, pid, _failure_text(m, ctx, why)))
+                else:
+                    still.append((m, since, pid, ours))
+            waiting = still
+            if waiting:
+                time.sleep(_POLL_SECONDS)
+
+
+def up(
+    components: Sequence[str] | str | None = None,
+    *,
+    timeout: float | None = None,
+    settings: Settings | None = None,
+) -> StackReport:
+    """Start what is not running yet and wait until all of it is healthy.
+
+    ``components``: group names (kafka, elasticsearch, airflow, samples), member names
+    (e.g. airflow-scheduler) or aliases (es); default all. Idempotent. Raises StackError (with
+    ``.report``) if any component failed; the others are left running.
+    """
+    ctx = make_ctx(settings or get_settings())
+    groups = build_groups(ctx)
+    members = resolve(components, groups)
+    report = StackReport()
+    t0 = time.monotonic()
+    by_group: dict[str, list[Member]] = {}
+    for m in members:
+        by_group.setdefault(m.group, []).append(m)
+    ready = {name: threading.Event() for name in by_group}
+    lock = threading.Lock()
+    with _locked(ctx):
+        runs = [
+            _GroupRun(groups[name], ms, ctx, ready, timeout, report, lock)
+            for name, ms in by_group.items()
+        ]
+        with ThreadPoolExecutor(max_workers=max(1, len(runs))) as pool:
+            for fut in [pool.submit(r.run) for r in runs]:
+                fut.result()
+    order = {m.name: i for i, m in enumerate(members)}
+    report.results.sort(key=lambda r: order.get(r.name, 99))
+    report.seconds = round(time.monotonic() - t0, 2)
+    if report.failed:
+        details = "\n".join(r.detail for r in report.failed)
+        count = len(report.failed)
+        raise StackError(f"stack up failed for {count} component(s):\n{details}", report)
+    return report
+
+
+def down(
+    components: Sequence[str] | str | None = None,
+    *,
+    only_started_by_us: bool = True,
+    grace_seconds: float = 30.0,
+    purge: bool = False,
+    settings: Settings | None = None,
+) -> list[str]:
+    """Stop what ``up`` started (whole process groups; SIGTERM, then SIGKILL after the grace).
+
+    ``only_started_by_us=False`` also stops any process that carries this run dir's marker
+    (e.g. left over after the records were deleted). ``purge`` then deletes the run dir's data
+    and Elasticsearch's directory (only with all components). Returns the names stopped.
+    """
+    ctx = make_ctx(settings or get_settings())
+    groups = build_groups(ctx)
+    members = resolve(components, groups)
+    stopped: list[str] = []
+    with _locked(ctx):
+        # Producers first: the scheduler (its running tasks still need the api-server to report
+        # back), triggerer and samples; then the api-server and dag-processor; then Kafka + ES.
+        phases = [[m for m in reversed(members) if m.stop_phase == n] for n in (0, 1, 2)]
+        for phase in phases:
+            records = [(m, load_record(ctx.state_dir, m.name)) for m in phase]
+            live = [(m, r) for m, r in records if r is not None]
+            if not live:
+                continue
+            log.info("stopping %s", ", ".join(m.name for m, _ in live))
+            killed = stop_groups(
+                [(r.pid, r.pgid, min(grace_seconds, m.stop_grace)) for m, r in live]
+            )
+            for m, r in live:
+                drop_record(ctx.state_dir, m.name)
+                stopped.append(m.name)
+                if r.pgid in killed:
+                    log.warning("%s did not stop in time: killed", m.name)
+        if not only_started_by_us:
+            pids = find_marked(str(ctx.run_dir))
+            sids = {sid for sid in (sid_of(p) for p in pids) if sid is not None and sid > 1}
+            if sids:
+                log.info("stopping %d leftover session(s) of %s", len(sids), ctx.run_dir)
+                stop_groups([(sid, sid, grace_seconds) for sid in sorted(sids)])
+        if purge:
+            if components is not None:
+                raise ValueError("purge removes the whole run dir: use it without --only")
+            _purge(ctx)
+    return stopped
+
+
+def _purge(ctx: Ctx) -> None:
+    link = es_link(ctx)
+    if link.is_symlink():
+        target = link.resolve()
+        auto = target.parent.parent == Path("/var/tmp") and target.parent.name.startswith(
+            "newsflow-"
+        )
+        if auto:
+            shutil.rmtree(target.parent, ignore_errors=True)
+        else:  # NEWSFLOW_ES_BASE_DIR: remove only what the stack put there
+            for sub in ("dist", "config", "data", "logs", "tmp"):
+                shutil.rmtree(target / sub, ignore_errors=True)
+    for child in ctx.run_dir.iterdir():
+        if child.name == "stack":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+def status(
+    components: Sequence[str] | str | None = None, *, settings: Settings | None = None
+) -> list[ComponentStatus]:
+    """Each process: running/starting/unhealthy/stopped, pid (if ours), URL, health detail."""
+    ctx = make_ctx(settings or get_settings())
+    members = resolve(components, build_groups(ctx))
+
+    def one(m: Member) -> ComponentStatus:
+        record = load_record(ctx.state_dir, m.name)
+        health = _safe_check(m, ctx)
+        state: State
+        if health.ok:
+            state = "running"
+        elif record is not None:
+            age = time.time() - record.started_at
+            state = "starting" if age < m.start_timeout else "unhealthy"
+        else:
+            state = "stopped"
+        return ComponentStatus(
+            name=m.name,
+            group=m.group,
+            state=state,
+            healthy=health.ok,
+            managed=record is not None,
+            pid=record.pid if record else None,
+            url=m.url(ctx),
+            detail=health.detail,
+            log=m.log_path(ctx),
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
+        return list(pool.map(one, members))
+
+
+def install(
+    components: Sequence[str] | str | None = None, *, settings: Settings | None = None
+) -> dict[str, float]:
+    """Download/prepare without starting anything (Maven jars, ES zip, Airflow DB).
+
+    For a Makefile/CI warm-up step; ``up`` does the same on demand. Returns seconds per group.
+    """
+    ctx = make_ctx(settings or get_settings())
+    groups = build_groups(ctx)
+    members = resolve(components, groups)
+    names = [g for g in GROUP_ORDER if any(m.group == g for m in members)]
+    took: dict[str, float] = {}
+    with _locked(ctx):
+        for name in names:
+            t0 = time.monotonic()
+            groups[name].install()
+            took[name] = round(time.monotonic() - t0, 2)
+    return took
+
+
+__all__ = [
+    "ComponentResult",
+    "ComponentStatus",
+    "StackError",
+    "StackReport",
+    "down",
+    "install",
+    "status",
+    "up",
+]

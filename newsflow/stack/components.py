@@ -1,0 +1,1032 @@
+"""The services of the local stack: how each is installed, configured, started and checked.
+
+A *group* is what a user names (``kafka``, ``elasticsearch``, ``airflow``, ``samples``); it owns
+the install step (Maven download, ``airflow db migrate``) and one or more *members*, each one
+long-running process with its own log, record and health check. Config files are rendered from
+the templates under ``deploy/`` so that what runs is reviewable in the repo.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from newsflow.settings import PROJECT_ROOT, Settings
+from newsflow.stack._java import JavaError, Jdk, jdk_from_env, pick_jdk, run_maven
+from newsflow.stack._proc import MARKER_ENV, LaunchSpec, port_open
+
+log = logging.getLogger("newsflow.stack")
+
+LOCAL_HOST = "127.0.0.1"
+
+# Newest integ-test-zip on Maven Central per major line (9.x needs Java 21+, 8.19 runs on 17).
+ES9_VERSION = "9.5.4"
+ES8_VERSION = "8.19.21"
+ES_DEFAULT_USER = "newsflow-es"
+_M2_ES_DIR = Path("~/.m2/repository/org/elasticsearch/distribution/integ-test-zip/elasticsearch")
+
+_PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+
+
+class StackConfigError(RuntimeError):
+    """The stack cannot be set up as configured (missing JDK, module, bad setting)."""
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Everything a component needs to know about this machine and checkout."""
+
+    settings: Settings
+    run_dir: Path
+    repo: Path = PROJECT_ROOT
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "stack"
+
+    @property
+    def deploy_dir(self) -> Path:
+        return self.repo / "deploy"
+
+
+def make_ctx(settings: Settings) -> Ctx:
+    return Ctx(settings=settings, run_dir=settings.run_dir.expanduser().resolve())
+
+
+def render(template: Path, dest: Path, values: Mapping[str, str]) -> None:
+    """Fill ``@NAME@`` placeholders; a placeholder without a value is a bug, so it raises."""
+    text = template.read_text(encoding="utf-8")
+
+    def sub(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise StackConfigError(f"{template}: no value for @{key}@")
+        return values[key]
+
+    out = _PLACEHOLDER.sub(sub, text)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists() or dest.read_text(encoding="utf-8") != out:
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text(out, encoding="utf-8")
+        tmp.replace(dest)
+
+
+def base_env(ctx: Ctx) -> dict[str, str]:
+    """Our environment plus the repo on PYTHONPATH and the run-dir marker.
+
+    NEWSFLOW_* variables pass through unchanged, so services (and Airflow tasks) see the same
+    settings as the command that started them.
+    """
+    env = dict(os.environ)
+    env[MARKER_ENV] = str(ctx.run_dir)
+    env["NEWSFLOW_RUN_DIR"] = str(ctx.run_dir)
+    paths = [str(ctx.repo), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    """'host:port' (or a URL) -> (host, port)."""
+    if "://" not in address:
+        address = f"//{address}"
+    parts = urlsplit(address)
+    return parts.hostname or LOCAL_HOST, parts.port or default_port
+
+
+def _iso_age_seconds(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (datetime.now(UTC) - when).total_seconds()
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Member(ABC):
+    """One long-running process of the stack."""
+
+    name: str
+    group: str
+    start_timeout: float = 120.0
+    # Groups that should be healthy before this member starts (if they start in the same `up`).
+    waits_for: tuple[str, ...] = ()
+    # `down` stops phase 0 first (things that produce work), then 1, then 2 (Kafka, ES).
+    stop_phase: int = 0
+    # Seconds from SIGTERM to SIGKILL (capped by `down(grace_seconds=...)`).
+    stop_grace: float = 30.0
+
+    @abstractmethod
+    def url(self, ctx: Ctx) -> str: ...
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        """Ports this member binds: in use by someone else means we must not start it."""
+        return []
+
+    def prepare(self, ctx: Ctx) -> None:  # noqa: B027 - optional hook
+        """Write config and one-time state just before starting (idempotent)."""
+
+    @abstractmethod
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec: ...
+
+    @abstractmethod
+    def check(self, ctx: Ctx) -> Health: ...
+
+    def log_path(self, ctx: Ctx) -> Path:
+        return ctx.logs_dir / f"{self.name}.log"
+
+    def more_logs(self, ctx: Ctx) -> list[Path]:
+        """Where the service writes its own detailed logs, for error messages."""
+        return []
+
+
+class Group(ABC):
+    """A user-facing component: an install step plus its member processes."""
+
+    name: str
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def members(self) -> list[Member]: ...
+
+    def install(self) -> None:  # noqa: B027 - optional hook
+        """Fetch/migrate what the members need; idempotent and cheap when already done."""
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+class KafkaGroup(Group):
+    name = "kafka"
+
+    @property
+    def home(self) -> Path:
+        return self.ctx.run_dir / "kafka"
+
+    @property
+    def libs(self) -> Path:
+        return self.home / "libs"
+
+    def jdk(self) -> Jdk:
+        # Kafka 4 needs Java 17+; prefer an LTS it is tested on (17/21) over the newest JDK.
+        jdk = jdk_from_env("NEWSFLOW_KAFKA_JAVA_HOME") or pick_jdk(17, prefer_at_most=21)
+        if jdk is None:
+            raise StackConfigError("Kafka 4 needs a JDK 17+; set NEWSFLOW_KAFKA_JAVA_HOME")
+        return jdk
+
+    def members(self) -> list[Member]:
+        return [KafkaBroker(self)]
+
+    def install(self) -> None:
+        pom = self.ctx.deploy_dir / "kafka" / "pom.xml"
+        marker = self.libs / ".newsflow-installed"
+        wanted = _file_sha256(pom)
+        if marker.is_file() and marker.read_text().strip() == wanted:
+            return
+        if self.libs.exists():
+            shutil.rmtree(self.libs)
+        run_maven(
+            pom,
+            ["dependency:copy-dependencies", f"-DoutputDirectory={self.libs}"],
+            log=self.ctx.logs_dir / "install-kafka.log",
+        )
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise StackConfigError(f"mvn copied no kafka_2.13 jar into {self.libs}")
+        marker.write_text(wanted + "\n")
+
+
+class KafkaBroker(Member):
+    name = "kafka"
+    group = "kafka"
+    start_timeout = 120.0
+    stop_phase = 2
+
+    def __init__(self, group: KafkaGroup) -> None:
+        self.g = group
+
+    def _addr(self, ctx: Ctx) -> tuple[str, int, int]:
+        first = ctx.settings.kafka_bootstrap.split(",")[0].strip()
+        host, port = _host_port(first, 9092)
+        controller = int(os.environ.get("NEWSFLOW_KAFKA_CONTROLLER_PORT", port + 1))
+        return host, port, controller
+
+    def url(self, ctx: Ctx) -> str:
+        host, port, _ = self._addr(ctx)
+        return f"{host}:{port}"
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        host, port, controller = self._addr(ctx)
+        return [(host, port), (host, controller)]
+
+    def more_logs(self, ctx: Ctx) -> list[Path]:
+        return [self.g.home / "logs" / "server.log"]
+
+    def _java_base(self, jdk: Jdk) -> list[str]:
+        return [
+            str(jdk.java),
+            f"-Dlog4j2.configurationFile={self.g.home / 'config' / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.g.home / 'logs'}",
+            "-Djava.awt.headless=true",
+            "-cp",
+            str(self.g.libs / "*"),
+        ]
+
+    def prepare(self, ctx: Ctx) -> None:
+        host, port, controller = self._addr(ctx)
+        home = self.g.home
+        data = home / "data"
+        for sub in (data, home / "logs", home / "config"):
+            sub.mkdir(parents=True, exist_ok=True)
+        values = {
+            "HOST": host,
+            "BROKER_PORT": str(port),
+            "CONTROLLER_PORT": str(controller),
+            "DATA_DIR": str(data),
+            "LOG_DIR": str(home / "logs"),
+        }
+        tmpl = ctx.deploy_dir / "kafka"
+        render(tmpl / "server.properties.tmpl", home / "config" / "server.properties", values)
+        render(tmpl / "log4j2.properties.tmpl", home / "config" / "log4j2.properties", values)
+        if (data / "meta.properties").exists():
+            return
+        # KRaft storage is formatted once, with a fresh cluster id, as a standalone controller.
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+        cluster_id = "A" + cluster_id[1:] if cluster_id.startswith("-") else cluster_id
+        argv = [
+            *self._java_base(self.g.jdk()),
+            "-Xmx256m",
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "--ignore-formatted",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(home / "config" / "server.properties"),
+        ]
+        log = self.log_path(ctx)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"\n===== format storage: {' '.join(argv)}\n")
+            fh.flush()
+            done = subprocess.run(
+                argv, stdout=fh, stderr=subprocess.STDOUT, check=False, timeout=120
+            )
+        if done.returncode != 0:
+            raise StackConfigError(f"kafka storage format failed; see {log}")
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        jdk = self.g.jdk()
+        heap = os.environ.get("NEWSFLOW_KAFKA_HEAP", "512m")
+        java = self._java_base(jdk)
+        argv = [
+            java[0],
+            "-Xms256m",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            *java[1:],
+            "kafka.Kafka",
+            str(self.g.home / "config" / "server.properties"),
+        ]
+        env = base_env(ctx)
+        env["JAVA_HOME"] = str(jdk.home)
+        return LaunchSpec(argv=argv, env=env, cwd=self.g.home, log=self.log_path(ctx))
+
+    def check(self, ctx: Ctx) -> Health:
+        host, port, _ = self._addr(ctx)
+        if not port_open(host, port):
+            return Health(False, f"nothing listens on {host}:{port}")
+        from kafka import KafkaAdminClient  # heavy-ish: only when the port is open
+
+        s = ctx.settings
+        extra: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
+        if s.kafka_sasl_mechanism:
+            extra["sasl_mechanism"] = s.kafka_sasl_mechanism
+            extra["sasl_plain_username"] = s.kafka_username
+            if s.kafka_password is not None:
+                extra["sasl_plain_password"] = s.kafka_password.get_secret_value()
+        admin = KafkaAdminClient(
+            bootstrap_servers=s.kafka_bootstrap,
+            client_id="newsflow-stack-health",
+            request_timeout_ms=3000,
+            bootstrap_timeout_ms=3000,
+            **extra,
+        )
+        try:
+            info = admin.describe_cluster()
+        finally:
+            admin.close()
+        brokers = len(info.get("brokers") or [])
+        return Health(brokers > 0, f"{brokers} broker(s), cluster {info.get('cluster_id')}")
+
+
+# --------------------------------------------------------------------------- Elasticsearch
+
+
+@dataclass(frozen=True)
+class EsPlan:
+    version: str
+    jdk: Jdk
+    base: Path  # install + config + data + logs, reachable by the user ES runs as
+    uid: int | None = None  # None: run as ourselves
+    gid: int | None = None
+    user: str | None = None
+
+    @property
+    def dist(self) -> Path:
+        return self.base / "dist" / f"elasticsearch-{self.version}"
+
+
+def _ensure_system_user(name: str) -> tuple[int, int]:
+    """The unprivileged account ES runs as when we are root (ES refuses to run as root)."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        done = subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode not in (0, 9):  # 9: created meanwhile by someone else
+            raise StackConfigError(f"useradd {name} failed: {done.stderr.strip()}") from None
+        entry = pwd.getpwnam(name)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            if st.st_uid != uid or st.st_gid != gid:
+                os.lchown(path, uid, gid)
+    st = os.lstat(root)
+    if st.st_uid != uid or st.st_gid != gid:
+        os.lchown(root, uid, gid)
+
+
+def es_link(ctx: Ctx) -> Path:
+    """``<run_dir>/elasticsearch``: the ES base itself, or a symlink to it (when root)."""
+    return ctx.run_dir / "elasticsearch"
+
+
+class ElasticsearchGroup(Group):
+    name = "elasticsearch"
+
+    def __init__(self, ctx: Ctx) -> None:
+        super().__init__(ctx)
+        self._plan: EsPlan | None = None
+
+    def members(self) -> list[Member]:
+        return [ElasticsearchNode(self)]
+
+    def _pick(self) -> tuple[str, Jdk]:
+        forced = jdk_from_env("NEWSFLOW_ES_JAVA_HOME")
+        version = os.environ.get("NEWSFLOW_ES_VERSION")
+        if version:
+            need = 21 if int(version.split(".")[0]) >= 9 else 17
+            jdk = forced or pick_jdk(need)
+            if jdk is None or jdk.major < need:
+                raise StackConfigError(f"Elasticsearch {version} needs Java {need}+")
+            return version, jdk
+        if forced is not None:
+            return (ES9_VERSION if forced.major >= 21 else ES8_VERSION), forced
+        jdk = pick_jdk(21)
+        if jdk is not None:
+            return ES9_VERSION, jdk
+        jdk = pick_jdk(17)
+        if jdk is None:
+            raise StackConfigError("Elasticsearch needs a JDK 17+ (21+ for 9.x)")
+        log.warning(
+            "no JDK 21+ found: running Elasticsearch %s on Java %d; the 9.x Python client "
+            "cannot talk to it (install a JDK 21+ or set NEWSFLOW_ES_JAVA_HOME)",
+            ES8_VERSION,
+            jdk.major,
+        )
+        return ES8_VERSION, jdk
+
+    def _base(self, as_root: bool) -> Path:
+        """Where ES lives. As root, outside the run dir, which ES's user may not traverse.
+
+        The repo (hence the run dir) may sit under /root (mode 0700), so as root ES gets a
+        directory under /var/tmp named after the run dir, linked from ``<run_dir>/elasticsearch``.
+        A missing link means a fresh run dir: any leftover directory is wiped to match.
+        """
+        link = es_link(self.ctx)
+        override = os.environ.get("NEWSFLOW_ES_BASE_DIR")
+        if not as_root and not override:
+            if link.is_symlink():
+                return link.resolve()
+            link.mkdir(parents=True, exist_ok=True)
+            return link
+        if link.is_symlink():
+            target = link.resolve()
+            target.mkdir(parents=True, exist_ok=True)
+            return target
+        if override:  # the user's directory: use it as it is, never wipe it
+            target = Path(override).expanduser().resolve()
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            digest = hashlib.sha1(str(self.ctx.run_dir).encode()).hexdigest()[:10]
+            target = Path("/var/tmp") / f"newsflow-{digest}" / "elasticsearch"
+            if target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            target.parent.chmod(0o755)
+        if link.exists():
+            shutil.rmtree(link)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+        return target
+
+    def plan(self) -> EsPlan:
+        if self._plan is None:
+            version, jdk = self._pick()
+            uid = gid = None
+            user = None
+            as_root = os.geteuid() == 0
+            if as_root:
+                user = os.environ.get("NEWSFLOW_ES_USER", ES_DEFAULT_USER)
+                uid, gid = _ensure_system_user(user)
+            self._plan = EsPlan(version, jdk, self._base(as_root), uid, gid, user)
+        return self._plan
+
+    def install(self) -> None:
+        plan = self.plan()
+        marker = plan.dist / ".newsflow-installed"
+        if not marker.is_file():
+            name = f"elasticsearch-{plan.version}.zip"
+            cached = _M2_ES_DIR.expanduser() / plan.version / name
+            if cached.is_file():  # skip a Maven start (~5 s) when ~/.m2 already has it
+                _extract_zip(cached, plan.dist)
+            else:
+                downloads = self.ctx.run_dir / "downloads"
+                run_maven(
+                    self.ctx.deploy_dir / "elasticsearch" / "pom.xml",
+                    [
+                        "dependency:copy",
+                        f"-Des.version={plan.version}",
+                        f"-DoutputDirectory={downloads}",
+                    ],
+                    log=self.ctx.logs_dir / "install-elasticsearch.log",
+                )
+                _extract_zip(downloads / name, plan.dist)
+                (downloads / name).unlink(missing_ok=True)  # ~/.m2 keeps the cached copy
+            marker.write_text(f"{plan.version}\n")
+        if plan.uid is not None and plan.gid is not None:
+            _chown_tree(plan.dist, plan.uid, plan.gid)
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    """Unzip keeping the unix modes (bin/ scripts must stay executable); atomic via rename."""
+    tmp = dest.with_name(f".{dest.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            parts = Path(info.filename).parts[1:]  # drop the top-level elasticsearch-X.Y.Z/
+            if not parts or ".." in parts:
+                continue
+            target = tmp.joinpath(*parts)
+            mode = (info.external_attr >> 16) & 0o777
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, target.open("wb") as out:
+                shutil.copyfileobj(src, out)
+            if mode:
+                target.chmod(mode)
+    for dirpath, _dirs, _files in os.walk(tmp):
+        Path(dirpath).chmod(0o755)
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
+class ElasticsearchNode(Member):
+    name = "elasticsearch"
+    group = "elasticsearch"
+    start_timeout = 240.0
+    stop_phase = 2
+
+    def __init__(self, group: ElasticsearchGroup) -> None:
+        self.g = group
+
+    def url(self, ctx: Ctx) -> str:
+        return ctx.settings.es_url.rstrip("/")
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        return [_host_port(self.url(ctx), 9200)]
+
+    def more_logs(self, ctx: Ctx) -> list[Path]:
+        return [es_link(ctx) / "logs" / "newsflow-local.log"]
+
+    def prepare(self, ctx: Ctx) -> None:
+        plan = self.g.plan()
+        conf = plan.base / "config"
+        stamp = conf / ".newsflow-version"
+        if not stamp.is_file() or stamp.read_text().strip() != plan.version:
+            if conf.exists():
+                shutil.rmtree(conf)
+            shutil.copytree(plan.dist / "config", conf)
+            stamp.write_text(f"{plan.version}\n")
+        for sub in ("data", "logs", "tmp"):
+            (plan.base / sub).mkdir(parents=True, exist_ok=True)
+        host, port = _host_port(self.url(ctx), 9200)
+        tmpl = ctx.deploy_dir / "elasticsearch"
+        render(
+            tmpl / "elasticsearch.yml.tmpl",
+            conf / "elasticsearch.yml",
+            {
+                "DATA_DIR": str(plan.base / "data"),
+                "LOG_DIR": str(plan.base / "logs"),
+                "HOST": host,
+                "HTTP_PORT": str(port),
+            },
+        )
+        render(
+            tmpl / "jvm.options.tmpl",
+            conf / "jvm.options.d" / "newsflow.options",
+            {
+                "HEAP_MIN": os.environ.get("NEWSFLOW_ES_HEAP_MIN", "512m"),
+                "HEAP_MAX": os.environ.get("NEWSFLOW_ES_HEAP_MAX", "1g"),
+            },
+        )
+        if plan.uid is not None and plan.gid is not None:
+            for sub in ("config", "data", "logs", "tmp"):
+                _chown_tree(plan.base / sub, plan.uid, plan.gid)
+            _chown_tree_top(plan.base, plan.uid, plan.gid)
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        plan = self.g.plan()
+        env = base_env(ctx)
+        env.update(
+            ES_JAVA_HOME=str(plan.jdk.home),
+            ES_PATH_CONF=str(plan.base / "config"),
+            ES_TMPDIR=str(plan.base / "tmp"),
+        )
+        env.pop("JAVA_HOME", None)
+        if plan.user is not None:
+            env.update(HOME=str(plan.base), USER=plan.user, LOGNAME=plan.user)
+        return LaunchSpec(
+            argv=[str(plan.dist / "bin" / "elasticsearch")],
+            env=env,
+            cwd=plan.base / "logs",  # jvm.options writes gc.log / hs_err relative to the cwd
+            log=self.log_path(ctx),
+            uid=plan.uid,
+            gid=plan.gid,
+        )
+
+    def check(self, ctx: Ctx) -> Health:
+        import httpx  # lazy: httpx pulls in click and rich
+
+        s = ctx.settings
+        auth = None
+        if s.es_username and s.es_password is not None:
+            auth = (s.es_username, s.es_password.get_secret_value())
+        verify: str | bool = str(s.es_ca_certs) if s.es_ca_certs else True
+        resp = httpx.get(f"{self.url(ctx)}/_cluster/health", timeout=3.0, auth=auth, verify=verify)
+        if resp.status_code != 200:
+            return Health(False, f"HTTP {resp.status_code}")
+        state = resp.json().get("status")
+        return Health(state in ("yellow", "green"), f"cluster {state}")
+
+
+def _chown_tree_top(path: Path, uid: int, gid: int) -> None:
+    st = os.lstat(path)
+    if st.st_uid != uid or st.st_gid != gid:
+        os.lchown(path, uid, gid)
+
+
+# --------------------------------------------------------------------------- Airflow
+
+# Inherited AIRFLOW__* variables would silently override the stack's airflow.cfg in some
+# processes and not others; the rendered file is the single source of truth.
+_AIRFLOW_ENV_DROP = ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
+
+
+class AirflowGroup(Group):
+    name = "airflow"
+
+    @property
+    def home(self) -> Path:
+        return self.ctx.run_dir / "airflow"
+
+    @property
+    def url(self) -> str:
+        return self.ctx.settings.airflow_url.rstrip("/")
+
+    def members(self) -> list[Member]:
+        members: list[Member] = [
+            AirflowApiServer(self),
+            AirflowDaemon(
+                self, "airflow-dag-processor", ["dag-processor"], "dag_processor", stop_phase=1
+            ),
+        ]
+        if os.environ.get("NEWSFLOW_AIRFLOW_TRIGGERER", "1") not in ("0", "false", "no"):
+            members.append(
+                AirflowDaemon(
+                    self, "airflow-triggerer", ["triggerer", "--skip-serve-logs"], "triggerer"
+                )
+            )
+        members.append(
+            AirflowDaemon(
+                self,
+                "airflow-scheduler",
+                ["scheduler", "--skip-serve-logs"],
+                "scheduler",
+                # DAG tasks publish to Kafka, to topics the workers' start creates.
+                waits_for=("kafka", "workers"),
+            )
+        )
+        return members
+
+    def command(self) -> list[str]:
+        exe = Path(sys.executable).with_name("airflow")
+        return [str(exe)] if exe.is_file() else [sys.executable, "-m", "airflow"]
+
+    def env(self) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in base_env(self.ctx).items()
+            if not k.startswith("AIRFLOW__") and k not in _AIRFLOW_ENV_DROP
+        }
+        env["AIRFLOW_HOME"] = str(self.home)
+        env["AIRFLOW_CONFIG"] = str(self.home / "airflow.cfg")
+        return env
+
+    def _secrets(self) -> dict[str, str]:
+        """JWT/API/Fernet secrets, generated once per run dir and shared by all processes."""
+        path = self.home / "secrets.json"
+        if path.is_file():
+            data: dict[str, str] = json.loads(path.read_text())
+            return data
+        data = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "api_secret_key": secrets.token_urlsafe(32),
+            "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".secrets.json.tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return data
+
+    def _password_mode(self) -> bool:
+        """With NEWSFLOW_AIRFLOW_PASSWORD set, the API requires that user's password."""
+        s = self.ctx.settings
+        password = s.airflow_password.get_secret_value() if s.airflow_password else ""
+        path = self.home / "simple_auth_manager_passwords.json.generated"
+        if not password:
+            return False
+        # SimpleAuthManager keeps plaintext passwords in this file and only generates missing
+        # ones, so writing ours before the api-server starts makes it the login password.
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({s.airflow_username: password}) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return True
+
+    def write_config(self) -> None:
+        host, port = _host_port(self.url, 8080)
+        sec = self._secrets()
+        all_admins = not self._password_mode()
+        dags = os.environ.get("NEWSFLOW_AIRFLOW_DAGS_FOLDER") or str(self.ctx.repo / "dags")
+        render(
+            self.ctx.deploy_dir / "airflow" / "airflow.cfg.tmpl",
+            self.home / "airflow.cfg",
+            {
+                "DAGS_FOLDER": dags,
+                "PARALLELISM": os.environ.get("NEWSFLOW_AIRFLOW_PARALLELISM", "4"),
+                "AIRFLOW_URL": self.url,
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW_USER": self.ctx.settings.airflow_username,
+                "ALL_ADMINS": str(all_admins),
+                "API_HOST": host,
+                "API_PORT": str(port),
+                "API_SECRET_KEY": sec["api_secret_key"],
+                "JWT_SECRET": sec["jwt_secret"],
+                "FERNET_KEY": sec["fernet_key"],
+            },
+        )
+
+    def install(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        version = importlib.metadata.version("apache-airflow")
+        marker = self.home / ".newsflow-migrated"
+        if (
+            marker.is_file()
+            and marker.read_text().strip() == version
+            and (self.home / "airflow.db").is_file()
+        ):
+            return
+        log = self.ctx.logs_dir / "airflow-migrate.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} airflow db migrate\n")
+            fh.flush()
+            done = subprocess.run(
+                [*self.command(), "db", "migrate"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                cwd=self.home,
+                check=False,
+                timeout=900,
+            )
+        if done.returncode != 0:
+            raise StackConfigError(f"airflow db migrate failed; see {log}")
+        _use_write_ahead_log(self.home / "airflow.db")
+        marker.write_text(version + "\n")
+
+
+def _use_write_ahead_log(database: Path) -> None:
+    """Let the api-server read while the scheduler writes (the mode is stored in the file)."""
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+class AirflowApiServer(Member):
+    name = "airflow-api"
+    group = "airflow"
+    start_timeout = 240.0
+    stop_phase = 1
+
+    def __init__(self, group: AirflowGroup) -> None:
+        self.g = group
+
+    def url(self, ctx: Ctx) -> str:
+        return self.g.url
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        return [_host_port(self.g.url, 8080)]
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        host, port = _host_port(self.g.url, 8080)
+        argv = [*self.g.command(), "api-server", "--host", host, "--port", str(port)]
+        return LaunchSpec(argv=argv, env=self.g.env(), cwd=self.g.home, log=self.log_path(ctx))
+
+    def check(self, ctx: Ctx) -> Health:
+        import httpx
+
+        resp = httpx.get(f"{self.g.url}/api/v2/version", timeout=3.0)
+        if resp.status_code != 200:
+            return Health(False, f"HTTP {resp.status_code}")
+        return Health(True, f"Airflow {resp.json().get('version')}")
+
+
+class AirflowDaemon(Member):
+    """Scheduler, dag-processor, triggerer: no port, so health is the heartbeat the API reports."""
+
+    group = "airflow"
+    start_timeout = 240.0
+    # A heartbeat older than this is a process that stopped (Airflow itself allows 30 s).
+    fresh_seconds = 20.0
+
+    def __init__(
+        self,
+        group: AirflowGroup,
+        name: str,
+        args: list[str],
+        health_key: str,
+        waits_for: tuple[str, ...] = (),
+        stop_phase: int = 0,
+    ) -> None:
+        self.g = group
+        self.name = name
+        self.args = args
+        self.health_key = health_key
+        self.waits_for = waits_for
+        self.stop_phase = stop_phase
+        # The scheduler waits for running tasks on SIGTERM; a dev `down` should not.
+        self.stop_grace = 12.0 if args[0] == "scheduler" else 30.0
+
+    def url(self, ctx: Ctx) -> str:
+        return f"{self.g.url} ({self.health_key})"
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        argv = [*self.g.command(), *self.args]
+        return LaunchSpec(argv=argv, env=self.g.env(), cwd=self.g.home, log=self.log_path(ctx))
+
+    def check(self, ctx: Ctx) -> Health:
+        import httpx
+
+        resp = httpx.get(f"{self.g.url}/api/v2/monitor/health", timeout=3.0)
+        if resp.status_code != 200:
+            return Health(False, f"monitor HTTP {resp.status_code}")
+        part = resp.json().get(self.health_key) or {}
+        beat = part.get(f"latest_{self.health_key}_heartbeat")
+        age = _iso_age_seconds(beat)
+        if part.get("status") != "healthy" or age is None:
+            return Health(False, f"{part.get('status') or 'no heartbeat'}")
+        if age > self.fresh_seconds:
+            return Health(False, f"last heartbeat {age:.0f}s ago")
+        return Health(True, f"heartbeat {age:.0f}s ago")
+
+
+# --------------------------------------------------------------------------- sample outlets
+
+
+class SamplesGroup(Group):
+    name = "samples"
+
+    def members(self) -> list[Member]:
+        return [SamplesSite()]
+
+
+class SamplesSite(Member):
+    """The fake news outlets (``python -m samples.site``) the demo and e2e tests crawl."""
+
+    name = "samples"
+    group = "samples"
+    start_timeout = 60.0
+
+    @staticmethod
+    def _port() -> int:
+        return int(os.environ.get("NEWSFLOW_SAMPLES_PORT", "8765"))
+
+    @staticmethod
+    def _module() -> str:
+        return os.environ.get("NEWSFLOW_SAMPLES_MODULE", "samples.site")
+
+    def url(self, ctx: Ctx) -> str:
+        return f"http://{LOCAL_HOST}:{self._port()}/"
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        return [(LOCAL_HOST, self._port())]
+
+    def prepare(self, ctx: Ctx) -> None:
+        module = self._module()
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            raise StackConfigError(f"cannot start samples: module {module} not found")
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        argv = [
+            sys.executable,
+            "-m",
+            self._module(),
+            "--host",
+            LOCAL_HOST,
+            "--port",
+            str(self._port()),
+        ]
+        return LaunchSpec(argv=argv, env=base_env(ctx), cwd=ctx.repo, log=self.log_path(ctx))
+
+    def check(self, ctx: Ctx) -> Health:
+        import httpx
+
+        resp = httpx.get(self.url(ctx), timeout=3.0)
+        return Health(resp.status_code < 500, f"HTTP {resp.status_code}")
+
+
+# --------------------------------------------------------------------------- workers
+
+
+class WorkersGroup(Group):
+    """The pipeline's stages, one process each (``newsflow worker enrich|index``)."""
+
+    name = "workers"
+
+    def members(self) -> list[Member]:
+        return [PipelineWorker("enrich"), PipelineWorker("index")]
+
+
+class PipelineWorker(Member):
+    group = "workers"
+    start_timeout = 120.0
+    waits_for = ("kafka", "elasticsearch")
+    stop_phase = 1  # after what produces work (Airflow), before Kafka and Elasticsearch
+    stop_grace = 20.0
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.name = f"{stage}-worker"
+
+    def url(self, ctx: Ctx) -> str:
+        return f"consumer group newsflow-{self.stage}"
+
+    def prepare(self, ctx: Ctx) -> None:
+        # Topics must exist before a consumer subscribes, or it idles until a metadata refresh.
+        from newsflow.pipeline import initialize
+
+        initialize(ctx.settings)
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        exe = Path(sys.executable).with_name("newsflow")
+        command = [str(exe)] if exe.is_file() else [sys.executable, "-m", "newsflow"]
+        return LaunchSpec(
+            argv=[*command, "worker", self.stage],
+            env=base_env(ctx),
+            cwd=ctx.repo,
+            log=self.log_path(ctx),
+        )
+
+    def check(self, ctx: Ctx) -> Health:
+        """Healthy once a member of the stage's consumer group holds partitions."""
+        from newsflow.kafka_io import make_admin
+
+        group_id = f"newsflow-{self.stage}"
+        host, port = _host_port(ctx.settings.kafka_bootstrap, 9092)
+        if not port_open(host, port):
+            return Health(False, "Kafka is not answering")
+        admin = make_admin(ctx.settings)
+        try:
+            described = admin.describe_groups([group_id])
+        finally:
+            admin.close()
+        info = described.get(group_id, {}) if isinstance(described, dict) else {}
+        state = str(info.get("group_state") or info.get("state") or "unknown")
+        members = len(info.get("members") or [])
+        detail = f"{group_id}: {state}, {members} member(s)"
+        return Health(state == "Stable" and members > 0, detail)
+
+
+# --------------------------------------------------------------------------- registry
+
+GROUP_ORDER: tuple[str, ...] = ("kafka", "elasticsearch", "workers", "airflow", "samples")
+ALIASES = {"es": "elasticsearch", "af": "airflow", "sample": "samples"}
+
+
+def build_groups(ctx: Ctx) -> dict[str, Group]:
+    """Fresh group objects for one operation (they cache per-call decisions such as the JDK)."""
+    return {
+        "kafka": KafkaGroup(ctx),
+        "elasticsearch": ElasticsearchGroup(ctx),
+        "airflow": AirflowGroup(ctx),
+        "samples": SamplesGroup(ctx),
+        "workers": WorkersGroup(ctx),
+    }
+
+
+__all__ = [
+    "ALIASES",
+    "GROUP_ORDER",
+    "Ctx",
+    "Group",
+    "Health",
+    "JavaError",
+    "Member",
+    "StackConfigError",
+    "build_groups",
+    "make_ctx",
+]

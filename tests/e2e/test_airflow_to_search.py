@@ -1,0 +1,49 @@
+"""End to end: DAG runs scheduled by the running Airflow, through Kafka, to search."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from index.es import IndexNames, make_client
+from index.search import search_stories
+from newsflow.airflow_client import AirflowClient
+from newsflow.demo import SEED_QUERY, wait_until_drained
+from newsflow.pipeline import initialize
+from newsflow.settings import get_settings
+
+pytestmark = pytest.mark.e2e
+
+# The sample outlets that carry the seed story (samples/outlets/*/articles).
+SEED_OUTLETS = ["kestrel-wire", "northern-ledger", "harbour-gazette"]
+
+
+def test_outlet_dags_run_by_the_scheduler_make_one_searchable_story(full_stack: None) -> None:
+    settings = get_settings()  # the settings the stack's Airflow tasks and workers use
+    initialize(settings)
+    deadline = time.monotonic() + 600
+    with AirflowClient(settings=settings) as airflow:
+        runs = []
+        for outlet in SEED_OUTLETS:
+            dag_id = f"ingest_{outlet}"
+            airflow.wait_for_dag(dag_id)
+            airflow.unpause(dag_id)
+            runs.append(airflow.trigger(dag_id))
+        for run in runs:
+            done = airflow.wait_for_run(run.dag_id, run.run_id, timeout=deadline - time.monotonic())
+            tasks = airflow.task_instances(run.dag_id, run.run_id)
+            assert done.state == "success", (done, tasks)
+            assert [(t.task_id, t.state) for t in tasks] == [("crawl_and_publish", "success")]
+
+    wait_until_drained(settings, deadline)
+    es = make_client(settings)
+    try:
+        hits = search_stories(es, IndexNames(settings.index_prefix), SEED_QUERY)
+    finally:
+        es.close()
+    assert hits, "the seed story is searchable"
+    story = hits[0]
+    assert set(SEED_OUTLETS) <= set(story.outlets), story
+    assert "Phillips" in (story.title or "")
+    assert all(hit.story_id != story.story_id for hit in hits[1:]), "shown once as a story"
