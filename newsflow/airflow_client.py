@@ -251,6 +251,15 @@ class AirflowClient:
             if not items or offset >= int(page.get("total_entries", 0)):
                 return out
 
+    def trigger_all(self, dag_ids: list[str], *, parse_timeout: float = 180.0) -> list[DagRun]:
+        """Wait for each DAG to be parsed, unpause it and start a manual run."""
+        runs = []
+        for dag_id in dag_ids:
+            self.wait_for_dag(dag_id, timeout=parse_timeout)
+            self.unpause(dag_id)
+            runs.append(self.trigger(dag_id))
+        return runs
+
     def run_and_wait(
         self,
         dag_id: str,

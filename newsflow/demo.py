@@ -57,12 +57,7 @@ def run_demo(settings: Settings, *, timeout: float = 600) -> int:
     triggered_at = time.monotonic()
     summaries: dict[str, Any] = {}
     with AirflowClient(settings=settings) as airflow:
-        runs = []
-        for outlet in outlets:
-            dag_id = f"ingest_{outlet.name}"
-            airflow.wait_for_dag(dag_id)
-            airflow.unpause(dag_id)
-            runs.append(airflow.trigger(dag_id))
+        runs = airflow.trigger_all([f"ingest_{outlet.name}" for outlet in outlets])
         _say(f"Triggered {len(runs)} ingestion DAGs through Airflow's API")
         failed = []
         for run in runs:

@@ -403,14 +403,18 @@ def down(
 
 
 def _purge(ctx: Ctx) -> None:
-    link = es_link(ctx)
-    if link.is_symlink():
+    for link in (es_link(ctx), ctx.run_dir / "postgres"):
+        if not link.is_symlink():
+            continue
         target = link.resolve()
         auto = target.parent.parent == Path("/var/tmp") and target.parent.name.startswith(
             "newsflow-"
         )
         if auto:
             shutil.rmtree(target.parent, ignore_errors=True)
+        elif link.name == "postgres":  # NEWSFLOW_PG_BASE_DIR: remove only what the stack put there
+            for sub in ("data", "run"):
+                shutil.rmtree(target / sub, ignore_errors=True)
         else:  # NEWSFLOW_ES_BASE_DIR: remove only what the stack put there
             for sub in ("dist", "config", "data", "logs", "tmp"):
                 shutil.rmtree(target / sub, ignore_errors=True)

@@ -228,6 +228,10 @@ class KafkaGroup(Group):
         )
         if not any(self.libs.glob("kafka_2.13-*.jar")):
             raise StackConfigError(f"mvn copied no kafka_2.13 jar into {self.libs}")
+        # Without a backend SLF4J drops every broker log line silently; fail loudly instead.
+        for backend in ("log4j-core-*.jar", "log4j-slf4j*-impl-*.jar"):
+            if not any(self.libs.glob(backend)):
+                raise StackConfigError(f"no logging backend ({backend}) in {self.libs}")
         marker.write_text(wanted + "\n")
 
 
@@ -419,6 +423,41 @@ def es_link(ctx: Ctx) -> Path:
     return ctx.run_dir / "elasticsearch"
 
 
+def service_base(ctx: Ctx, name: str, as_root: bool, override_env: str) -> Path:
+    """Where a service that refuses root (ES, PostgreSQL) keeps its files.
+
+    The repo (hence the run dir) may sit under /root (mode 0700), so as root the service gets
+    a directory under /var/tmp named after the run dir, linked from ``<run_dir>/<name>``.
+    A missing link means a fresh run dir: any leftover directory is wiped to match.
+    """
+    link = ctx.run_dir / name
+    override = os.environ.get(override_env)
+    if not as_root and not override:
+        if link.is_symlink():
+            return link.resolve()
+        link.mkdir(parents=True, exist_ok=True)
+        return link
+    if link.is_symlink():
+        target = link.resolve()
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    if override:  # the user's directory: use it as it is, never wipe it
+        target = Path(override).expanduser().resolve()
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        digest = hashlib.sha1(str(ctx.run_dir).encode()).hexdigest()[:10]
+        target = Path("/var/tmp") / f"newsflow-{digest}" / name
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        target.parent.chmod(0o755)
+    if link.exists():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+    return target
+
+
 class ElasticsearchGroup(Group):
     name = "elasticsearch"
 
@@ -455,38 +494,7 @@ class ElasticsearchGroup(Group):
         return ES8_VERSION, jdk
 
     def _base(self, as_root: bool) -> Path:
-        """Where ES lives. As root, outside the run dir, which ES's user may not traverse.
-
-        The repo (hence the run dir) may sit under /root (mode 0700), so as root ES gets a
-        directory under /var/tmp named after the run dir, linked from ``<run_dir>/elasticsearch``.
-        A missing link means a fresh run dir: any leftover directory is wiped to match.
-        """
-        link = es_link(self.ctx)
-        override = os.environ.get("NEWSFLOW_ES_BASE_DIR")
-        if not as_root and not override:
-            if link.is_symlink():
-                return link.resolve()
-            link.mkdir(parents=True, exist_ok=True)
-            return link
-        if link.is_symlink():
-            target = link.resolve()
-            target.mkdir(parents=True, exist_ok=True)
-            return target
-        if override:  # the user's directory: use it as it is, never wipe it
-            target = Path(override).expanduser().resolve()
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            digest = hashlib.sha1(str(self.ctx.run_dir).encode()).hexdigest()[:10]
-            target = Path("/var/tmp") / f"newsflow-{digest}" / "elasticsearch"
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
-            target.parent.chmod(0o755)
-        if link.exists():
-            shutil.rmtree(link)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target, target_is_directory=True)
-        return target
+        return service_base(self.ctx, "elasticsearch", as_root, "NEWSFLOW_ES_BASE_DIR")
 
     def plan(self) -> EsPlan:
         if self._plan is None:
@@ -649,6 +657,175 @@ def _chown_tree_top(path: Path, uid: int, gid: int) -> None:
         os.lchown(path, uid, gid)
 
 
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG_DEFAULT_USER = "newsflow-pg"
+PG_DATABASE = "airflow"
+
+
+def find_postgres_bin() -> Path | None:
+    """A PostgreSQL server installation (Debian keeps it off PATH), newest first."""
+    forced = os.environ.get("NEWSFLOW_PG_BIN")
+    candidates = [Path(forced)] if forced else []
+    candidates += sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for directory in candidates:
+        if (directory / "postgres").is_file() and (directory / "initdb").is_file():
+            return directory
+    return None
+
+
+def postgres_port() -> int:
+    return int(os.environ.get("NEWSFLOW_PG_PORT", "5433"))
+
+
+class PostgresGroup(Group):
+    """Airflow's metadata database. SQLite serializes writers, and four Airflow processes
+    writing at once stall each other; where no server is installed Airflow falls back to it."""
+
+    name = "postgres"
+
+    def __init__(self, ctx: Ctx) -> None:
+        super().__init__(ctx)
+        self.bin = find_postgres_bin()
+        self._owner: tuple[int, int] | None = None
+        self._base: Path | None = None
+
+    def members(self) -> list[Member]:
+        return [PostgresServer(self)] if self.bin is not None else []
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        """(uid, gid) of the unprivileged account when we are root (initdb refuses root)."""
+        if os.geteuid() != 0:
+            return None
+        if self._owner is None:
+            self._owner = _ensure_system_user(os.environ.get("NEWSFLOW_PG_USER", PG_DEFAULT_USER))
+        return self._owner
+
+    @property
+    def base(self) -> Path:
+        if self._base is None:
+            self._base = service_base(
+                self.ctx, "postgres", os.geteuid() == 0, "NEWSFLOW_PG_BASE_DIR"
+            )
+        return self._base
+
+    def _run(self, argv: list[str], log: Path) -> None:
+        owner = self.owner
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a", encoding="utf-8") as fh:
+            done = subprocess.run(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+                user=owner[0] if owner else None,
+                group=owner[1] if owner else None,
+                check=False,
+                timeout=300,
+            )
+        if done.returncode != 0:
+            raise StackConfigError(f"{Path(argv[0]).name} failed; see {log}")
+
+    def install(self) -> None:
+        assert self.bin is not None
+        data = self.base / "data"
+        if (data / "PG_VERSION").is_file():
+            return
+        owner = self.owner
+        if owner is not None:
+            _chown_tree(self.base, *owner)
+        self._run(
+            [
+                str(self.bin / "initdb"),
+                "--pgdata",
+                str(data),
+                "--username",
+                PG_DATABASE,
+                "--auth",
+                "trust",
+                "--encoding",
+                "UTF8",
+                "--no-instructions",
+            ],
+            self.ctx.logs_dir / "install-postgres.log",
+        )
+
+
+class PostgresServer(Member):
+    name = "postgres"
+    group = "postgres"
+    start_timeout = 60.0
+    stop_phase = 2
+    stop_grace = 20.0
+
+    def __init__(self, group: PostgresGroup) -> None:
+        self.g = group
+
+    def url(self, ctx: Ctx) -> str:
+        return f"postgresql://{PG_DATABASE}@{LOCAL_HOST}:{postgres_port()}/{PG_DATABASE}"
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        return [(LOCAL_HOST, postgres_port())]
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        assert self.g.bin is not None
+        socket_dir = self.g.base / "run"
+        socket_dir.mkdir(exist_ok=True)
+        owner = self.g.owner
+        if owner is not None:
+            _chown_tree(socket_dir, *owner)
+        argv = [
+            str(self.g.bin / "postgres"),
+            "-D", str(self.g.base / "data"),
+            "-h", LOCAL_HOST,
+            "-p", str(postgres_port()),
+            "-k", str(socket_dir),
+            # A disposable dev database: durability traded for speed.
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "max_connections=200",
+        ]  # fmt: skip
+        env = base_env(ctx)
+        env.pop("PGDATA", None)
+        return LaunchSpec(
+            argv=argv,
+            env=env,
+            cwd=self.g.base,
+            log=self.log_path(ctx),
+            uid=owner[0] if owner else None,
+            gid=owner[1] if owner else None,
+        )
+
+    def check(self, ctx: Ctx) -> Health:
+        assert self.g.bin is not None
+        done = subprocess.run(
+            [
+                str(self.g.bin / "pg_isready"),
+                "-h",
+                LOCAL_HOST,
+                "-p",
+                str(postgres_port()),
+                "-d",
+                PG_DATABASE,
+                "-U",
+                PG_DATABASE,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+        return Health(done.returncode == 0, done.stdout.strip() or done.stderr.strip())
+
+
 # --------------------------------------------------------------------------- Airflow
 
 # Inherited AIRFLOW__* variables would silently override the stack's airflow.cfg in some
@@ -760,20 +937,55 @@ class AirflowGroup(Group):
                 "API_SECRET_KEY": sec["api_secret_key"],
                 "JWT_SECRET": sec["jwt_secret"],
                 "FERNET_KEY": sec["fernet_key"],
+                "SQL_ALCHEMY_CONN": self.sql_alchemy_conn(),
+                "SQLITE_ONLY": "" if not self.uses_postgres() else "# sqlite only: ",
             },
         )
 
     def install(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.write_config()
+
+    def uses_postgres(self) -> bool:
+        return find_postgres_bin() is not None
+
+    def sql_alchemy_conn(self) -> str:
+        if self.uses_postgres():
+            return (
+                f"postgresql+psycopg2://{PG_DATABASE}@{LOCAL_HOST}:{postgres_port()}/{PG_DATABASE}"
+            )
+        return f"sqlite:///{self.home / 'airflow.db'}"
+
+    def _create_database(self) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host=LOCAL_HOST, port=postgres_port(), user=PG_DATABASE, dbname="postgres"
+        )
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+        finally:
+            connection.close()
+
+    def migrate(self) -> None:
+        """``airflow db migrate`` once per Airflow version and database (idempotent)."""
         version = importlib.metadata.version("apache-airflow")
+        conn = self.sql_alchemy_conn()
+        stamp = f"{version} {conn}"
         marker = self.home / ".newsflow-migrated"
+        sqlite_file = self.home / "airflow.db"
         if (
             marker.is_file()
-            and marker.read_text().strip() == version
-            and (self.home / "airflow.db").is_file()
+            and marker.read_text().strip() == stamp
+            and (self.uses_postgres() or sqlite_file.is_file())
         ):
             return
+        if self.uses_postgres():
+            self._create_database()
         log = self.ctx.logs_dir / "airflow-migrate.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a", encoding="utf-8") as fh:
@@ -790,8 +1002,9 @@ class AirflowGroup(Group):
             )
         if done.returncode != 0:
             raise StackConfigError(f"airflow db migrate failed; see {log}")
-        _use_write_ahead_log(self.home / "airflow.db")
-        marker.write_text(version + "\n")
+        if not self.uses_postgres():
+            _use_write_ahead_log(sqlite_file)
+        marker.write_text(stamp + "\n")
 
 
 def _use_write_ahead_log(database: Path) -> None:
@@ -808,6 +1021,8 @@ class AirflowApiServer(Member):
     start_timeout = 240.0
     stop_phase = 1
 
+    waits_for = ("postgres",)
+
     def __init__(self, group: AirflowGroup) -> None:
         self.g = group
 
@@ -816,6 +1031,9 @@ class AirflowApiServer(Member):
 
     def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
         return [_host_port(self.g.url, 8080)]
+
+    def prepare(self, ctx: Ctx) -> None:
+        self.g.migrate()
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         host, port = _host_port(self.g.url, 8080)
@@ -852,13 +1070,16 @@ class AirflowDaemon(Member):
         self.name = name
         self.args = args
         self.health_key = health_key
-        self.waits_for = waits_for
+        self.waits_for = ("postgres", *waits_for)
         self.stop_phase = stop_phase
         # The scheduler waits for running tasks on SIGTERM; a dev `down` should not.
         self.stop_grace = 12.0 if args[0] == "scheduler" else 30.0
 
     def url(self, ctx: Ctx) -> str:
         return f"{self.g.url} ({self.health_key})"
+
+    def prepare(self, ctx: Ctx) -> None:
+        self.g.migrate()
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         argv = [*self.g.command(), *self.args]
@@ -1003,8 +1224,15 @@ class PipelineWorker(Member):
 
 # --------------------------------------------------------------------------- registry
 
-GROUP_ORDER: tuple[str, ...] = ("kafka", "elasticsearch", "workers", "airflow", "samples")
-ALIASES = {"es": "elasticsearch", "af": "airflow", "sample": "samples"}
+GROUP_ORDER: tuple[str, ...] = (
+    "kafka",
+    "elasticsearch",
+    "postgres",
+    "workers",
+    "airflow",
+    "samples",
+)
+ALIASES = {"es": "elasticsearch", "af": "airflow", "sample": "samples", "pg": "postgres"}
 
 
 def build_groups(ctx: Ctx) -> dict[str, Group]:
@@ -1012,6 +1240,7 @@ def build_groups(ctx: Ctx) -> dict[str, Group]:
     return {
         "kafka": KafkaGroup(ctx),
         "elasticsearch": ElasticsearchGroup(ctx),
+        "postgres": PostgresGroup(ctx),
         "airflow": AirflowGroup(ctx),
         "samples": SamplesGroup(ctx),
         "workers": WorkersGroup(ctx),

@@ -24,12 +24,7 @@ def test_outlet_dags_run_by_the_scheduler_make_one_searchable_story(full_stack: 
     initialize(settings)
     deadline = time.monotonic() + 600
     with AirflowClient(settings=settings) as airflow:
-        runs = []
-        for outlet in SEED_OUTLETS:
-            dag_id = f"ingest_{outlet}"
-            airflow.wait_for_dag(dag_id)
-            airflow.unpause(dag_id)
-            runs.append(airflow.trigger(dag_id))
+        runs = airflow.trigger_all([f"ingest_{outlet}" for outlet in SEED_OUTLETS])
         for run in runs:
             done = airflow.wait_for_run(run.dag_id, run.run_id, timeout=deadline - time.monotonic())
             tasks = airflow.task_instances(run.dag_id, run.run_id)
