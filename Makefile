@@ -43,5 +43,6 @@ stack-down: install
 stack-status: install
 	$(BIN)/newsflow stack status
 
-clean: stack-down
+clean: install ## Stop the stack and delete its data
+	$(BIN)/newsflow stack down --purge
 	rm -rf .run

@@ -140,6 +140,10 @@ def resolve(components: Sequence[str] | str | None, groups: dict[str, Group]) ->
         else:
             known = ", ".join([*GROUP_ORDER, *sorted(set(members) - set(GROUP_ORDER))])
             raise ValueError(f"unknown stack component {name!r}; known: {known}")
+    for member in list(members.values()):  # a member needs its required groups running too
+        if member.name in chosen:
+            for required in member.requires:
+                chosen.update(m.name for m in groups[required].members())
     return [m for g in GROUP_ORDER for m in groups[g].members() if m.name in chosen]
 
 

@@ -145,6 +145,8 @@ class Member(ABC):
     start_timeout: float = 120.0
     # Groups that should be healthy before this member starts (if they start in the same `up`).
     waits_for: tuple[str, ...] = ()
+    # Groups that `up` starts along with this member, whatever was asked for.
+    requires: tuple[str, ...] = ()
     # `down` stops phase 0 first (things that produce work), then 1, then 2 (Kafka, ES).
     stop_phase: int = 0
     # Seconds from SIGTERM to SIGKILL (capped by `down(grace_seconds=...)`).
@@ -1022,6 +1024,7 @@ class AirflowApiServer(Member):
     stop_phase = 1
 
     waits_for = ("postgres",)
+    requires = ("postgres",)
 
     def __init__(self, group: AirflowGroup) -> None:
         self.g = group
@@ -1071,6 +1074,7 @@ class AirflowDaemon(Member):
         self.args = args
         self.health_key = health_key
         self.waits_for = ("postgres", *waits_for)
+        self.requires = ("postgres",)
         self.stop_phase = stop_phase
         # The scheduler waits for running tasks on SIGTERM; a dev `down` should not.
         self.stop_grace = 12.0 if args[0] == "scheduler" else 30.0

@@ -8,14 +8,16 @@ from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
+from typer.testing import CliRunner
 
 from index.es import IndexNames, make_client
 from index.search import count_articles, search_stories
+from newsflow.cli import app
 from newsflow.contracts import RawPage, encode
 from newsflow.dlq import read_letters, replay
 from newsflow.kafka_io import make_producer
-from newsflow.pipeline import build_runner
-from newsflow.settings import Settings
+from newsflow.pipeline import build_runner, initialize
+from newsflow.settings import Settings, get_settings
 from newsflow.urls import url_id
 from tests.pages import article_html
 
@@ -114,3 +116,35 @@ def test_pages_become_searchable_stories_and_bad_input_is_dead_lettered(
     reasons = [stored.letter.reason for stored in read_letters(settings)]
     assert reasons.count("empty_text") == 2
     es.close()
+
+
+def test_init_is_idempotent(pipeline_settings: Settings) -> None:
+    assert initialize(pipeline_settings) == {"topics_created": [], "indices_created": []}
+
+
+def test_search_command_prints_one_line_group_per_story(
+    pipeline_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = pipeline_settings
+    page = raw_page("county", "libraries", article_html("Libraries open on Sundays", OWN_BODY))
+    producer = make_producer(settings)
+    producer.send(settings.topic_raw_pages, key=page.id.encode(), value=encode(page)).get(30)
+    producer.close()
+    _drain(settings, "enrich", expected=1)
+    _drain(settings, "index", expected=1)
+    make_client(settings).indices.refresh(index=IndexNames(settings.index_prefix).articles)
+
+    monkeypatch.setenv("NEWSFLOW_INDEX_PREFIX", settings.index_prefix)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["search", "Sunday libraries"])
+        missing = CliRunner().invoke(app, ["search", "zeppelin"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        "1. Libraries open on Sundays",
+        f"   county · 2026-11-20 09:30 · {page.url}",
+    ]
+    assert missing.exit_code == 1
+    assert "No stories match" in missing.output
