@@ -210,14 +210,17 @@ class StageRunner(Generic[M]):
             results = self._process_isolating_bugs([batch[i] for i in pending])
             retry: list[int] = []
             for index, result in zip(pending, results, strict=True):
-                retryable = isinstance(result, Failed) and isinstance(result.error, RetryableError)
-                if retryable and attempt <= self.settings.worker_max_retries:
+                if (
+                    isinstance(result, Failed)
+                    and isinstance(result.error, RetryableError)
+                    and attempt <= self.settings.worker_max_retries
+                ):
                     log.warning(
                         "stage %s: %s: retrying (attempt %d): %s",
                         self.stage.name,
                         batch[index].where,
                         attempt,
-                        result.error,  # type: ignore[union-attr]
+                        result.error,
                     )
                     retry.append(index)
                 else:
