@@ -51,6 +51,7 @@ def enrich_page(page: RawPage) -> Article:
         content_hash=content_hash(extraction.text),
         fetched_at=page.fetched_at,
         extractor=extraction.extractor,
+        version=page.version,
     )
 
 

@@ -1,13 +1,33 @@
 """Crawl one outlet: read its feeds and sitemaps, then fetch the articles they announce.
 
 :func:`crawl_outlet` yields one :class:`CrawlOutcome` per feed/sitemap document and per
-article URL, in order, so a caller (the Airflow task) can produce pages to Kafka as they
-arrive and log a :func:`summarize` at the end. A failing feed yields an outcome and the crawl
-goes on. Nothing here talks to Kafka.
+article URL, in order, so a caller (the Airflow task, ``newsflow crawl``) can produce pages to
+Kafka as they arrive and log a :func:`summarize` at the end. A failing feed yields an outcome
+and the crawl goes on. Nothing here talks to Kafka.
+
+With a :class:`~ingest.state.StateStore` the crawl is stateful, so re-runs are cheap and
+polite: feeds and sitemaps are fetched with conditional GET and their body hash compared;
+every discovered article is remembered (those over the per-run limit stay in the outlet's
+frontier for the next run); an article fetched less than ``revisit_after_hours`` ago is not
+fetched again; a revisited article whose body hash changed is produced again with the next
+``version``. Per-feed health is recorded on every poll.
+
+Reason codes (stable; they label the metrics too):
+
+* fetch results (:data:`ingest.fetch.REASONS`): ``fetched``, ``not_modified`` (304 to a
+  conditional GET), ``robots_disallowed``, ``rate_limited`` (429, or the host's slot is too far
+  away), ``timeout``, ``too_large``, ``too_many_redirects``, ``blocked_address``, ``not_html``,
+  ``bad_encoding``, ``http_error``, ``offsite``, ``parse_error``;
+* crawl decisions: ``unchanged`` (200 but the same body hash as last time: nothing produced),
+  ``seen`` (an article fetched within the revisit interval, or in this process's ``seen``
+  set: no request sent), ``over_limit`` (beyond ``max_articles_per_run``; fetched next run),
+  ``not_due`` (a feed not due yet under adaptive polling: no request sent).
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,13 +39,16 @@ from pydantic import ValidationError
 from ingest.discovery import (
     DiscoveredItem,
     DiscoveryError,
+    SitemapDocument,
     dedupe,
     parse_feed,
     split_onsite,
     walk_sitemaps,
 )
 from ingest.fetch import Fetcher, FetchPolicy, FetchResult
+from ingest.metrics import METRICS
 from ingest.registry import Outlet
+from ingest.state import StateStore, UrlRecord
 from newsflow.contracts import RawPage
 from newsflow.settings import Settings
 from newsflow.urls import InvalidURLError, normalize_url, url_id
@@ -36,41 +59,77 @@ __all__ = [
     "CrawlOutcome",
     "OutcomeKind",
     "crawl_outlet",
+    "record_article",
     "summarize",
 ]
 
 OutcomeKind = Literal["feed", "sitemap", "article"]
 
 #: Reasons that mean "deliberately not ingested" rather than "something went wrong".
-#: ``seen``: crawled in an earlier run; ``over_limit``: beyond ``max_articles_per_run``.
 SKIPPED = frozenset(
-    {"seen", "over_limit", "not_modified", "not_html", "offsite", "too_large", "blocked_address"}
+    {
+        "seen",
+        "over_limit",
+        "not_modified",
+        "unchanged",
+        "not_due",
+        "not_html",
+        "offsite",
+        "too_large",
+        "blocked_address",
+        "robots_disallowed",
+        "rate_limited",
+    }
 )
 FAILED = frozenset({"timeout", "too_many_redirects", "bad_encoding", "http_error", "parse_error"})
+#: Source outcomes that count as a successful poll for feed health.
+_SOURCE_OK = frozenset({"fetched", "not_modified", "unchanged"})
+#: Article failures worth retrying next run (left in the frontier, not recorded as fetched).
+_RETRY_LATER = frozenset({"timeout", "rate_limited"})
 
 #: Bounds for sitemap indexes.
 SITEMAP_MAX_DEPTH = 3
 SITEMAP_MAX_DOCUMENTS = 50
+#: A feed is polled when its next_poll_at is at most this many seconds away (schedule jitter).
+_POLL_SLACK = 60.0
 
 
 @dataclass(frozen=True)
 class CrawlOutcome:
-    """What happened to one URL. ``page`` is set exactly when ``reason == "fetched"`` for an
-    article."""
+    """What happened to one URL. ``page`` is set exactly when an article is to be produced
+    (``reason == "fetched"``); ``version`` counts its content versions (1 = first)."""
 
     url: str
     status: int | None
-    reason: str  # a fetch reason (ingest.fetch.REASONS) or "seen" / "over_limit"
+    reason: str  # see the module docstring
     bytes: int
     elapsed_ms: float
     page: RawPage | None = None
     kind: OutcomeKind = "article"
     detail: str = ""
     source: str | None = None  # the feed/sitemap an article came from
+    version: int | None = None
+    content_hash: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.reason == "fetched"
+
+    def json_line(self) -> dict[str, Any]:
+        """The operator's view (``newsflow crawl --stdout``)."""
+        return {
+            "url": self.url,
+            "kind": self.kind,
+            "status": self.status,
+            "reason": self.reason,
+            "bytes": self.bytes,
+            "elapsed_ms": self.elapsed_ms,
+            "detail": self.detail,
+            "source": self.source,
+            "version": self.version,
+        }
 
 
 def _from_fetch(
@@ -81,6 +140,8 @@ def _from_fetch(
     detail: str | None = None,
     page: RawPage | None = None,
     source: str | None = None,
+    version: int | None = None,
+    content_hash: str | None = None,
 ) -> CrawlOutcome:
     return CrawlOutcome(
         url=result.url,
@@ -92,16 +153,39 @@ def _from_fetch(
         kind=kind,
         detail=result.detail if detail is None else detail,
         source=source,
+        version=version,
+        content_hash=content_hash,
+        etag=result.headers.get("etag"),
+        last_modified=result.headers.get("last-modified"),
     )
 
 
-def _skipped(url: str, reason: str, detail: str = "", source: str | None = None) -> CrawlOutcome:
-    return CrawlOutcome(url, None, reason, 0, 0.0, kind="article", detail=detail, source=source)
+def _skipped(
+    url: str,
+    reason: str,
+    detail: str = "",
+    source: str | None = None,
+    kind: OutcomeKind = "article",
+) -> CrawlOutcome:
+    return CrawlOutcome(url, None, reason, 0, 0.0, kind=kind, detail=detail, source=source)
 
 
 def _newest_first(items: list[DiscoveredItem]) -> list[DiscoveredItem]:
     oldest = datetime.min.replace(tzinfo=UTC)
     return sorted(items, key=lambda item: item.published_at or oldest, reverse=True)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _poll_bounds(outlet: Outlet) -> tuple[float, float] | None:
+    low, high = outlet.min_poll_minutes, outlet.max_poll_minutes
+    if low is None and high is None:
+        return None
+    low_s = 60.0 * (low if low is not None else 1)
+    high_s = 60.0 * (high if high is not None else 24 * 60)
+    return low_s, max(low_s, high_s)
 
 
 def crawl_outlet(
@@ -111,43 +195,209 @@ def crawl_outlet(
     settings: Settings,
     seen: set[str] | None = None,
     policy: FetchPolicy | None = None,
+    state: StateStore | None = None,
+    defer_article_records: bool = False,
 ) -> Iterator[CrawlOutcome]:
     """Discover and fetch one outlet's articles, yielding an outcome per URL as it goes.
 
-    ``seen`` holds normalized URLs handled in earlier runs: they are skipped (reason
-    ``seen``), and every article fetched now is added to it. ``policy`` overrides the one
-    built from ``outlet`` and ``settings`` (tests use it to drop the politeness delay).
+    ``seen`` holds normalized URLs handled in earlier runs of this process: they are skipped
+    (reason ``seen``), and every article fetched now is added to it. ``state`` makes the
+    crawl persistent and shared (see the module docstring); with ``defer_article_records``
+    the caller records produced articles itself with :func:`record_article` once Kafka has
+    acknowledged them, so a failed publish is fetched again on retry. ``policy`` overrides
+    the one built from ``outlet`` and ``settings`` (tests use it to drop the delays).
     Articles are fetched newest first, at most ``outlet.max_articles_per_run``; the rest are
     reported as ``over_limit`` (still new, so the next run picks them up).
     """
     policy = policy or FetchPolicy.for_outlet(outlet, settings)
+    for outcome in _crawl(outlet, fetcher, settings, seen, policy, state, defer_article_records):
+        METRICS.inc(
+            "newsflow_ingest_urls_total",
+            outlet=outlet.name,
+            kind=outcome.kind,
+            reason=outcome.reason,
+        )
+        yield outcome
+
+
+def _crawl(
+    outlet: Outlet,
+    fetcher: Fetcher,
+    settings: Settings,
+    seen: set[str] | None,
+    policy: FetchPolicy,
+    state: StateStore | None,
+    defer: bool,
+) -> Iterator[CrawlOutcome]:
     discovered: list[DiscoveredItem] = []
     origin: dict[str, str] = {}  # article URL -> the feed/sitemap that announced it
+    bounds = _poll_bounds(outlet)
+    now = state.clock() if state is not None else time.time()
 
+    def not_due(url: str, kind: OutcomeKind) -> CrawlOutcome | None:
+        if state is None or bounds is None:
+            return None
+        health = state.get_health(url)
+        if health is None or health.next_poll_at is None:
+            return None
+        if now + _POLL_SLACK >= health.next_poll_at:
+            return None
+        minutes = (health.next_poll_at - now) / 60
+        return _skipped(url, "not_due", f"next poll in {minutes:.0f} min", kind=kind)
+
+    def remember(items: list[DiscoveredItem], source_url: str, kind: OutcomeKind) -> int:
+        """Store discovered articles (the frontier); returns how many are new to us."""
+        if state is None:
+            return len(items)
+        onsite = [i for i in items if outlet.is_onsite(i.url)]
+        new = state.discover(
+            outlet.name,
+            [
+                (i.url, i.title, i.published_at.timestamp() if i.published_at else None)
+                for i in onsite
+            ],
+        )
+        return len(new)
+
+    def poll(url: str, kind: OutcomeKind, outcome: CrawlOutcome, new_items: int = 0) -> None:
+        if state is None:
+            return
+        ok = outcome.reason in _SOURCE_OK
+        error = None if ok else f"{outcome.reason}: {outcome.detail}"
+        state.record_poll(
+            url,
+            outlet=outlet.name,
+            kind=kind,
+            ok=ok,
+            new_items=new_items,
+            error=error,
+            poll_bounds=bounds,
+        )
+
+    # ------------------------------------------------------------------ feeds
     for feed_url in outlet.feeds:
-        result = fetcher.fetch_document(feed_url, policy)
+        skip = not_due(feed_url, "feed")
+        if skip is not None:
+            yield skip
+            continue
+        record = state.get(feed_url) if state is not None else None
+        headers = record.conditional_headers() if record and record.content_hash else None
+        result = fetcher.fetch_document(feed_url, policy, headers)
+        if result.reason == "not_modified":
+            if state is not None:
+                state.record_fetch(
+                    feed_url,
+                    outlet=outlet.name,
+                    kind="feed",
+                    status=result.status,
+                    reason="not_modified",
+                    etag=result.headers.get("etag"),
+                    last_modified=result.headers.get("last-modified"),
+                )
+            outcome = _from_fetch(result, "feed")
+            poll(feed_url, "feed", outcome)
+            yield outcome
+            continue
         if not result.ok or result.body is None:
-            yield _from_fetch(result, "feed")
+            outcome = _from_fetch(result, "feed")
+            poll(feed_url, "feed", outcome)
+            yield outcome
+            continue
+        digest = _sha256(result.body)
+        if record is not None and record.content_hash == digest:
+            # Stale validators (ETag unchanged or missing) but the same bytes: nothing new.
+            if state is not None:
+                _record_document(state, outlet, "feed", result, digest)
+            outcome = _from_fetch(
+                result, "feed", reason="unchanged", detail="same body hash as last time"
+            )
+            poll(feed_url, "feed", outcome)
+            yield outcome
             continue
         try:
             items = parse_feed(result.body, base_url=result.final_url)
         except DiscoveryError as exc:
-            yield _from_fetch(result, "feed", reason="parse_error", detail=str(exc))
+            outcome = _from_fetch(result, "feed", reason="parse_error", detail=str(exc))
+            poll(feed_url, "feed", outcome)
+            yield outcome
             continue
-        yield _from_fetch(result, "feed", detail=f"{len(items)} items")
+        if state is not None:
+            _record_document(state, outlet, "feed", result, digest)
+        new = remember(items, feed_url, "feed")
+        outcome = _from_fetch(
+            result, "feed", detail=f"{len(items)} items, {new} new", content_hash=digest
+        )
+        poll(feed_url, "feed", outcome, new)
+        yield outcome
         for item in items:
             origin.setdefault(item.url, feed_url)
         discovered.extend(items)
 
+    # ------------------------------------------------------------------ sitemaps
     max_urls = max(outlet.max_articles_per_run * 10, 1000)
     for sitemap_url in outlet.sitemaps:
+        skip = not_due(sitemap_url, "sitemap")
+        if skip is not None:
+            yield skip
+            continue
         fetched: dict[str, FetchResult] = {}
+        unchanged: set[str] = set()
+        digests: dict[str, str] = {}
         doc_outcomes: list[CrawlOutcome] = []
 
-        def load(url: str, fetched: dict[str, FetchResult] = fetched) -> bytes | None:
-            result = fetcher.fetch_document(url, policy)
+        def load(
+            url: str,
+            fetched: dict[str, FetchResult] = fetched,
+            unchanged: set[str] = unchanged,
+            digests: dict[str, str] = digests,
+        ) -> bytes | SitemapDocument | None:
+            record = state.get(url) if state is not None else None
+            headers = record.conditional_headers() if record and record.content_hash else None
+            result = fetcher.fetch_document(url, policy, headers)
             fetched[url] = result
-            return result.body if result.ok else None
+            if record is not None and state is not None:
+                same = result.reason == "not_modified" or (
+                    result.ok
+                    and result.body is not None
+                    and _sha256(result.body) == record.content_hash
+                )
+                if same:
+                    unchanged.add(url)
+                    if result.reason == "not_modified":
+                        state.record_fetch(
+                            url,
+                            outlet=outlet.name,
+                            kind="sitemap",
+                            status=result.status,
+                            reason="not_modified",
+                            etag=result.headers.get("etag"),
+                            last_modified=result.headers.get("last-modified"),
+                        )
+                    else:
+                        _record_document(
+                            state, outlet, "sitemap", result, record.content_hash or ""
+                        )
+                    # Its articles are in the frontier already; an index's children may
+                    # have changed, so walk them.
+                    if record.children:
+                        return SitemapDocument(sitemaps=list(record.children), is_index=True)
+                    return SitemapDocument()
+            if result.ok and result.body is not None:
+                digests[url] = _sha256(result.body)
+                return result.body
+            return None
+
+        def parsed(
+            url: str,
+            doc: SitemapDocument,
+            fetched: dict[str, FetchResult] = fetched,
+            digests: dict[str, str] = digests,
+        ) -> None:
+            if state is not None and url in digests:
+                children = doc.sitemaps if doc.is_index else None
+                _record_document(
+                    state, outlet, "sitemap", fetched[url], digests[url], children=children
+                )
 
         walk = walk_sitemaps(
             sitemap_url,
@@ -156,6 +406,7 @@ def crawl_outlet(
             max_urls=max_urls,
             max_sitemaps=SITEMAP_MAX_DOCUMENTS,
             follow=outlet.is_onsite,
+            on_parsed=parsed,
         )
         failures = {f.url: f for f in walk.failures}
         for url in walk.visited:
@@ -164,6 +415,12 @@ def crawl_outlet(
             if failure is not None:
                 doc_outcomes.append(
                     _from_fetch(result, "sitemap", reason=failure.reason, detail=failure.detail)
+                )
+            elif url in unchanged and result.reason != "not_modified":
+                doc_outcomes.append(
+                    _from_fetch(
+                        result, "sitemap", reason="unchanged", detail="same body hash as last time"
+                    )
                 )
             else:
                 doc_outcomes.append(_from_fetch(result, "sitemap"))
@@ -174,34 +431,86 @@ def crawl_outlet(
                     failure.url, None, reason, 0, 0.0, kind="sitemap", detail=failure.detail
                 )
             )
+        new = remember(walk.items, sitemap_url, "sitemap")
+        root = doc_outcomes[0] if doc_outcomes else None
+        if root is not None:
+            poll(sitemap_url, "sitemap", root, new)
         yield from doc_outcomes
         for item in walk.items:
             origin.setdefault(item.url, sitemap_url)
         discovered.extend(walk.items)
 
+    # ------------------------------------------------------------------ articles
     items, offsite = split_onsite(dedupe(discovered), outlet.is_onsite)
     for item in offsite:
         yield _skipped(
             item.url, "offsite", "link outside the outlet's domains", origin.get(item.url)
         )
 
+    records: dict[str, UrlRecord] = {}
+    if state is not None:
+        known = {item.url for item in items}
+        for pending in state.frontier(outlet.name, limit=outlet.max_articles_per_run * 2):
+            if pending.url not in known:
+                published = (
+                    datetime.fromtimestamp(pending.published_at, UTC)
+                    if pending.published_at is not None
+                    else None
+                )
+                items.append(DiscoveredItem(pending.url, pending.title, published))
+                known.add(pending.url)
+        records = state.lookup(item.url for item in items)
+
+    revisit = settings.revisit_after_hours * 3600
     budget = outlet.max_articles_per_run
     for item in _newest_first(items):
         source = origin.get(item.url)
+        record = records.get(item.url)
         if seen is not None and item.url in seen:
             yield _skipped(item.url, "seen", source=source)
             continue
+        if record is not None and record.last_fetched_at is not None:
+            age = now - record.last_fetched_at
+            if age < revisit:
+                detail = f"fetched {age / 3600:.1f} h ago ({record.last_reason})"
+                yield _skipped(item.url, "seen", detail, source)
+                continue
         if budget <= 0:
             limit = f"max_articles_per_run={outlet.max_articles_per_run}"
             yield _skipped(item.url, "over_limit", limit, source)
             continue
         budget -= 1
-        result = fetcher.fetch_page(item.url, policy)
+        revisiting = record is not None and record.content_hash is not None
+        headers = record.conditional_headers() if record is not None and revisiting else None
+        result = fetcher.fetch_page(item.url, policy, headers)
         if not result.ok or result.text is None:
-            yield _from_fetch(result, "article", source=source)
+            outcome = _from_fetch(result, "article", source=source)
+            if (
+                state is not None
+                and result.reason not in _RETRY_LATER
+                and not (result.reason == "http_error" and (result.status or 500) >= 500)
+            ):
+                record_article(state, outlet, outcome)
+            yield outcome
             continue
+        digest = _sha256(result.text.encode("utf-8"))
+        if record is not None and record.content_hash == digest:
+            outcome = _from_fetch(
+                result,
+                "article",
+                reason="unchanged",
+                detail="same body hash as last time",
+                source=source,
+                version=record.version,
+                content_hash=digest,
+            )
+            if state is not None:
+                record_article(state, outlet, outcome)
+            yield outcome
+            continue
+        version = (record.version if record is not None else 0) + 1
         try:
-            page = _raw_page(outlet, item, result)
+            page = _raw_page(outlet, item, result, version)
         except (ValidationError, InvalidURLError) as exc:
             yield _from_fetch(
                 result, "article", reason="parse_error", detail=str(exc), source=source
@@ -209,10 +518,59 @@ def crawl_outlet(
             continue
         if seen is not None:
             seen.add(item.url)
-        yield _from_fetch(result, "article", page=page, source=source)
+        outcome = _from_fetch(
+            result,
+            "article",
+            page=page,
+            source=source,
+            version=version,
+            content_hash=digest,
+            detail=f"version {version}" if version > 1 else result.detail,
+        )
+        if state is not None and not defer:
+            record_article(state, outlet, outcome)
+        yield outcome
 
 
-def _raw_page(outlet: Outlet, item: DiscoveredItem, result: FetchResult) -> RawPage:
+def _record_document(
+    state: StateStore,
+    outlet: Outlet,
+    kind: str,
+    result: FetchResult,
+    digest: str,
+    *,
+    children: list[str] | None = None,
+) -> None:
+    state.record_fetch(
+        result.url,
+        outlet=outlet.name,
+        kind=kind,
+        status=result.status,
+        reason="fetched",
+        etag=result.headers.get("etag"),
+        last_modified=result.headers.get("last-modified"),
+        content_hash=digest,
+        children=children,
+    )
+
+
+def record_article(state: StateStore, outlet: Outlet, outcome: CrawlOutcome) -> int:
+    """Remember an article's fetch (validators, hash, version); returns its version."""
+    return state.record_fetch(
+        outcome.url,
+        outlet=outlet.name,
+        kind="article",
+        status=outcome.status,
+        reason=outcome.reason,
+        etag=outcome.etag,
+        last_modified=outcome.last_modified,
+        content_hash=outcome.content_hash,
+    )
+
+
+def _raw_page(
+    outlet: Outlet, item: DiscoveredItem, result: FetchResult, version: int = 1
+) -> RawPage:
     url = normalize_url(item.url)
     return RawPage(
         id=url_id(url),
@@ -224,6 +582,7 @@ def _raw_page(outlet: Outlet, item: DiscoveredItem, result: FetchResult) -> RawP
         html=result.text or "",
         feed_title=item.title,
         feed_published_at=item.published_at,
+        version=version,
     )
 
 
@@ -231,7 +590,8 @@ def summarize(outcomes: Iterable[CrawlOutcome]) -> dict[str, Any]:
     """Counts for logs and the task's return value (JSON-serializable).
 
     ``discovered``: distinct article URLs; ``fetched``: pages produced; ``skipped`` and
-    ``failed``: article counts by reason; ``sources``: feed/sitemap documents ok/failed.
+    ``failed``: article counts by reason; ``sources``: feed/sitemap documents ok (including
+    ``not_modified``, ``unchanged``, ``not_due``) or failed by reason.
     """
     discovered: set[str] = set()
     skipped: Counter[str] = Counter()
@@ -245,7 +605,7 @@ def summarize(outcomes: Iterable[CrawlOutcome]) -> dict[str, Any]:
         total_bytes += outcome.bytes
         elapsed += outcome.elapsed_ms
         if outcome.kind != "article":
-            if outcome.ok:
+            if outcome.reason in _SOURCE_OK or outcome.reason == "not_due":
                 sources_ok += 1
             else:
                 sources_failed[outcome.reason] += 1

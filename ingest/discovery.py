@@ -13,6 +13,7 @@ rejected outright with a :class:`DiscoveryError`.
 from __future__ import annotations
 
 import html
+import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ __all__ = [
     "parse_date",
     "parse_document",
     "parse_feed",
+    "parse_json_feed",
     "parse_sitemap",
     "parse_xml",
     "split_onsite",
@@ -300,11 +302,52 @@ def _atom_items(root: Any, base_url: str | None) -> Iterator[DiscoveredItem]:
         yield DiscoveredItem(url, _title(_child(entry, "title")), parse_date(date))
 
 
+def parse_json_feed(data: bytes, *, base_url: str | None = None) -> list[DiscoveredItem]:
+    """Items of a JSON Feed (1.0/1.1): ``url`` (or ``external_url``), ``title``, dates."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DiscoveryError(f"document is larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        doc = json.loads(_maybe_gunzip(data, MAX_DOCUMENT_BYTES).decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DiscoveryError(f"not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith(
+        "https://jsonfeed.org/version/"
+    ):
+        raise DiscoveryError("not a JSON Feed (no jsonfeed.org version)")
+    entries = doc.get("items")
+    if not isinstance(entries, list):
+        raise DiscoveryError("JSON Feed without an 'items' list")
+    home = doc.get("home_page_url")
+    base = home if isinstance(home, str) else None
+
+    def items() -> Iterator[DiscoveredItem]:
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            link = entry.get("url") or entry.get("external_url")
+            if not isinstance(link, str):
+                continue
+            url = _absolute(link, base_url or base)
+            if url is None:
+                continue
+            title = entry.get("title")
+            date = entry.get("date_published") or entry.get("date_modified")
+            yield DiscoveredItem(
+                url,
+                _clean(title) if isinstance(title, str) else None,
+                parse_date(date) if isinstance(date, str) else None,
+            )
+
+    return dedupe(items())
+
+
 def parse_feed(data: bytes, *, base_url: str | None = None) -> list[DiscoveredItem]:
-    """Items of an RSS 2.0 / 0.9x / 1.0 or Atom feed, deduplicated by normalized URL.
+    """Items of an RSS 2.0 / 0.9x / 1.0, Atom or JSON Feed, deduplicated by normalized URL.
 
     ``base_url`` (the feed's own URL) resolves relative links.
     """
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
+        return parse_json_feed(data, base_url=base_url)
     root = parse_xml(data)
     kind = _local(root)
     if kind == "rss" or kind == "rdf":
@@ -361,19 +404,23 @@ def parse_document(data: bytes, *, base_url: str | None = None) -> list[Discover
 
 def walk_sitemaps(
     root_url: str,
-    load: Callable[[str], bytes | None],
+    load: Callable[[str], bytes | SitemapDocument | None],
     *,
     max_depth: int = 3,
     max_urls: int = 5000,
     max_sitemaps: int = 50,
     follow: Callable[[str], bool] | None = None,
+    on_parsed: Callable[[str, SitemapDocument], None] | None = None,
 ) -> SitemapWalk:
     """Collect items from a sitemap or sitemap index, following nested indexes.
 
     ``load(url)`` returns the document bytes or ``None`` when it could not be fetched (the
-    loader records why). ``max_depth`` bounds nesting (the root is depth 0), ``max_urls``
-    the number of items, ``max_sitemaps`` the number of documents loaded. ``follow`` decides
-    whether a child sitemap URL may be loaded (e.g. only the outlet's own domains).
+    loader records why), or an already parsed :class:`SitemapDocument` (e.g. an unchanged
+    index's remembered children). ``on_parsed(url, doc)`` is told of each document parsed
+    from bytes (the caller records its validators only then). ``max_depth`` bounds nesting
+    (the root is depth 0), ``max_urls`` the number of items, ``max_sitemaps`` the number of
+    documents loaded. ``follow`` decides whether a child sitemap URL may be loaded (e.g.
+    only the outlet's own domains).
     """
     items: list[DiscoveredItem] = []
     failures: list[SitemapFailure] = []
@@ -397,11 +444,16 @@ def walk_sitemaps(
         data = load(url)
         if data is None:
             continue
-        try:
-            doc = parse_sitemap(data, base_url=url)
-        except DiscoveryError as exc:
-            failures.append(SitemapFailure(url, "parse_error", str(exc)))
-            continue
+        if isinstance(data, SitemapDocument):
+            doc = data
+        else:
+            try:
+                doc = parse_sitemap(data, base_url=url)
+            except DiscoveryError as exc:
+                failures.append(SitemapFailure(url, "parse_error", str(exc)))
+                continue
+            if on_parsed is not None:
+                on_parsed(url, doc)
         if doc.is_index:
             for child in doc.sitemaps:
                 if depth + 1 > max_depth:

@@ -16,10 +16,16 @@
   charset, then ``<meta charset>``, then UTF-8, then windows-1252;
 * a small politeness delay between requests to the same host.
 
+* robots.txt honoured (``obey_robots``): fetched once per origin, cached in process and in
+  the shared state, its ``Crawl-delay`` raising the host's interval (capped); RFC 9309
+  semantics: 4xx means allow all, 5xx or unreachable means disallow all for a short while;
+* a per-``host:port`` rate limit: one request per ``politeness_delay`` seconds, shared by all
+  processes when the fetcher has a :class:`~ingest.state.StateStore` (in-process otherwise);
+  429/503 push the host's next slot out by ``Retry-After`` (or exponentially), and a request
+  that would wait longer than ``max_wait`` is not sent (``rate_limited``).
+
 It never raises for network or content problems: every call returns a :class:`FetchResult`
-whose ``reason`` is one of :data:`REASONS`. Robots.txt, per-host rate limiting and conditional
-GET belong in the policy (``extra_headers`` already carries validators) and in
-:meth:`Fetcher._before_request`.
+whose ``reason`` is one of :data:`REASONS`. Conditional GET: pass validators as ``headers``.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, get_args
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 from urllib.parse import urljoin
+from urllib.robotparser import RobotFileParser
 
 import httpx
 
@@ -43,6 +52,7 @@ from newsflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from ingest.registry import Outlet
+    from ingest.state import StateStore
 
 __all__ = [
     "REASONS",
@@ -68,6 +78,8 @@ Reason = Literal[
     "http_error",
     "offsite",
     "parse_error",
+    "robots_disallowed",
+    "rate_limited",
 ]
 REASONS: frozenset[str] = frozenset(get_args(Reason))
 
@@ -136,8 +148,13 @@ class FetchPolicy:
     allow_private_network: bool = False
     private_hosts: frozenset[str] = frozenset()  # hosts allowed private addresses
     onsite: Callable[[str], bool] | None = None  # page URLs (and redirects) must pass this
-    politeness_delay: float = 0.2  # seconds between requests to the same host
+    politeness_delay: float = 0.2  # seconds between requests to the same host:port
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    obey_robots: bool = False  # from_settings() turns it on (settings.respect_robots_txt)
+    robots_ttl: float = 3600.0
+    max_crawl_delay: float = 60.0  # cap on a robots.txt Crawl-delay
+    max_wait: float = 120.0  # longer than this for a host's slot: rate_limited, not sent
+    max_retry_after: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: object) -> FetchPolicy:
@@ -149,7 +166,12 @@ class FetchPolicy:
             "read_timeout": min(15.0, total),
             "deadline": total,
             "max_bytes": settings.max_page_bytes,
-            "politeness_delay": settings.politeness_delay_seconds,
+            "politeness_delay": settings.host_min_interval_seconds,
+            "obey_robots": settings.respect_robots_txt,
+            "robots_ttl": settings.robots_cache_seconds,
+            "max_crawl_delay": settings.max_crawl_delay_seconds,
+            "max_wait": settings.host_max_wait_seconds,
+            "max_retry_after": settings.max_retry_after_seconds,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -163,6 +185,8 @@ class FetchPolicy:
             "private_hosts": outlet.own_hosts if outlet.allow_private_network else frozenset(),
             "onsite": outlet.is_onsite,
         }
+        if outlet.min_request_interval_seconds is not None:
+            values["politeness_delay"] = outlet.min_request_interval_seconds
         values.update(overrides)
         return cls.from_settings(settings, **values)
 
@@ -327,6 +351,80 @@ def _media_type(value: str | None) -> tuple[str | None, str | None]:
     return media.strip().lower() or None, charset
 
 
+# --------------------------------------------------------------------------- politeness
+
+
+class Limiter(Protocol):
+    """Per-host request slots; :class:`ingest.state.StateStore` is the shared one."""
+
+    def reserve(self, host: str, interval: float, *, max_wait: float) -> float | None: ...
+
+    def back_off(self, host: str, retry_after: float | None, *, cap: float) -> float: ...
+
+    def clear_strikes(self, host: str) -> None: ...
+
+
+class LocalLimiter:
+    """The in-process limiter (one process, e.g. tests or a fetcher without shared state)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._strikes: dict[str, int] = {}
+
+    def reserve(self, host: str, interval: float, *, max_wait: float) -> float | None:
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next.get(host, now), self._backoff.get(host, now))
+            if slot - now > max_wait:
+                return None
+            self._next[host] = slot + interval
+            return slot - now
+
+    def back_off(self, host: str, retry_after: float | None, *, cap: float) -> float:
+        with self._lock:
+            strikes = self._strikes.get(host, 0) + 1
+            self._strikes[host] = strikes
+            delay = retry_after if retry_after is not None else 30.0 * 2 ** (strikes - 1)
+            delay = max(0.0, min(delay, cap))
+            self._backoff[host] = max(self._backoff.get(host, 0.0), self._clock() + delay)
+            return delay
+
+    def clear_strikes(self, host: str) -> None:
+        with self._lock:
+            self._strikes.pop(host, None)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), else ``None``."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class _Robots:
+    parser: RobotFileParser | None  # None: allow everything
+    disallow_all: bool
+    fetched_at: float
+    detail: str = ""
+
+
+_ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: parse at least 500 KiB
+_ROBOTS_RETRY_SECONDS = 300.0  # an unreachable robots.txt is retried this soon
+
+
 # --------------------------------------------------------------------------- the fetcher
 
 
@@ -344,8 +442,10 @@ class Fetcher:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         pin_addresses: bool = True,
+        state: StateStore | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        self.state = state
         self._own_client = client is None
         self._client = client or httpx.Client(
             transport=transport, follow_redirects=False, trust_env=False
@@ -354,8 +454,11 @@ class Fetcher:
         self._sleep = sleep
         self._clock = clock
         self._pin = pin_addresses
-        self._last_request: dict[str, float] = {}
+        self._limiter: Limiter = state if state is not None else LocalLimiter(clock)
+        self._robots: dict[str, _Robots] = {}
         self._lock = threading.Lock()
+        #: Requests sent per host:port and their wall-clock times (for the politeness report).
+        self.request_log: list[tuple[str, float]] = []
 
     def __enter__(self) -> Fetcher:
         return self
@@ -369,17 +472,43 @@ class Fetcher:
 
     # ------------------------------------------------------------------ public API
 
-    def fetch_page(self, url: str, policy: FetchPolicy) -> FetchResult:
-        """Fetch an article page: must be HTML on the outlet's domains; returns ``text``."""
-        return self._fetch(url, policy, page=True)
+    def fetch_page(
+        self, url: str, policy: FetchPolicy, headers: Mapping[str, str] | None = None
+    ) -> FetchResult:
+        """Fetch an article page: must be HTML on the outlet's domains; returns ``text``.
 
-    def fetch_document(self, url: str, policy: FetchPolicy) -> FetchResult:
+        ``headers`` are added to the request (conditional GET validators)."""
+        return self._fetch(url, policy, page=True, headers=headers)
+
+    def fetch_document(
+        self, url: str, policy: FetchPolicy, headers: Mapping[str, str] | None = None
+    ) -> FetchResult:
         """Fetch a feed or sitemap: any content type, any domain; returns ``body`` bytes."""
-        return self._fetch(url, policy, page=False)
+        return self._fetch(url, policy, page=False, headers=headers)
+
+    def robots_sitemaps(self, url: str, policy: FetchPolicy) -> list[str]:
+        """``Sitemap:`` lines of the robots.txt for ``url``'s origin (fetched if needed)."""
+        try:
+            target = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            return []
+        robots = self._robots_for(target, replace(policy, obey_robots=True))
+        if robots.parser is None:
+            return []
+        return list(robots.parser.site_maps() or [])
 
     # ------------------------------------------------------------------ internals
 
-    def _fetch(self, url: str, policy: FetchPolicy, *, page: bool) -> FetchResult:
+    def _fetch(
+        self,
+        url: str,
+        policy: FetchPolicy,
+        *,
+        page: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> FetchResult:
+        if headers:
+            policy = replace(policy, extra_headers={**policy.extra_headers, **headers})
         started = self._clock()
         current = url
         redirects = 0
@@ -421,10 +550,20 @@ class Fetcher:
                 if remaining <= 0:
                     raise _AbortError("timeout", f"deadline of {policy.deadline}s exceeded")
                 request = self._build_request(target, addresses[0], policy, remaining, page=page)
+                with self._lock:
+                    self.request_log.append((_host_key(target), time.time()))
                 response = self._client.send(request, stream=True, follow_redirects=False)
                 try:
                     status = response.status_code
                     content_type, charset = _media_type(response.headers.get("content-type"))
+                    if status in (429, 503):
+                        retry_after = parse_retry_after(response.headers.get("retry-after"))
+                        delay = self._limiter.back_off(
+                            _host_key(target), retry_after, cap=policy.max_retry_after
+                        )
+                        detail = f"HTTP {status}; backing off {delay:.0f}s"
+                        return result("rate_limited" if status == 429 else "http_error", detail)
+                    self._limiter.clear_strikes(_host_key(target))
                     if status in _REDIRECTS and "location" in response.headers:
                         if redirects >= policy.max_redirects:
                             raise _AbortError(
@@ -517,16 +656,74 @@ class Fetcher:
         return addresses
 
     def _before_request(self, target: httpx.URL, policy: FetchPolicy) -> float:
-        """Per-host politeness; returns the seconds waited. (Robots/rate limits go here.)"""
-        host = target.host
-        with self._lock:
-            now = self._clock()
-            last = self._last_request.get(host)
-            wait = 0.0 if last is None else max(0.0, last + policy.politeness_delay - now)
-            self._last_request[host] = now + wait
+        """robots.txt, then the host's rate-limit slot; returns the seconds waited.
+
+        Raises ``robots_disallowed`` or ``rate_limited`` (nothing sent)."""
+        interval = policy.politeness_delay
+        waited = 0.0
+        if policy.obey_robots and target.path != "/robots.txt":
+            before = self._clock()
+            robots = self._robots_for(target, policy)
+            waited += self._clock() - before
+            if robots.disallow_all:
+                raise _AbortError("robots_disallowed", robots.detail or "robots.txt: disallowed")
+            if robots.parser is not None:
+                if not robots.parser.can_fetch(policy.user_agent, str(target)):
+                    raise _AbortError("robots_disallowed", "disallowed by robots.txt")
+                delay = robots.parser.crawl_delay(policy.user_agent)
+                if delay is not None:
+                    interval = max(interval, min(float(delay), policy.max_crawl_delay))
+        key = _host_key(target)
+        wait = self._limiter.reserve(key, interval, max_wait=policy.max_wait)
+        if wait is None:
+            raise _AbortError(
+                "rate_limited", f"{key}: next request slot is more than {policy.max_wait:.0f}s away"
+            )
         if wait > 0:
             self._sleep(wait)
-        return wait
+        return waited + wait
+
+    def _robots_for(self, target: httpx.URL, policy: FetchPolicy) -> _Robots:
+        """The robots.txt rules for ``target``'s origin: in-process cache, shared cache, fetch."""
+        origin = f"{target.scheme}://{target.netloc.decode('ascii')}"
+        key = _host_key(target)
+        now = time.time()
+        with self._lock:
+            cached = self._robots.get(origin)
+        if cached is not None and now - cached.fetched_at < _robots_ttl(cached, policy):
+            return cached
+        if self.state is not None:
+            stored = self.state.robots(origin)
+            if stored is not None:
+                status, body, fetched_at = stored
+                robots = _robots_from(status, body, fetched_at)
+                if now - fetched_at < _robots_ttl(robots, policy):
+                    with self._lock:
+                        self._robots[origin] = robots
+                    return robots
+        robots_policy = replace(
+            policy, obey_robots=False, max_bytes=_ROBOTS_MAX_BYTES, extra_headers={}
+        )
+        fetched = self._fetch(f"{origin}/robots.txt", robots_policy, page=False)
+        if fetched.ok and fetched.body is not None:
+            status, body = fetched.status, fetched.body.decode("utf-8", "replace")
+        elif fetched.status is not None and 400 <= fetched.status < 500 and fetched.status != 429:
+            status, body = fetched.status, ""  # no robots.txt: everything allowed
+        elif fetched.reason in ("blocked_address", "offsite", "too_large", "too_many_redirects"):
+            status, body = 404, ""  # the fetch itself is guarded; treat as no robots.txt
+        else:
+            status, body = None, fetched.reason  # unreachable: disallow all for a while
+            log_detail = f"robots.txt for {key} unreachable ({fetched.reason})"
+            robots = _Robots(None, True, now, log_detail)
+            with self._lock:
+                self._robots[origin] = robots
+            return robots
+        robots = _robots_from(status, body, now)
+        with self._lock:
+            self._robots[origin] = robots
+        if self.state is not None:
+            self.state.save_robots(origin, status, body)
+        return robots
 
     def _build_request(
         self,
@@ -601,6 +798,26 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
 )
+
+
+def _host_key(target: httpx.URL) -> str:
+    """The rate-limit key: ``host:port`` (so two servers on one machine are two budgets)."""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    return f"{target.host.lower()}:{port}"
+
+
+def _robots_from(status: int | None, body: str, fetched_at: float) -> _Robots:
+    if status is None:
+        return _Robots(None, True, fetched_at, f"robots.txt unreachable ({body})")
+    if not 200 <= status < 300:
+        return _Robots(None, False, fetched_at)
+    parser = RobotFileParser()
+    parser.parse(body.splitlines())
+    return _Robots(parser, False, fetched_at)
+
+
+def _robots_ttl(robots: _Robots, policy: FetchPolicy) -> float:
+    return _ROBOTS_RETRY_SECONDS if robots.disallow_all else policy.robots_ttl
 
 
 def _valid_host(host: str) -> bool:

@@ -1,4 +1,10 @@
-"""Crawl one outlet and publish its pages to Kafka: the body of every ingestion DAG run."""
+"""Crawl one outlet and publish its pages to Kafka: the body of every ingestion DAG run.
+
+The crawl uses the shared state (``settings.state_db_url``): the per-host rate limit and
+robots.txt cache are shared with every other task, and an article is recorded as fetched
+only after the broker acknowledged it, so a failed run is fetched again on retry while a
+re-run of a successful one neither re-fetches nor re-produces unchanged pages.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,11 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from ingest.crawl import CrawlOutcome, crawl_outlet, summarize
+from ingest.crawl import CrawlOutcome, crawl_outlet, record_article, summarize
 from ingest.fetch import Fetcher
+from ingest.metrics import METRICS
 from ingest.registry import load_registry
+from ingest.state import StateStore
 from newsflow.contracts import encode
 from newsflow.kafka_io import make_producer
 from newsflow.settings import Settings
@@ -32,18 +40,26 @@ def publish_outlet(
     """
     registry = load_registry(registry_file or settings.outlets_file)
     outlet = registry.get(outlet_name)
+    state = StateStore.from_settings(settings)
     outcomes: list[CrawlOutcome] = []
     producer = make_producer(settings, client_id=f"ingest-{outlet.name}")
     futures = []
     try:
-        with Fetcher(settings) as fetcher:
-            for outcome in crawl_outlet(outlet, fetcher=fetcher, settings=settings):
+        with Fetcher(settings, state=state) as fetcher:
+            crawl = crawl_outlet(
+                outlet,
+                fetcher=fetcher,
+                settings=settings,
+                state=state,
+                defer_article_records=True,
+            )
+            for outcome in crawl:
                 outcomes.append(outcome)
                 _log_outcome(outlet.name, outcome)
                 if outcome.page is not None:
                     futures.append(
                         (
-                            outcome.url,
+                            outcome,
                             producer.send(
                                 settings.topic_raw_pages,
                                 key=outcome.page.id.encode(),
@@ -53,17 +69,21 @@ def publish_outlet(
                     )
         producer.flush(timeout=60)
         unacknowledged = []
-        for url, future in futures:
+        for outcome, future in futures:
             try:
                 future.get(timeout=60)
             except KafkaError as exc:
-                log.error("outlet %s: %s not published: %s", outlet.name, url, exc)
-                unacknowledged.append(url)
+                log.error("outlet %s: %s not published: %s", outlet.name, outcome.url, exc)
+                unacknowledged.append(outcome.url)
+            else:
+                record_article(state, outlet, outcome)
     finally:
         producer.close()
     summary = summarize(outcomes)
     summary["outlet"] = outlet.name
     summary["published"] = len(futures) - len(unacknowledged)
+    summary["new_versions"] = sum(1 for o, _ in futures if (o.version or 1) > 1)
+    summary["metrics"] = _reason_counts(outlet.name)
     log.info("outlet %s: %s", outlet.name, summary)
     if unacknowledged:
         raise PublishError(f"{len(unacknowledged)} page(s) of {outlet.name} not acknowledged")
@@ -72,7 +92,9 @@ def publish_outlet(
 
 def _log_outcome(outlet: str, outcome: CrawlOutcome) -> None:
     level = (
-        logging.INFO if outcome.ok or outcome.reason in ("seen", "over_limit") else logging.WARNING
+        logging.INFO
+        if outcome.ok or outcome.reason in ("seen", "over_limit", "not_modified", "unchanged")
+        else logging.WARNING
     )
     log.log(
         level,
@@ -86,3 +108,17 @@ def _log_outcome(outlet: str, outcome: CrawlOutcome) -> None:
         outcome.elapsed_ms,
         outcome.detail,
     )
+
+
+def _reason_counts(outlet: str) -> dict[str, float]:
+    """This process's ``newsflow_ingest_urls_total`` for the outlet, summed by reason."""
+    counts: dict[str, float] = {}
+    for series in METRICS.snapshot():
+        labels = series["labels"]
+        value = series["value"]
+        if series["name"] != "newsflow_ingest_urls_total" or not isinstance(labels, dict):
+            continue
+        if labels.get("outlet") == outlet and isinstance(value, float):
+            reason = str(labels.get("reason"))
+            counts[reason] = counts.get(reason, 0.0) + value
+    return dict(sorted(counts.items()))

@@ -200,6 +200,12 @@ class Outlet(BaseModel):
     allow_private_network: bool = False
     allowed_domains: list[Domain] = Field(default_factory=list)
     enabled: bool = True
+    # Politeness: seconds between requests to this outlet's hosts (default: the setting).
+    min_request_interval_seconds: float | None = Field(default=None, ge=0, le=3600)
+    # Adaptive polling bounds: a feed that publishes often is polled every min minutes, a
+    # quiet one no more often than every max minutes (None: every scheduled run).
+    min_poll_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    max_poll_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
 
     @field_validator("name")
     @classmethod
@@ -231,6 +237,15 @@ class Outlet(BaseModel):
                 raise PydanticCustomError("duplicate", "lists {url} twice", {"url": url})
             seen.add(key)
         return value
+
+    @model_validator(mode="after")
+    def _poll_bounds(self) -> Outlet:
+        low, high = self.min_poll_minutes, self.max_poll_minutes
+        if low is not None and high is not None and low > high:
+            raise PydanticCustomError(
+                "poll_bounds", "min_poll_minutes must not exceed max_poll_minutes"
+            )
+        return self
 
     @model_validator(mode="after")
     def _has_sources(self) -> Outlet:

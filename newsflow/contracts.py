@@ -42,6 +42,8 @@ class RawPage(Message):
     # Hints from discovery (feed or sitemap entry), used when the page itself lacks them.
     feed_title: str | None = None
     feed_published_at: AwareDatetime | None = None
+    # 1 for the first fetch of this URL; a changed re-fetch is produced again as version + 1.
+    version: int = Field(default=1, ge=1)
 
 
 class Article(Message):
@@ -61,6 +63,7 @@ class Article(Message):
     fetched_at: AwareDatetime
     extracted_at: AwareDatetime = Field(default_factory=utcnow)
     extractor: str = Field(min_length=1)
+    version: int = Field(default=1, ge=1)
 
 
 ErrorKind = Literal["permanent", "retries_exhausted"]

@@ -72,8 +72,10 @@ def run_stage(
 def initialize(settings: Settings) -> dict[str, list[str]]:
     """Create topics, index templates and aliases; safe to run any number of times."""
     from index.es import ensure_indices, make_client
+    from ingest.state import ensure_schema
     from newsflow.kafka_io import ensure_topics
 
+    ensure_schema(settings)  # the crawl state database and tables
     topics = ensure_topics(settings)
     es = make_client(settings)
     try:

@@ -50,8 +50,26 @@ class Settings(BaseSettings):
     contact_url: str = "https://github.com/newsflow/newsflow"
     fetch_timeout_seconds: float = Field(default=20.0, gt=0)
     max_page_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
-    # Pause between two requests to the same host (a shared per-host limiter comes later).
-    politeness_delay_seconds: float = Field(default=0.2, ge=0)
+
+    # Ingest: politeness, state
+    # Shared crawl state (seen/fetched URLs, feed health, per-host rate-limit slots, robots).
+    # A secret: in production the URL carries the database password.
+    state_db_url: SecretStr = SecretStr("postgresql+psycopg2://airflow@127.0.0.1:5433/newsflow")
+    # At most one request per host:port every N seconds, across all processes (an outlet's
+    # registry entry may ask for a different interval; robots.txt Crawl-delay can raise it).
+    host_min_interval_seconds: float = Field(default=3.0, ge=0)
+    # A fetch gives up with ``rate_limited`` instead of waiting longer than this for its slot.
+    host_max_wait_seconds: float = Field(default=120.0, ge=0)
+    max_retry_after_seconds: float = Field(default=3600.0, ge=0)
+    respect_robots_txt: bool = True
+    robots_cache_seconds: float = Field(default=3600.0, ge=0)
+    max_crawl_delay_seconds: float = Field(default=60.0, ge=0)
+    # An article fetched less than this long ago is not fetched again (reason ``seen``).
+    revisit_after_hours: float = Field(default=24.0, ge=0)
+    # Feed health: errors in a row, and silence (multiple of its usual interval, and a floor).
+    feed_max_consecutive_errors: int = Field(default=3, ge=1)
+    feed_silence_factor: float = Field(default=3.0, gt=0)
+    feed_min_silence_hours: float = Field(default=24.0, ge=0)
 
     worker_batch_size: int = Field(default=100, ge=1)
     worker_max_retries: int = Field(default=3, ge=0)

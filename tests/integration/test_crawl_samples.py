@@ -50,7 +50,9 @@ def fetcher() -> Iterator[Fetcher]:
 
 
 def fast(outlet: Outlet, **overrides: object) -> FetchPolicy:
-    return FetchPolicy.for_outlet(outlet, SETTINGS, politeness_delay=0.0, **overrides)
+    """No delay; robots.txt off, since these tests use the server's disallowed ``/_test/``."""
+    values: dict[str, object] = {"politeness_delay": 0.0, "obey_robots": False, **overrides}
+    return FetchPolicy.for_outlet(outlet, SETTINGS, **values)
 
 
 def crawl(outlet: Outlet, fetcher: Fetcher, seen: set[str] | None = None) -> list[CrawlOutcome]:

@@ -542,4 +542,6 @@ def test_every_reason_is_a_known_code() -> None:
         "http_error",
         "offsite",
         "parse_error",
+        "robots_disallowed",
+        "rate_limited",
     } == REASONS
