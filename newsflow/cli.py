@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from enrich.dedup.cli import dedup_command
 from enrich.extract_cli import extract_command
 from newsflow.settings import get_settings
 from newsflow.stack import stack_app
@@ -29,6 +30,9 @@ app.add_typer(outlets_app, name="outlets")
 app.add_typer(dlq_app, name="dlq")
 app.command("extract", help="Extract article fields from saved pages, one JSON line each.")(
     extract_command
+)
+app.command("dedup", help="Deduplicate and cluster JSON Lines articles read on stdin.")(
+    dedup_command
 )
 
 IdleTimeout = Annotated[
@@ -146,6 +150,45 @@ def ingest(
     _configure_logging()
     summary = publish_outlet(outlet, get_settings(), registry_file=registry)
     typer.echo(json.dumps(summary))
+
+
+@app.command()
+def crawl(
+    outlet: Annotated[str | None, typer.Argument(help="Outlet name from the registry.")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Registry file.")] = None,
+    feed: Annotated[list[str] | None, typer.Option(help="A feed not in the registry.")] = None,
+    sitemap: Annotated[
+        list[str] | None, typer.Option(help="A sitemap not in the registry.")
+    ] = None,
+    stdout: Annotated[
+        bool, typer.Option("--stdout", help="One JSON line per URL (always on; no Kafka).")
+    ] = True,
+    allow_private: Annotated[
+        bool, typer.Option(help="--feed/--sitemap: allow the source's own private host.")
+    ] = False,
+    record: Annotated[
+        bool, typer.Option(help="Remember what was fetched in the shared state, like a DAG.")
+    ] = False,
+) -> None:
+    """Discover and fetch one outlet (or a --feed/--sitemap) once, without Kafka: prints one
+    JSON line per URL fetched or skipped (url, status, reason, bytes, elapsed_ms)."""
+    from ingest.operator import run_crawl
+
+    _configure_logging()
+    if (outlet is None) == (not feed and not sitemap):
+        typer.echo("give either OUTLET or --feed/--sitemap URLs", err=True)
+        raise typer.Exit(2)
+    summary = run_crawl(
+        get_settings(),
+        lambda line: typer.echo(json.dumps(line)),
+        outlet_name=outlet,
+        registry_file=registry,
+        feeds=feed or [],
+        sitemaps=sitemap or [],
+        allow_private=allow_private,
+        record=record,
+    )
+    typer.echo(json.dumps(summary), err=True)
 
 
 @dlq_app.command("list")

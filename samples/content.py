@@ -176,7 +176,7 @@ def _load_article(outlet: str, source: Path) -> Article:
         raise ContentError(f"{source}: missing front matter key {exc}") from None
 
 
-def _load_outlet(directory: Path) -> Outlet:
+def _load_outlet(directory: Path, *, include_upcoming: bool = False) -> Outlet:
     config = yaml.safe_load((directory / "outlet.yaml").read_text(encoding="utf-8"))
     slug = directory.name
     outlet = Outlet(
@@ -194,7 +194,10 @@ def _load_outlet(directory: Path) -> Outlet:
         feeds=[FeedSpec(**spec) for spec in config.get("feeds", [])],
         extra_feed_items=list(config.get("extra_feed_items", [])),
     )
-    for source in sorted((directory / "articles").glob("*.md")):
+    sources = sorted((directory / "articles").glob("*.md"))
+    if include_upcoming:
+        sources += sorted((directory / "upcoming").glob("*.md"))
+    for source in sources:
         outlet.articles.append(_load_article(slug, source))
     templates = TEMPLATES_DIR / slug
     outlet.home_template = Template((templates / "home.html").read_text(encoding="utf-8"))
@@ -214,9 +217,18 @@ def _article_path(pattern: str, article: Article) -> str:
     )
 
 
-def load_outlets(root: Path = OUTLETS_DIR) -> dict[str, Outlet]:
-    """All sample outlets, with syndicated copies resolved and article paths assigned."""
-    outlets = {d.name: _load_outlet(d) for d in sorted(root.iterdir()) if d.is_dir()}
+def load_outlets(root: Path = OUTLETS_DIR, *, include_upcoming: bool = False) -> dict[str, Outlet]:
+    """All sample outlets, with syndicated copies resolved and article paths assigned.
+
+    ``upcoming/`` holds articles the site does not serve yet: other outlets' own coverage of
+    the seed event, which needs story clustering in the pipeline to show as one story. The
+    dedup benchmark reads them already (``include_upcoming=True``).
+    """
+    outlets = {
+        d.name: _load_outlet(d, include_upcoming=include_upcoming)
+        for d in sorted(root.iterdir())
+        if d.is_dir()
+    }
     originals = {f"{o.slug}/{a.slug}": a for o in outlets.values() for a in o.articles}
     for outlet in outlets.values():
         paths: set[str] = set()

@@ -1,0 +1,324 @@
+"""Dedup and story clustering benchmark: quality on labelled streams, cost, latency, memory.
+
+    .venv/bin/python -m bench.dedup [--quick]
+
+Prints one table with each figure beside its target. Timings are ratios or percentiles
+measured in this run on this machine (extraction is timed on the same pages, in the same
+run, as the baseline of the cost figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import resource
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from math import comb
+
+import numpy as np
+
+from bench.dedup_stream import T0, Item, dedup_stream, story_stream
+from enrich.dedup.engine import DedupConfig, DedupDecision, DedupEngine, DedupInput
+from enrich.dedup.store import Segment, SortedIndex, tag
+from enrich.dedup.text import features
+from enrich.extract import ExtractionError, extract_page
+
+
+def _pairs(labels: Iterable[tuple[str, str]]) -> tuple[int, int, int]:
+    """(true-positive, predicted, gold) pair counts for (gold, predicted) labels."""
+    cells: Counter[tuple[str, str]] = Counter()
+    gold: Counter[str] = Counter()
+    pred: Counter[str] = Counter()
+    for g, p in labels:
+        cells[(g, p)] += 1
+        gold[g] += 1
+        pred[p] += 1
+    tp = sum(comb(n, 2) for n in cells.values())
+    return tp, sum(comb(n, 2) for n in pred.values()), sum(comb(n, 2) for n in gold.values())
+
+
+def bcubed(labels: list[tuple[str, str]]) -> tuple[float, float, float]:
+    gold: dict[str, set[int]] = defaultdict(set)
+    pred: dict[str, set[int]] = defaultdict(set)
+    for i, (g, p) in enumerate(labels):
+        gold[g].add(i)
+        pred[p].add(i)
+    precision = recall = 0.0
+    for g, p in labels:
+        both = len(gold[g] & pred[p])
+        precision += both / len(pred[p])
+        recall += both / len(gold[g])
+    precision /= len(labels)
+    recall /= len(labels)
+    return precision, recall, 2 * precision * recall / (precision + recall)
+
+
+def run_stream(items: list[Item]) -> tuple[DedupEngine, list[DedupDecision]]:
+    engine = DedupEngine()
+    return engine, [engine.observe(DedupInput.model_validate(it.as_input())) for it in items]
+
+
+def near_duplicate_quality(rows: list[str]) -> None:
+    items, bases = dedup_stream()
+    engine, decisions = run_stream(items)
+    labels = []
+    errors: Counter[str] = Counter()
+    versions_ok = versions = 0
+    first: dict[str, DedupDecision] = {}
+    for item, dec in zip(items, decisions, strict=True):
+        if item.kind == "version":
+            versions += 1
+            before = first[item.id]
+            versions_ok += (
+                dec.version == 2
+                and dec.story_id == before.story_id
+                and dec.duplicate_of == before.duplicate_of
+            )
+            continue
+        first[item.id] = dec
+        labels.append((item.group, dec.duplicate_of or dec.id))
+    tp, pred, gold = _pairs(labels)
+    # Which kinds of items were wrongly merged or missed (for the notes under the table).
+    root_group = {dec.id: item.group for item, dec in zip(items, decisions, strict=True)}
+    for item, dec in zip(items, decisions, strict=True):
+        if item.kind == "version":
+            continue
+        if dec.duplicate_of and root_group.get(dec.duplicate_of) != item.group:
+            errors[f"false merge: {item.kind}"] += 1
+        if not dec.duplicate_of and item.kind.startswith(("copy", "amp")):
+            errors[f"missed: {item.kind}"] += 1
+    precision, recall = tp / max(pred, 1), tp / max(gold, 1)
+    kinds = Counter(i.kind.split("+")[0] for i in items)
+    rows.append(
+        f"stream: {len(items)} items from {len(bases)} corpus bodies "
+        + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+    )
+    rows.append(
+        _row(
+            "near-duplicate pairwise precision", f"{precision:.4f}", ">= 0.995", precision >= 0.995
+        )
+    )
+    rows.append(_row("near-duplicate pairwise recall", f"{recall:.4f}", ">= 0.99", recall >= 0.99))
+    rows.append(
+        _row(
+            "versions: v2, same story and original",
+            f"{versions_ok}/{versions}",
+            "all",
+            versions_ok == versions,
+        )
+    )
+    for what, n in sorted(errors.items()):
+        rows.append(f"    {what}: {n}")
+    mem = engine.memory_bytes()
+    per = mem["store"] / mem["articles"]
+    rows.append(f"    (window after stream: {mem['articles']} articles, {per:.0f} B/article)")
+
+
+def clustering_quality(rows: list[str]) -> None:
+    items = story_stream()
+    _, decisions = run_stream(items)
+    labels = [(it.event, d.story_id) for it, d in zip(items, decisions, strict=True)]
+    p, r, f = bcubed(labels)
+    multi = {e for e, n in Counter(it.event for it in items).items() if n > 1}
+    sub = [(g, s) for g, s in labels if g in multi]
+    ps, rs, fs = bcubed(sub) if sub else (0.0, 0.0, 0.0)
+    rows.append(
+        f"story stream: {len(items)} items, {len({e for e, _ in labels})} events, "
+        f"{len(multi)} with several articles ({len(sub)} items)"
+    )
+    rows.append(
+        _row(
+            "story clustering B-cubed F1 (all)",
+            f"{f:.4f} (P {p:.3f} R {r:.3f})",
+            ">= 0.90",
+            f >= 0.9,
+        )
+    )
+    rows.append(
+        _row("  multi-article events only", f"{fs:.4f} (P {ps:.3f} R {rs:.3f})", "(info)", None)
+    )
+
+
+def cost_vs_extraction(rows: list[str], pages: int) -> None:
+    items, bases = dedup_stream()
+    with_html = [b for b in bases if b.html_path is not None][:pages]
+    htmls = [gzip.decompress(b.html_path.read_bytes()) for b in with_html if b.html_path]
+    texts: list[DedupInput] = []
+    t_extract = 0.0
+    for i, (base, html) in enumerate(zip(with_html, htmls, strict=True)):
+        start = time.perf_counter()
+        try:
+            result = extract_page(html, base.url or None)
+        except ExtractionError:
+            continue
+        t_extract += time.perf_counter() - start
+        texts.append(
+            DedupInput(id=f"p{i}", url=base.url, outlet="o", title=result.title, text=result.text)
+        )
+    # Warm the engine with the labelled stream so lookups run against a populated window.
+    engine, _ = run_stream(items[:1500])
+    start = time.perf_counter()
+    for inp in texts:
+        engine.observe(inp)
+    t_dedup = time.perf_counter() - start
+    share = t_dedup / t_extract
+    rows.append(
+        _row(
+            "dedup+clustering cost / extraction time",
+            f"{100 * share:.2f}% ({1000 * t_dedup / len(texts):.2f} ms vs "
+            f"{1000 * t_extract / len(texts):.1f} ms, {len(texts)} pages)",
+            "<= 5%",
+            share <= 0.05,
+        )
+    )
+
+
+def _synthetic_window(engine: DedupEngine, n: int) -> None:
+    """Fill ``engine``'s store with ``n`` random articles in sealed segments (30 days).
+
+    As the store's merging leaves them: one segment per closed eighth of the window, and
+    halving segments in the current one.
+    """
+    rng = np.random.default_rng(3)
+    store = engine.store
+    span = engine.config.window_seconds
+    base_time = int(T0.timestamp()) - span  # the window ends where the query stream starts
+    store.segments = []
+    sizes = [int(n * 0.9 / 8)] * 8
+    rest = n - sum(sizes)
+    while rest > 4096:
+        sizes.append(rest // 2)
+        rest -= rest // 2
+    sizes.append(rest)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    for start, m in zip(starts, sizes, strict=True):
+        seg = Segment(start, 0, store.num_perm)
+        seg.ids = [f"{start + i:064x}" for i in range(m)]
+        seg.stories = seg.ids
+        seg.dup_of = [None] * m
+        seg.capacity = m
+        seg.sig = rng.integers(0, 2**16, size=(m, store.num_perm), dtype=np.uint16)
+        seg.size = rng.integers(100, 1500, size=m, dtype=np.uint32)
+        seg.version = np.ones(m, dtype=np.uint32)
+        seg.outlet = rng.integers(0, 2**32, size=m, dtype=np.uint32)
+        seg.time = base_time + (start + np.arange(m, dtype=np.int64)) * span // n
+        seg.chash = rng.integers(0, 2**63, size=m, dtype=np.uint64)
+        seg.min_time, seg.max_time = int(seg.time[0]), int(seg.time[-1])
+        seqs = np.arange(start, start + m, dtype=np.uint32)
+        bands = engine.config.bands
+        band_keys = (np.arange(bands, dtype=np.uint64)[None, :] << np.uint64(32)) | rng.integers(
+            0, 2**32, size=(m, bands), dtype=np.uint64
+        )
+        ids = rng.integers(0, 2**63, size=m, dtype=np.uint64)
+        urls = rng.integers(0, 2**63, size=m, dtype=np.uint64)
+        seg.sealed = SortedIndex(
+            np.concatenate(
+                [
+                    band_keys.ravel(),
+                    tag("id", ids),
+                    tag("url", urls),
+                    tag("hash", seg.chash),
+                ]
+            ),
+            np.concatenate([np.repeat(seqs, bands), seqs, seqs, seqs]),
+        )
+        store.segments.append(seg)
+    store.next_seq = n
+    active = Segment(n, store.segment_rows, store.num_perm)
+    store.segments.append(active)
+    engine.watermark = base_time + span
+
+
+def _rss() -> int:
+    """Resident bytes now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:  # noqa: PTH123
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
+def latency_and_memory(rows: list[str], n: int) -> None:
+    items, _ = dedup_stream()
+    gc.collect()
+    rss0 = _rss()
+    engine = DedupEngine(DedupConfig(evict_every=10**9))  # keep the whole synthetic window
+    _synthetic_window(engine, n)
+    gc.collect()
+    rss1 = _rss()
+    store_bytes = engine.store.nbytes()
+    queries = [DedupInput.model_validate(it.as_input()) for it in items[:1200]]
+    lookup: list[float] = []
+    observe: list[float] = []
+    for q in queries:
+        start = time.perf_counter()
+        engine.observe(q)
+        observe.append(time.perf_counter() - start)
+    # Index lookup alone: id, url, hash and LSH band searches plus candidate verification.
+    for q in queries[:600]:
+        feats = features(q.text)
+        sig_f, sig_u = engine._signatures(q.outlet, feats)
+        start = time.perf_counter()
+        hits = engine.store.find_many(
+            {
+                "id": np.asarray([1], dtype=np.uint64),
+                "hash": np.asarray([feats.content_hash], dtype=np.uint64),
+                "band": engine._query_bands(sig_f, sig_u),
+            }
+        )
+        engine._near(hits.get("band", []), sig_f, sig_u, 0)
+        lookup.append(time.perf_counter() - start)
+    p99_lookup = float(np.percentile(lookup, 99)) * 1000
+    p99_observe = float(np.percentile(observe, 99)) * 1000
+    rows.append(
+        _row(
+            f"lookup latency p99, {len(engine.store):,} articles in window",
+            f"{p99_lookup:.2f} ms (median {1000 * statistics.median(lookup):.2f})",
+            "<= 5 ms",
+            p99_lookup <= 5,
+        )
+    )
+    rows.append(
+        _row(
+            "  whole observe() p99 (features, MinHash, lookup, cluster)",
+            f"{p99_observe:.2f} ms (median {1000 * statistics.median(observe):.2f})",
+            "(info)",
+            None,
+        )
+    )
+    per_article = store_bytes / n
+    rss_per = (rss1 - rss0) / n
+    fixed = engine.boilerplate.nbytes
+    rows.append(
+        _row(
+            "memory per article in window",
+            f"{per_article:.0f} B (+{fixed / n:.0f} B fixed filters; RSS {rss_per:.0f} B)",
+            "<= 1.5 KB",
+            per_article + fixed / n <= 1536,
+        )
+    )
+
+
+def _row(name: str, value: str, target: str, ok: bool | None) -> str:
+    mark = "" if ok is None else ("PASS" if ok else "FAIL")
+    return f"{name:<58} {value:<44} {target:<10} {mark}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100k window, 30 pages")
+    args = parser.parse_args()
+    rows: list[str] = [_row("figure", "value", "target", None), "-" * 118]
+    near_duplicate_quality(rows)
+    clustering_quality(rows)
+    cost_vs_extraction(rows, 30 if args.quick else 80)
+    latency_and_memory(rows, 100_000 if args.quick else 1_000_000)
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

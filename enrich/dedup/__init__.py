@@ -1,0 +1,38 @@
+"""Deduplicated stories: same article, exact copy, near-duplicate, version, story cluster.
+
+Use :class:`DedupEngine` (``observe`` one :class:`DedupInput`, get a
+:class:`DedupDecision`). The engine is the whole state of the stream and is deterministic:
+
+* **No race, by ownership.** Exactly one engine owns the state of the whole stream (one
+  consumer of a single-partition dedup topic, or one member of its group holding the only
+  partition). Copies arriving "at the same time" are serialized by the log, so exactly one
+  becomes the original; no shared store, lock or check-and-insert is needed, and dedup costs
+  well under a millisecond per article, so one owner keeps up with the stream.
+* **Restarts.** :meth:`DedupEngine.snapshot` → bytes, :meth:`DedupEngine.restore`. Between
+  snapshots, re-observing the inputs after the snapshot's offset rebuilds the same state
+  (``observe`` uses no clock and no randomness), and re-observing an input already applied
+  returns the same decision (replays are no-ops), so at-least-once delivery is safe.
+* **Bounded memory.** Articles are kept for ``DedupConfig.window_seconds`` (30 days) in
+  compact columns; boilerplate filters are fixed-size; stories stay clusterable for
+  ``ClusterConfig.window_seconds`` (3 days).
+"""
+
+from enrich.dedup.cluster import ClusterConfig, Story, StoryClusterer
+from enrich.dedup.engine import (
+    DedupConfig,
+    DedupDecision,
+    DedupEngine,
+    DedupInput,
+    StoryUpdate,
+)
+
+__all__ = [
+    "ClusterConfig",
+    "DedupConfig",
+    "DedupDecision",
+    "DedupEngine",
+    "DedupInput",
+    "Story",
+    "StoryClusterer",
+    "StoryUpdate",
+]

@@ -1,0 +1,417 @@
+"""The dedup engine: one ``observe`` per article, in arrival order, deterministic.
+
+Layers, cheapest first: same id (replay or new version) → same normalized URL or
+``rel=canonical`` → same normalized body (exact hash) → near-duplicate (MinHash + LSH,
+verified by estimated Jaccard and containment over the body without learned boilerplate)
+→ story clustering of originals. ``observe`` depends only on the state and the input (no
+clock, no randomness), so replaying a changelog of inputs rebuilds the state exactly, and
+re-observing an input already seen returns the same decision (replays are no-ops).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from enrich.dedup.boilerplate import BoilerplateModel
+from enrich.dedup.cluster import ClusterConfig, StoryClusterer
+from enrich.dedup.minhash import MinHasher, Signature, containment, jaccard_many
+from enrich.dedup.store import ArticleStore, Segment
+from enrich.dedup.text import U64, TextFeatures, features, stable_hash64
+from newsflow.urls import InvalidURLError, normalize_url
+
+Reason = Literal["new", "replay", "version", "url", "exact", "near"]
+SNAPSHOT_FORMAT = 1
+
+
+class DedupInput(BaseModel):
+    """One article as dedup sees it (the ``newsflow dedup`` input line)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = Field(min_length=1)
+    url: str = ""
+    canonical_url: str | None = None
+    outlet: str = ""
+    title: str | None = None
+    text: str
+    published_at: AwareDatetime | None = None
+    observed_at: AwareDatetime | None = None  # e.g. fetched_at; used when no published_at
+
+
+class StoryUpdate(BaseModel):
+    """The story document after this article: one per story in the story index."""
+
+    story_id: str
+    first_seen: datetime
+    last_seen: datetime
+    representative: str
+    title: str
+    articles: int
+    outlets: list[str]
+
+
+class DedupDecision(BaseModel):
+    """What dedup decided for one input; the article carries the first four fields."""
+
+    id: str
+    duplicate_of: str | None
+    story_id: str
+    version: int
+    is_new_story: bool
+    reason: Reason
+    similarity: float | None = None  # Jaccard (near) or cosine to the story (clustering)
+    story: StoryUpdate | None = None  # None when the story left the clustering window
+
+
+@dataclass(frozen=True, slots=True)
+class DedupConfig:
+    window_seconds: int = 30 * 86400  # articles are remembered this long
+    num_perm: int = 128
+    bands: int = 32
+    rows: int = 2
+    near_jaccard: float = 0.5  # a copy with light edits or other boilerplate
+    near_containment: float = 0.8  # a trimmed or extended copy…
+    containment_min_jaccard: float = 0.15  # …not much smaller than its original
+    novel_containment: float = 0.7  # few novel lines: they and the whole must be contained
+    strict_jaccard: float = 0.8  # nothing novel: the whole text must match…
+    strict_containment: float = 0.9  # …or be contained
+    min_shingles: int = 12  # below this the novel text alone is no evidence
+    boilerplate_bits: int = 25  # bit-array size of the line filters (2 ** bits bits)
+    segment_rows: int = 4096
+    evict_every: int = 1024  # observations between eviction passes
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    seq: int
+    jf: float
+    ju: float
+    cf: float
+    same_outlet: bool
+
+
+class DedupEngine:
+    """Owns all dedup state. Exactly one engine may own a stream's state (see package doc)."""
+
+    def __init__(self, config: DedupConfig | None = None):
+        self.config = config or DedupConfig()
+        c = self.config
+        self.hasher = MinHasher(c.num_perm, c.bands, c.rows)
+        self.store = ArticleStore(c.num_perm, c.segment_rows, max(1, c.window_seconds // 8))
+        self.boilerplate = BoilerplateModel(c.boilerplate_bits)
+        self.clusterer = StoryClusterer(c.cluster)
+        self.watermark = 0
+        self.observed = 0
+
+    # -- the one entry point ---------------------------------------------------------
+
+    def observe(self, item: DedupInput) -> DedupDecision:
+        """Decide one article and record it. Deterministic given the state and input."""
+        self.observed += 1
+        now = self._time(item)
+        self.watermark = max(self.watermark, now)
+        if self.observed % self.config.evict_every == 0:
+            self.evict()
+        id_key = np.asarray([stable_hash64(item.id)], dtype=np.uint64)
+        feats = features(item.text)
+        url_keys = self._url_keys(item)
+        chash = feats.content_hash
+        hash_key = np.asarray([chash], dtype=np.uint64)
+        sig_f, sig_u = self._signatures(item.outlet, feats)
+        # Every layer's lookup at once: one search per segment of the window.
+        hits = self.store.find_many(
+            {
+                "id": id_key,
+                "url": url_keys,
+                "hash": hash_key,
+                "band": self._query_bands(sig_f, sig_u),
+            }
+        )
+        known = self._live(hits.get("id", []), item.id)
+        if known is not None:
+            return self._again(known, item, feats, now)
+        keys = {"id": id_key, "url": url_keys, "hash": hash_key, "band": self._bands(sig_f)}
+        outlet_code = stable_hash64(item.outlet) & 0xFFFFFFFF
+
+        original: int | None = None
+        reason: Reason = "new"
+        similarity: float | None = None
+        for seq in hits.get("url", []):
+            if self._alive(seq) is not None:
+                original, reason = seq, "url"
+                break
+        if original is None:
+            for seq in hits.get("hash", []):
+                found = self._alive(seq)
+                if found is not None and int(found[0].chash[found[1]]) == chash:
+                    original, reason = seq, "exact"
+                    break
+        if original is None:
+            best = self._near(hits.get("band", []), sig_f, sig_u, outlet_code)
+            if best is not None:
+                original, reason, similarity = best.seq, "near", round(max(best.jf, best.ju), 4)
+
+        if original is not None:
+            located = self.store.locate(original)
+            assert located is not None
+            seg, row = located
+            root = seg.dup_of[row] or seg.ids[row]
+            story_id = seg.stories[row]
+            self.store.append(
+                article_id=item.id,
+                story_id=story_id,
+                duplicate_of=root,
+                sig=sig_f.stored,
+                size=sig_f.size,
+                outlet=outlet_code,
+                time=now,
+                chash=chash,
+                keys=keys,
+            )
+            story = self.clusterer.add_copy(story_id, item.outlet, now)
+            return DedupDecision(
+                id=item.id,
+                duplicate_of=root,
+                story_id=story_id,
+                version=1,
+                is_new_story=False,
+                reason=reason,
+                similarity=similarity,
+                story=self._story_update(story),
+            )
+
+        self.boilerplate.learn(item.outlet, feats.lines)
+        assigned, is_new, score = self.clusterer.assign(
+            item.id, item.title or "", item.text, item.outlet, now
+        )
+        self.store.append(
+            article_id=item.id,
+            story_id=assigned.story_id,
+            duplicate_of=None,
+            sig=sig_f.stored,
+            size=sig_f.size,
+            outlet=outlet_code,
+            time=now,
+            chash=chash,
+            keys=keys,
+        )
+        return DedupDecision(
+            id=item.id,
+            duplicate_of=None,
+            story_id=assigned.story_id,
+            version=1,
+            is_new_story=is_new,
+            reason="new",
+            similarity=None if is_new else round(score, 4),
+            story=self._story_update(assigned),
+        )
+
+    # -- layers ----------------------------------------------------------------------
+
+    def _again(self, seq: int, item: DedupInput, feats: TextFeatures, now: int) -> DedupDecision:
+        """Same id: an identical replay changes nothing; changed text is a new version."""
+        located = self.store.locate(seq)
+        assert located is not None
+        seg, row = located
+        story_id, dup = seg.stories[row], seg.dup_of[row]
+        story = self.clusterer.stories.get(story_id)
+        if int(seg.chash[row]) == feats.content_hash:
+            return DedupDecision(
+                id=item.id,
+                duplicate_of=dup,
+                story_id=story_id,
+                version=int(seg.version[row]),
+                is_new_story=False,
+                reason="replay",
+                story=self._story_update(story),
+            )
+        sig_f, _ = self._signatures(item.outlet, feats, version=True)
+        keys = {
+            "hash": np.asarray([feats.content_hash], dtype=np.uint64),
+            "band": self._bands(sig_f),
+        }
+        version = self.store.update(
+            seq, sig=sig_f.stored, size=sig_f.size, chash=feats.content_hash, keys=keys
+        )
+        if story is not None:
+            story.last_seen = max(story.last_seen, now)
+        return DedupDecision(
+            id=item.id,
+            duplicate_of=dup,
+            story_id=story_id,
+            version=version,
+            is_new_story=False,
+            reason="version",
+            story=self._story_update(story),
+        )
+
+    def _signatures(
+        self, outlet: str, feats: TextFeatures, *, version: bool = False
+    ) -> tuple[Signature, Signature]:
+        """MinHash of the body without boilerplate lines, and of the whole body.
+
+        A new version ignores its outlet's filter: its previous version taught it every line.
+        """
+        own, shared = self.boilerplate.boilerplate(outlet, feats.lines)
+        if version:
+            own = np.zeros_like(own)
+        flagged = own | shared
+        if not flagged.any():
+            whole = self.hasher.signature(feats.shingles)
+            return whole, whole
+        return self.hasher.signatures(feats.shingles, ~flagged[feats.line_of_shingle])
+
+    def _bands(self, sig: Signature) -> U64:
+        if sig.size == 0:
+            return np.zeros(0, dtype=np.uint64)
+        return self.hasher.band_keys(sig)
+
+    def _query_bands(self, sig_f: Signature, sig_u: Signature) -> U64:
+        """LSH keys to look up: of the text without boilerplate and of the whole text."""
+        if sig_u is sig_f:
+            return self._bands(sig_f)
+        return np.concatenate([self._bands(sig_f), self._bands(sig_u)])
+
+    def _near(
+        self, seqs: list[int], sig_f: Signature, sig_u: Signature, outlet: int
+    ) -> _Candidate | None:
+        """Best verified near-duplicate among the LSH candidates ``seqs``, or None."""
+        c = self.config
+        if not seqs:
+            return None
+        rows = [(seq, self._alive(seq)) for seq in seqs]
+        live = [(seq, loc) for seq, loc in rows if loc is not None]
+        if not live:
+            return None
+        sigs = np.stack([loc[0].sig[loc[1]] for _, loc in live])
+        sizes = [int(loc[0].size[loc[1]]) for _, loc in live]
+        outlets = [int(loc[0].outlet[loc[1]]) for _, loc in live]
+        jf_all = jaccard_many(sig_f.stored, sigs) if sig_f.size else np.zeros(len(live))
+        ju_all = jf_all if sig_u is sig_f else jaccard_many(sig_u.stored, sigs)
+        best: _Candidate | None = None
+        for i, (seq, _) in enumerate(live):
+            jf, ju = float(jf_all[i]), float(ju_all[i])
+            cf = containment(jf, sig_f.size, sizes[i])
+            cu = containment(ju, sig_u.size, sizes[i])
+            if sig_f.size >= c.min_shingles:
+                # The text without boilerplate is a copy, a trimmed or an extended copy…
+                ok = jf >= c.near_jaccard or (
+                    cf >= c.near_containment and jf >= c.containment_min_jaccard
+                )
+                # …or its few novel lines are edits of the candidate's, and the rest
+                # (lines seen before) is the candidate too.
+                ok = ok or (
+                    jf * c.num_perm >= 3 and cf >= c.novel_containment and cu >= c.novel_containment
+                )
+            else:  # nothing novel: every line was seen before; the whole must match
+                ok = ju >= c.strict_jaccard or cu >= c.strict_containment
+            if not ok:
+                continue
+            cand = _Candidate(seq, jf, ju, cf, outlets[i] == outlet)
+            if best is None or (max(jf, ju), -seq) > (max(best.jf, best.ju), -best.seq):
+                best = cand
+        return best
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _alive(self, seq: int) -> tuple[Segment, int] | None:
+        """Where ``seq`` is, if it is inside the window. Rows past the window but not yet
+        evicted are ignored, so when eviction runs never changes a decision."""
+        found = self.store.locate(seq)
+        if found is None or int(found[0].time[found[1]]) < self.watermark - (
+            self.config.window_seconds
+        ):
+            return None
+        return found
+
+    def _live(self, seqs: list[int], article_id: str) -> int | None:
+        for seq in seqs:
+            found = self._alive(seq)
+            if found is not None and found[0].ids[found[1]] == article_id:
+                return seq
+        return None
+
+    @staticmethod
+    def _url_keys(item: DedupInput) -> np.ndarray[Any, np.dtype[np.uint64]]:
+        urls = {u for u in (item.url, item.canonical_url) if u}
+        keys: set[int] = set()
+        for url in urls:
+            try:
+                keys.add(stable_hash64(normalize_url(url)))
+            except InvalidURLError:
+                keys.add(stable_hash64(url.strip()))
+        return np.asarray(sorted(keys), dtype=np.uint64)
+
+    def _time(self, item: DedupInput) -> int:
+        moment = item.published_at or item.observed_at
+        return int(moment.timestamp()) if moment is not None else self.watermark
+
+    @staticmethod
+    def _story_update(story: Any) -> StoryUpdate | None:
+        if story is None:
+            return None
+        data = story.to_json()
+        data["first_seen"] = datetime.fromtimestamp(data["first_seen"], tz=UTC)
+        data["last_seen"] = datetime.fromtimestamp(data["last_seen"], tz=UTC)
+        return StoryUpdate(**data)
+
+    def evict(self) -> int:
+        """Drop what left the windows (called every ``evict_every`` observations)."""
+        dropped = self.store.evict(self.watermark - self.config.window_seconds)
+        self.clusterer.evict(self.watermark - self.config.cluster.window_seconds)
+        return dropped
+
+    # -- size and persistence --------------------------------------------------------
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Approximate bytes held, by part (the article window, the fixed-size filters)."""
+        return {
+            "articles": len(self.store),
+            "store": self.store.nbytes(),
+            "boilerplate_filters": self.boilerplate.nbytes,
+            "stories": len(self.clusterer.stories),
+        }
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (``.npz``, no pickle): store after a restart."""
+        meta = {
+            "format": SNAPSHOT_FORMAT,
+            "watermark": self.watermark,
+            "observed": self.observed,
+            "config": asdict(self.config),
+        }
+        parts = {
+            "meta": json.dumps(meta).encode(),
+            "store": self.store.dump(),
+            "clusters": json.dumps(self.clusterer.dump()).encode(),
+        }
+        for i, blob in enumerate(self.boilerplate.dump()):
+            parts[f"boilerplate{i}"] = blob
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.frombuffer(v, dtype=np.uint8) for k, v in parts.items()})  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def restore(cls, data: bytes) -> DedupEngine:
+        """An engine in exactly the state :meth:`snapshot` saw."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            blobs = {k: z[k].tobytes() for k in z.files}
+        meta = json.loads(blobs["meta"])
+        if meta["format"] != SNAPSHOT_FORMAT:
+            raise ValueError(f"unknown dedup snapshot format {meta['format']!r}")
+        raw = dict(meta["config"])
+        raw["cluster"] = ClusterConfig(**raw["cluster"])
+        engine = cls(DedupConfig(**raw))
+        engine.watermark, engine.observed = meta["watermark"], meta["observed"]
+        engine.store = ArticleStore.load(blobs["store"])
+        engine.clusterer = StoryClusterer.load(json.loads(blobs["clusters"]), engine.config.cluster)
+        engine.boilerplate = BoilerplateModel.load([blobs[f"boilerplate{i}"] for i in range(3)])
+        return engine

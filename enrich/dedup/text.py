@@ -1,0 +1,129 @@
+"""Text features for deduplication: lines, tokens, word shingles and stable hashes.
+
+Every hash here is stable across processes and machines (crc32 / blake2b, never Python's
+salted ``hash``), because signatures and filters are persisted and compared after restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+U64 = npt.NDArray[np.uint64]
+U32 = npt.NDArray[np.uint32]
+
+SHINGLE_WORDS = 4
+_WORD = re.compile(r"\w+")
+_MASK64 = (1 << 64) - 1
+
+# Shingles made only of these words ("one of the most", "it is not the") are shared by
+# unrelated articles; dropping them keeps the Jaccard of different texts near zero.
+STOPWORDS = frozenset(
+    """a about after all also an and any are as at be because been before being but by can
+    could did do does for from had has have he her here him his how i if in into is it its
+    just more most much my no not now of on one only or other our out over said says she so
+    some such than that the their them then there these they this those to up us was we were
+    what when where which while who will with would you your""".split()  # noqa: SIM905
+)
+
+
+def stable_hash64(data: str) -> int:
+    """64-bit blake2b of UTF-8 text: ids, URLs and content keys in the indexes."""
+    return int.from_bytes(hashlib.blake2b(data.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def normalize_text(text: str) -> str:
+    """Case, accents-as-composed and whitespace folded: the exact-duplicate form."""
+    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
+def line_hashes(text: str) -> list[int]:
+    """One 32-bit hash per distinct non-empty normalized line (paragraph), in order.
+
+    Extraction leaves boilerplate (footers, promos, share prompts) as whole lines, so lines
+    are the unit the boilerplate filters learn.
+    """
+    seen: set[int] = set()
+    out: list[int] = []
+    for raw in text.splitlines():
+        norm = normalize_text(raw)
+        if not norm:
+            continue
+        h = zlib.crc32(norm.encode("utf-8"))
+        if h not in seen:
+            seen.add(h)
+            out.append(h)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TextFeatures:
+    """What dedup needs from one body text, computed once per article."""
+
+    content_hash: int  # 64-bit hash of the normalized body (exact-duplicate layer)
+    lines: list[int]  # distinct line hashes, in order
+    line_of_shingle: npt.NDArray[np.int32]  # index into ``lines`` of each shingle's first word
+    shingles: U64  # 64-bit shingle hashes (stopword-only shingles removed), not unique
+
+
+_P = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5],
+    dtype=np.uint64,
+)
+
+
+def _mix64(x: U64) -> U64:
+    """splitmix64 finalizer: spreads combined token hashes over all 64 bits."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+_STOP_HASHES = np.asarray(sorted(zlib.crc32(w.encode("utf-8")) for w in STOPWORDS), np.uint64)
+
+
+def features(text: str, k: int = SHINGLE_WORDS) -> TextFeatures:
+    """Lines, tokens and ``k``-word shingles of ``text`` (shingles run across line breaks)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    findall = _WORD.findall
+    per_line = [words for words in map(findall, folded.splitlines()) if words]
+    crc = zlib.crc32
+    lines: list[int] = []
+    line_index: dict[int, int] = {}
+    owners_per_line: list[int] = []
+    for words in per_line:
+        lh = crc(" ".join(words).encode("utf-8"))
+        idx = line_index.get(lh)
+        if idx is None:
+            idx = line_index[lh] = len(lines)
+            lines.append(lh)
+        owners_per_line.append(idx)
+    all_words = [w for words in per_line for w in words]
+    content_hash = stable_hash64(" ".join(all_words))
+    if not all_words:
+        return TextFeatures(content_hash, lines, np.zeros(0, np.int32), np.zeros(0, np.uint64))
+    vocab = {w: crc(w.encode("utf-8")) for w in set(all_words)}
+    toks = np.fromiter((vocab[w] for w in all_words), dtype=np.uint64, count=len(all_words))
+    token_line = np.repeat(
+        np.asarray(owners_per_line, dtype=np.int32), [len(words) for words in per_line]
+    )
+    k = min(k, toks.size)
+    n = toks.size - k + 1
+    acc = np.zeros(n, dtype=np.uint64)
+    for j in range(k):
+        acc = acc + toks[j : j + n] * _P[j % 4]
+    shingles = _mix64(acc)
+    stops = np.isin(toks, _STOP_HASHES)
+    all_stop = np.ones(n, dtype=bool)
+    for j in range(k):
+        all_stop &= stops[j : j + n]
+    keep = ~all_stop
+    return TextFeatures(content_hash, lines, token_line[:n][keep], shingles[keep])

@@ -1,0 +1,322 @@
+"""Dedup layers, boilerplate hard negatives, versions, window, persistence and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from enrich.dedup import DedupConfig, DedupDecision, DedupEngine, DedupInput
+from enrich.dedup.cli import dedup_command
+from samples.content import load_outlets
+
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+SMALL = DedupConfig(boilerplate_bits=20, segment_rows=64)
+
+
+def _bodies() -> list[tuple[str, str]]:
+    """(title, body) of every distinct sample article: real prose, offline."""
+    seen: set[str] = set()
+    out = []
+    for outlet in load_outlets(include_upcoming=True).values():
+        for article in outlet.articles:
+            body = "\n".join(article.paragraphs)
+            if body not in seen:
+                seen.add(body)
+                out.append((article.headline, body))
+    return out
+
+
+BODIES = _bodies()
+FOOTER = [
+    "Subscribe to the Harbour Post newsletter for the best local stories delivered to your "
+    "inbox every morning, and follow us on social media for breaking news as it happens.",
+    "Our journalism relies on readers like you. Every contribution, big or small, keeps "
+    "independent local reporting free for everyone who lives, works and studies here.",
+    "Copyright 2026 Harbour Post Media. All rights reserved. Reproduction of any part of "
+    "this article without permission is prohibited. Contact the newsroom with tips.",
+    "Comments are moderated according to our community guidelines, which ask readers to be "
+    "civil, stay on topic and avoid sharing personal information about anyone else online.",
+]
+
+
+class Stream:
+    """An engine plus an arrival clock, to write tests as a sequence of articles."""
+
+    def __init__(self, config: DedupConfig = SMALL):
+        self.engine = DedupEngine(config)
+        self.clock = T0
+        self.n = 0
+
+    def add(self, text: str, outlet: str = "o1", **kw: Any) -> DedupDecision:
+        self.n += 1
+        self.clock += timedelta(minutes=10)
+        data: dict[str, Any] = {
+            "id": f"a{self.n}",
+            "url": f"https://{outlet}.example/{self.n}",
+            "outlet": outlet,
+            "title": "",
+            "text": text,
+            "published_at": self.clock,
+        }
+        data.update(kw)
+        return self.engine.observe(DedupInput(**data))
+
+
+def _edit(text: str, rate: float, seed: int = 1) -> str:
+    rng = random.Random(seed)
+    lines = []
+    for line in text.split("\n"):
+        words = [w if rng.random() > rate else w.upper() + "s" for w in line.split()]
+        lines.append(" ".join(words))
+    return "\n".join(lines)
+
+
+def test_replay_of_the_same_article_is_a_no_op() -> None:
+    s = Stream()
+    first = s.add(BODIES[0][1], id="x")
+    again = s.add(BODIES[0][1], id="x")
+    assert first.reason == "new" and again.reason == "replay"
+    assert (again.duplicate_of, again.story_id, again.version) == (None, first.story_id, 1)
+    assert len(s.engine.store) == 1
+
+
+def test_same_normalized_url_or_canonical_is_the_same_article() -> None:
+    s = Stream()
+    s.add(BODIES[0][1], id="main", url="https://o1.example/story?utm_source=x")
+    amp = s.add(
+        "AMP page text",
+        id="amp",
+        url="https://o1.example/amp/story",
+        canonical_url="https://O1.example/story/",
+    )
+    assert (amp.duplicate_of, amp.reason) == ("main", "url")
+
+
+def test_exact_copy_ignores_case_spacing_and_punctuation() -> None:
+    s = Stream()
+    s.add(BODIES[1][1], outlet="o1")
+    copy = s.add("  " + BODIES[1][1].upper().replace(",", " ,") + "  ", outlet="o2")
+    assert (copy.duplicate_of, copy.reason) == ("a1", "exact")
+
+
+def test_syndicated_copies_with_boilerplate_trims_promos_and_edits_are_duplicates() -> None:
+    s = Stream()
+    for title, body in BODIES[5:9]:  # teach each outlet its footer first
+        s.add(body + "\n" + "\n".join(FOOTER), outlet="post", title=title)
+    original = s.add(BODIES[0][1], outlet="wire", title=BODIES[0][0])
+    paragraphs = BODIES[0][1].split("\n")
+    variants = {
+        "other boilerplate": BODIES[0][1] + "\n" + "\n".join(FOOTER),
+        "trimmed": "\n".join(paragraphs[: max(2, int(len(paragraphs) * 0.6))]),
+        "promos": "\n".join([paragraphs[0], "READ MORE: Council tax to rise", *paragraphs[1:]]),
+        "light edits": _edit(BODIES[0][1], 0.03),
+    }
+    for name, text in variants.items():
+        decision = s.add(text, outlet="post", title="Edited headline " + name)
+        assert decision.duplicate_of == original.id, name
+        assert decision.story_id == original.story_id, name
+        assert decision.reason == "near", name
+
+
+def test_a_copy_of_a_copy_points_to_the_first_original() -> None:
+    s = Stream()
+    s.add(BODIES[2][1], outlet="o1")
+    s.add(_edit(BODIES[2][1], 0.02, seed=2), outlet="o2")
+    third = s.add(_edit(BODIES[2][1], 0.02, seed=3), outlet="o3")
+    assert third.duplicate_of == "a1"
+
+
+def test_one_outlets_long_footer_does_not_make_short_briefs_alike() -> None:
+    s = Stream()
+    briefs = [" ".join(body.split()[:40]) for _, body in BODIES[:8]]
+    decisions = [s.add(brief + "\n" + "\n".join(FOOTER), outlet="post") for brief in briefs]
+    assert [d.duplicate_of for d in decisions] == [None] * len(briefs)
+
+
+def test_a_footer_shared_by_a_network_of_outlets_does_not_make_articles_alike() -> None:
+    s = Stream()
+    decisions = [
+        s.add(" ".join(body.split()[:60]) + "\n" + "\n".join(FOOTER), outlet=f"site{i}")
+        for i, (_, body) in enumerate(BODIES[:8])
+    ]
+    assert [d.duplicate_of for d in decisions] == [None] * 8
+
+
+def _report(rng: random.Random) -> str:
+    a, b = rng.sample(["Aldermoor", "Brightwater", "Castlegate", "Dunmore", "Everleigh"], 2)
+    return "\n".join(
+        [
+            f"The index closed {rng.choice(['up', 'down'])} {rng.uniform(0.1, 2):.1f}% at "
+            f"{rng.randint(7000, 8500)}, with {a} leading the moves after results.",
+            f"{a} rose {rng.uniform(1, 9):.1f}% to {rng.randint(100, 900)}p while {b} fell "
+            f"{rng.uniform(1, 9):.1f}% after it {rng.choice(['cut guidance', 'lost a deal'])}.",
+            f"Sterling traded at {rng.uniform(1.1, 1.4):.4f} against the dollar; oil was "
+            f"{rng.choice(['higher', 'lower'])} at ${rng.uniform(60, 95):.2f} a barrel.",
+        ]
+    )
+
+
+def test_a_daily_report_template_with_other_facts_is_not_a_duplicate() -> None:
+    s = Stream()
+    rng = random.Random(4)
+    decisions = [s.add(_report(rng), outlet="markets") for _ in range(30)]
+    assert [d.duplicate_of for d in decisions] == [None] * 30
+
+
+def test_a_changed_refetch_is_a_new_version_of_the_same_article_and_story() -> None:
+    s = Stream()
+    first = s.add(BODIES[3][1], id="v", outlet="o1")
+    copy = s.add(BODIES[3][1] + "\nSyndicated by the Wire.", outlet="o2")
+    edited = BODIES[3][1].replace(".", ", officials said.", 1) + "\nUpdate: more to follow."
+    second = s.add(edited, id="v", outlet="o1")
+    assert (second.reason, second.version, second.story_id) == ("version", 2, first.story_id)
+    assert second.duplicate_of is None and copy.duplicate_of == "v"
+    assert s.add(edited, id="v", outlet="o1").reason == "replay"
+    # A later copy of the edited text still finds the article.
+    assert s.add(_edit(edited, 0.02), outlet="o3").duplicate_of == "v"
+
+
+def test_the_window_forgets_old_articles_and_bounds_the_state() -> None:
+    config = DedupConfig(
+        window_seconds=3 * 86400, boilerplate_bits=20, segment_rows=8, evict_every=4
+    )
+    s = Stream(config)
+    s.add(BODIES[0][1], outlet="o1")
+    for i in range(40):  # two articles a day for twenty days
+        s.clock += timedelta(hours=12)
+        s.add(BODIES[1 + i % (len(BODIES) - 1)][1] + f"\nItem {i} of the day.", outlet=f"x{i}")
+    assert len(s.engine.store) < 20
+    late = s.add(BODIES[0][1], outlet="o2")
+    assert late.duplicate_of is None  # its original left the window
+
+
+def _inputs() -> list[DedupInput]:
+    items = []
+    clock = T0
+    for i, (title, body) in enumerate(BODIES * 2):
+        clock += timedelta(minutes=7)
+        text = body if i < len(BODIES) else _edit(body, 0.02, seed=i)
+        items.append(
+            DedupInput(
+                id=f"i{i}",
+                url=f"https://o{i % 5}.example/{i}",
+                outlet=f"o{i % 5}",
+                title=title,
+                text=text + "\n" + FOOTER[i % 4],
+                published_at=clock,
+            )
+        )
+    return items
+
+
+def test_snapshot_restore_and_replay_give_the_same_decisions_as_no_restart() -> None:
+    inputs = _inputs()
+    reference = DedupEngine(SMALL)
+    expected = [reference.observe(x) for x in inputs]
+    assert any(d.duplicate_of for d in expected)
+
+    engine = DedupEngine(SMALL)
+    cut, crash = len(inputs) // 3, 2 * len(inputs) // 3
+    for x in inputs[:cut]:
+        engine.observe(x)
+    snapshot = engine.snapshot()
+    for x in inputs[cut:crash]:  # processed, then lost in a kill -9
+        engine.observe(x)
+    restored = DedupEngine.restore(snapshot)
+    # Restart: replay the changelog since the snapshot, then carry on with the stream.
+    replayed = [restored.observe(x) for x in inputs[cut:]]
+    assert replayed == expected[cut:]
+    # At-least-once delivery: seeing the same inputs again changes nothing.
+    assert [restored.observe(x).reason for x in inputs[:crash]] == ["replay"] * crash
+    assert restored.snapshot() != b""
+
+
+def test_copies_arriving_together_get_exactly_one_original() -> None:
+    s = Stream()
+    decisions = [s.add(BODIES[4][1], outlet=f"o{i}") for i in range(6)]
+    assert sum(d.duplicate_of is None for d in decisions) == 1
+    assert {d.story_id for d in decisions} == {decisions[0].id}
+
+
+def test_memory_per_article_once_segments_are_sealed() -> None:
+    s = Stream(DedupConfig(boilerplate_bits=20, segment_rows=32))
+    for i in range(200):
+        s.add(BODIES[i % len(BODIES)][1] + f"\nNumber {i}.", outlet=f"o{i}", id=f"{i:064x}")
+    sealed = [seg for seg in s.engine.store.segments if seg.sealed is not None]
+    assert sealed and len(s.engine.store.segments) < 12  # merged like an LSM tree
+    per_article = sum(seg.nbytes() for seg in sealed) / sum(seg.n for seg in sealed)
+    assert per_article < 1536
+
+
+# --- the CLI contract --------------------------------------------------------------------
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("dedup")(dedup_command)
+
+    @app.command("other")
+    def _other() -> None:  # a second command keeps typer from flattening the app
+        """Unused."""
+
+    return app
+
+
+def test_cli_writes_one_line_per_input_in_order() -> None:
+    lines = [
+        {
+            "id": "a",
+            "url": "https://o1.example/a",
+            "outlet": "o1",
+            "title": BODIES[0][0],
+            "text": BODIES[0][1],
+            "published_at": "2026-11-18T10:00:00+00:00",
+        },
+        {
+            "id": "b",
+            "url": "https://o2.example/b",
+            "outlet": "o2",
+            "title": "Copy",
+            "text": BODIES[0][1] + "\n" + FOOTER[0],
+            "published_at": "2026-11-18T11:00:00+00:00",
+        },
+        {
+            "id": "c",
+            "url": "https://o2.example/c",
+            "outlet": "o2",
+            "title": BODIES[1][0],
+            "text": BODIES[1][1],
+            "published_at": None,
+        },
+    ]
+    stdin = "\n".join(json.dumps(x) for x in lines) + "\n"
+    result = CliRunner().invoke(_app(), ["dedup"], input=stdin)
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert out == [
+        {"id": "a", "duplicate_of": None, "story_id": "a"},
+        {"id": "b", "duplicate_of": "a", "story_id": "a"},
+        {"id": "c", "duplicate_of": None, "story_id": "c"},
+    ]
+
+
+def test_cli_reports_a_bad_line_and_goes_on() -> None:
+    stdin = '{"id": "a", "text": "one two three four five"}\nnot json\n{"id": "b"}\n'
+    result = CliRunner().invoke(_app(), ["dedup", "--verbose"], input=stdin)
+    assert result.exit_code == 1
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert out[0]["id"] == "a" and out[0]["reason"] == "new" and out[0]["version"] == 1
+    assert out[1]["id"] is None and out[1]["error"].startswith("invalid_input: line 2")
+    assert out[2]["id"] == "b" and "text" in out[2]["error"]
+
+
+@pytest.mark.parametrize("bad", ["", "   "])
+def test_empty_lines_are_skipped(bad: str) -> None:
+    result = CliRunner().invoke(_app(), ["dedup"], input=bad + "\n")
+    assert result.exit_code == 0 and result.stdout == ""
