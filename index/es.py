@@ -102,12 +102,15 @@ def ensure_indices(es: Elasticsearch, settings: Settings) -> list[str]:
     """Put the templates and create the first index behind each alias; return what was created."""
     names = IndexNames(settings.index_prefix)
     capabilities = detect_capabilities(es)
-    es.indices.put_index_template(
-        name=names.articles_template, **articles_template(names, capabilities)
-    )
+    template = articles_template(names, capabilities)
+    es.indices.put_index_template(name=names.articles_template, **template)
     created: list[str] = []
     try:
         es.indices.get_alias(name=names.articles)
+        # Existing indices get the fields added since they were created (mappings only grow).
+        es.indices.put_mapping(
+            index=names.articles, properties=template["template"]["mappings"]["properties"]
+        )
     except NotFoundError:
         es.indices.create(
             index=names.articles_first_index,
