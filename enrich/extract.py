@@ -6,7 +6,8 @@
 1. decode (bytes: BOM, ``<meta charset>``, else UTF-8 with replacement) and parse the page;
 2. read what the publisher declares: canonical URL, Open Graph / schema.org page type,
    machine-readable publication time (:mod:`enrich.pagemeta`);
-3. metadata heuristics from trafilatura (title, byline, date via htmldate);
+3. metadata (:mod:`enrich.metadata`): JSON-LD/meta first, then trafilatura's byline and title
+   heuristics, the URL's date, htmldate; each field records its source;
 4. body text from the first backend of the cascade that finds some (:mod:`enrich.backends`);
 5. language (py3langid) and the article/non-article verdict.
 
@@ -31,6 +32,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from enrich.backends import DEFAULT_CASCADE, BodyExtractor, run_cascade
 from enrich.decoding import decode_html
 from enrich.language import detect_language
+from enrich.metadata import read_metadata
 from enrich.pagemeta import (
     ARTICLE_TYPES,
     NON_ARTICLE_TYPES,
@@ -79,6 +81,12 @@ class Extraction(BaseModel):
     is_article: bool
     article_reason: str  # why ``is_article`` is what it is, for humans and debugging
     extractor: str  # e.g. "trafilatura/2.3.1+newsflow/1"
+    # Provenance, per field: which method produced it (for debugging and evaluation).
+    published_date: date | None = None  # the calendar day as the publisher states it
+    body_method: str = ""  # the backend whose text was kept, e.g. "trafilatura/2.3.1"
+    title_source: str | None = None  # e.g. "json-ld:headline", "og:title", "h1", "feed"
+    date_source: str | None = None  # e.g. "json-ld:datePublished", "htmldate", "feed"
+    authors_source: str | None = None  # e.g. "json-ld:author", "meta:author", "byline"
 
 
 def extract_page(
@@ -100,26 +108,38 @@ def extract_page(
     body = run_cascade(tree, page_url, cascade)
     if body is None:
         raise ExtractionError("empty_text", "no body text found")
-    meta = _trafilatura_metadata(tree, page_url)
+    meta = read_metadata(tree, page_url, signals)
 
     title = refine_title(
-        _clean_title(meta.get("title")),
+        _clean_title(meta.title),
         signals.headings,
-        [signals.site_name, meta.get("sitename")],
+        [signals.site_name, meta.sitename],
         page_url,
-    ) or _clean_title(feed_title)
+    )
+    title_source = meta.title_source
+    if not title and feed_title:
+        title, title_source = _clean_title(feed_title), "feed"
     text = _without_title(body.text, title)
-    verdict, reason = classify_page(signals, text, page_url, meta.get("pagetype"))
+    verdict, reason = classify_page(signals, text, page_url, meta.pagetype)
+    authors = split_authors(meta.author)
+    published, published_day, date_source = _published_at(
+        signals, meta.heuristic_date, meta.heuristic_date_source, feed_published_at
+    )
     return Extraction(
         title=title,
         text=text,
-        authors=split_authors(meta.get("author")),
-        published_at=_published_at(signals, meta.get("date"), feed_published_at),
+        authors=authors,
+        published_at=published,
         language=detect_language(f"{title}\n{text}" if title else text),
         canonical_url=signals.canonical_url,
         is_article=verdict,
         article_reason=reason,
         extractor=f"{body.backend}+newsflow/{NEWSFLOW_EXTRACTION_REVISION}",
+        published_date=published_day,
+        body_method=body.backend,
+        title_source=title_source if title else None,
+        date_source=date_source,
+        authors_source=meta.authors_source if authors else None,
     )
 
 
@@ -163,32 +183,6 @@ def parse_html(text: str) -> Any:
 
 
 # --- metadata -------------------------------------------------------------------------------
-
-
-def _trafilatura_metadata(tree: Any, url: str | None) -> dict[str, Any]:
-    from trafilatura.metadata import extract_metadata
-
-    tomorrow = datetime.now(UTC) + timedelta(days=1)
-    try:
-        document = extract_metadata(
-            tree,
-            default_url=url,
-            date_config={
-                "original_date": True,  # publication, not last modification
-                "extensive_search": True,
-                "max_date": tomorrow.strftime("%Y-%m-%d"),
-            },
-        )
-    except Exception:  # a metadata bug must not cost the page its text
-        log.warning("metadata extraction failed on %s", url, exc_info=True)
-        return {}
-    return {
-        "title": document.title,
-        "author": document.author,
-        "date": document.date,
-        "pagetype": document.pagetype,
-        "sitename": document.sitename,
-    }
 
 
 def _without_title(text: str, title: str | None) -> str:
@@ -256,6 +250,7 @@ def _clean_title(title: Any) -> str | None:
 
 
 _AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\||&|\band\b|\bund\b)\s*", re.IGNORECASE)
+_CREDIT = re.compile(r"\s+[·•]\s+")
 _BYLINE_PREFIX = re.compile(r"^(?:written\s+)?by\b\s*:?\s*", re.IGNORECASE)
 _NOT_A_NAME = re.compile(r"https?://|www\.|@|\d")
 _MAX_AUTHOR_WORDS = 5
@@ -284,6 +279,8 @@ def split_authors(raw: str | None) -> list[str]:
         return []
     names: list[str] = []
     seen: set[str] = set()
+    # "Ann Lee · Kestrel Wire", "Ann Lee • March 3": what follows a middle dot is a credit
+    raw = _CREDIT.split(raw)[0]
     for part in _AUTHOR_SPLIT.split(normalize_space(raw)):
         name = part.strip(" .:-–—·•")
         while (stripped := _BYLINE_PREFIX.sub("", name).strip()) != name:
@@ -300,30 +297,34 @@ def split_authors(raw: str | None) -> list[str]:
 
 
 def _published_at(
-    signals: PageSignals, heuristic_date: Any, feed_published_at: datetime | None
-) -> datetime | None:
-    """Page's declared time > htmldate's date > feed's time.
+    signals: PageSignals,
+    heuristic_date: date | None,
+    heuristic_source: str | None,
+    feed_published_at: datetime | None,
+) -> tuple[datetime | None, date | None, str | None]:
+    """Page's declared time > htmldate's date > feed's time: (UTC time, local day, source).
 
     A bare page date (no time of day) is midnight UTC, unless the feed gives a time within a
-    day of it, which is then more precise and taken instead.
+    day of it, which is then more precise and taken instead (the day stays the page's).
     """
     feed = _aware(feed_published_at) if feed_published_at else None
     if feed is not None and not plausible(feed):
         feed = None
     page: datetime | None = None
     page_has_time = False
+    source: str | None = None
     if signals.published is not None:
         page, page_has_time = signals.published.value, signals.published.has_time
-    elif isinstance(heuristic_date, str):
-        try:
-            page = datetime.combine(date.fromisoformat(heuristic_date[:10]), time(), UTC)
-        except ValueError:
-            page = None
+        source = signals.published.source
+    elif heuristic_date is not None:
+        page, source = datetime.combine(heuristic_date, time(), UTC), heuristic_source
     if page is None:
-        return feed.astimezone(UTC) if feed else None
+        if feed is None:
+            return None, None, None
+        return feed.astimezone(UTC), feed.date(), "feed"
     if not page_has_time and feed is not None and abs(feed - page) <= timedelta(days=1):
-        return feed.astimezone(UTC)
-    return page.astimezone(UTC)
+        return feed.astimezone(UTC), page.date(), f"{source}+feed-time"
+    return page.astimezone(UTC), page.date(), source
 
 
 def _aware(value: datetime) -> datetime:

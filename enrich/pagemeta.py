@@ -98,6 +98,7 @@ class PageSignals:
     anchor_texts: frozenset[str]  # normalized (lower-cased, single-spaced) link texts
     headings: tuple[str, ...] = ()  # the first few <h1> texts, whitespace-normalized
     site_name: str | None = None  # og:site_name / application-name
+    json_ld: tuple[dict[str, Any], ...] = ()  # every JSON-LD object, @graph flattened
 
     @property
     def declares_article(self) -> bool:
@@ -126,6 +127,7 @@ def read_signals(tree: Any, url: str | None) -> PageSignals:
         anchor_texts=_anchor_texts(tree),
         headings=_headings(tree),
         site_name=_meta_content(tree, "og:site_name") or _meta_content(tree, "application-name"),
+        json_ld=tuple(objects),
     )
 
 
