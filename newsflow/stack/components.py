@@ -1168,18 +1168,20 @@ class SamplesSite(Member):
 
 
 class WorkersGroup(Group):
-    """The pipeline's stages, one process each (``newsflow worker enrich|index``)."""
+    """The pipeline's stages, one process each (``newsflow worker enrich|dedup|index``)."""
 
     name = "workers"
 
     def members(self) -> list[Member]:
-        return [PipelineWorker("enrich"), PipelineWorker("index")]
+        return [PipelineWorker("enrich"), PipelineWorker("dedup"), PipelineWorker("index")]
 
 
 class PipelineWorker(Member):
     group = "workers"
     start_timeout = 120.0
-    waits_for = ("kafka", "elasticsearch")
+    # Starting a worker runs `newsflow init`, which also creates the crawl state database.
+    waits_for = ("kafka", "elasticsearch", "postgres")
+    requires = ("postgres",)
     stop_phase = 1  # after what produces work (Airflow), before Kafka and Elasticsearch
     stop_grace = 20.0
 
