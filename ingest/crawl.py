@@ -21,7 +21,23 @@ Reason codes (stable; they label the metrics too):
 * crawl decisions: ``unchanged`` (200 but the same body hash as last time: nothing produced),
   ``seen`` (an article fetched within the revisit interval, or in this process's ``seen``
   set: no request sent), ``over_limit`` (beyond ``max_articles_per_run``; fetched next run),
-  ``not_due`` (a feed not due yet under adaptive polling: no request sent).
+  ``not_due`` (a feed not due yet under adaptive polling: no request sent), ``duplicate``
+  (fetched, but its ``rel=canonical`` URL was produced already: nothing produced).
+
+Outlets with ``discover: true`` and no feeds/sitemaps (:func:`discover_sources`): the homepage
+is fetched (conditional GET) and yields a ``homepage`` outcome; feeds come from its
+``<link rel="alternate" type="application/rss+xml|atom+xml|feed+json">``, sitemaps from the
+robots.txt ``Sitemap:`` lines; if neither gives anything, the common locations
+(:data:`~ingest.discovery.COMMON_FEED_PATHS`, ``COMMON_SITEMAP_PATHS``) are probed. What was
+found is remembered in the state (kinds ``found_feed`` / ``found_sitemap``), so an unchanged
+homepage (304 or same body hash) costs one request. With no feed or sitemap at all, the
+article-like links of the homepage and the outlet's ``section_pages`` are followed (same
+site, ``article_url_pattern`` / ``exclude_url_patterns``, else
+:func:`~ingest.discovery.looks_like_article`).
+
+``rel=canonical``: an article whose canonical URL differs from the URL fetched is produced
+only if that canonical was not produced already (in this run or, with a state, within the
+revisit interval); the canonical's URL id is recorded in the state (kind ``canonical``).
 """
 
 from __future__ import annotations
@@ -30,18 +46,24 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from ingest.discovery import (
+    COMMON_FEED_PATHS,
+    COMMON_SITEMAP_PATHS,
     DiscoveredItem,
     DiscoveryError,
     SitemapDocument,
     dedupe,
+    looks_like_article,
     parse_feed,
+    parse_homepage,
+    parse_sitemap,
     split_onsite,
     walk_sitemaps,
 )
@@ -57,13 +79,15 @@ __all__ = [
     "FAILED",
     "SKIPPED",
     "CrawlOutcome",
+    "DiscoveredSources",
     "OutcomeKind",
     "crawl_outlet",
+    "discover_sources",
     "record_article",
     "summarize",
 ]
 
-OutcomeKind = Literal["feed", "sitemap", "article"]
+OutcomeKind = Literal["homepage", "feed", "sitemap", "article"]
 
 #: Reasons that mean "deliberately not ingested" rather than "something went wrong".
 SKIPPED = frozenset(
@@ -79,6 +103,7 @@ SKIPPED = frozenset(
         "blocked_address",
         "robots_disallowed",
         "rate_limited",
+        "duplicate",
     }
 )
 FAILED = frozenset({"timeout", "too_many_redirects", "bad_encoding", "http_error", "parse_error"})
@@ -274,8 +299,20 @@ def _crawl(
             poll_bounds=bounds,
         )
 
+    feeds: list[str] = list(outlet.feeds)
+    sitemaps: list[str] = list(outlet.sitemaps)
+    if outlet.needs_discovery:
+        found = DiscoveredSources()
+        yield from discover_sources(outlet, fetcher, policy, state, found)
+        feeds, sitemaps = found.feeds, found.sitemaps
+        if not feeds and not sitemaps:
+            for link in found.links:
+                origin.setdefault(link.url, found.link_sources.get(link.url, outlet.homepage))
+            remember(found.links, outlet.homepage, "article")
+            discovered.extend(found.links)
+
     # ------------------------------------------------------------------ feeds
-    for feed_url in outlet.feeds:
+    for feed_url in feeds:
         skip = not_due(feed_url, "feed")
         if skip is not None:
             yield skip
@@ -335,7 +372,7 @@ def _crawl(
 
     # ------------------------------------------------------------------ sitemaps
     max_urls = max(outlet.max_articles_per_run * 10, 1000)
-    for sitemap_url in outlet.sitemaps:
+    for sitemap_url in sitemaps:
         skip = not_due(sitemap_url, "sitemap")
         if skip is not None:
             yield skip
@@ -463,6 +500,7 @@ def _crawl(
 
     revisit = settings.revisit_after_hours * 3600
     budget = outlet.max_articles_per_run
+    canonicals: set[str] = set()  # canonical URLs produced in this run
     for item in _newest_first(items):
         source = origin.get(item.url)
         record = records.get(item.url)
@@ -475,6 +513,11 @@ def _crawl(
                 detail = f"fetched {age / 3600:.1f} h ago ({record.last_reason})"
                 yield _skipped(item.url, "seen", detail, source)
                 continue
+        if item.url in canonicals:
+            yield _skipped(
+                item.url, "duplicate", "the canonical of a page produced already", source
+            )
+            continue
         if budget <= 0:
             limit = f"max_articles_per_run={outlet.max_articles_per_run}"
             yield _skipped(item.url, "over_limit", limit, source)
@@ -508,6 +551,23 @@ def _crawl(
                 record_article(state, outlet, outcome)
             yield outcome
             continue
+        canonical = _canonical(result.text, result.final_url, outlet)
+        if (
+            canonical is not None
+            and canonical != item.url
+            and (canonical in canonicals or _recently_fetched(state, canonical, now, revisit))
+        ):
+            yield _from_fetch(
+                result,
+                "article",
+                reason="duplicate",
+                detail=f"canonical {canonical} already produced",
+                source=source,
+                content_hash=digest,
+            )
+            if state is not None:
+                record_article(state, outlet, _skipped(item.url, "duplicate"))
+            continue
         version = (record.version if record is not None else 0) + 1
         try:
             page = _raw_page(outlet, item, result, version)
@@ -529,7 +589,192 @@ def _crawl(
         )
         if state is not None and not defer:
             record_article(state, outlet, outcome)
+        if canonical is not None:
+            canonicals.add(canonical)
+            if state is not None and canonical != item.url:
+                state.record_fetch(
+                    canonical, outlet=outlet.name, kind="canonical", status=None, reason="fetched"
+                )
         yield outcome
+
+
+def _canonical(text: str, base_url: str, outlet: Outlet) -> str | None:
+    """The page's onsite ``rel=canonical`` URL, normalized (``None`` if absent/offsite)."""
+    if "canonical" not in text.lower():
+        return None
+    try:
+        url = parse_homepage(text, base_url=base_url).canonical
+    except DiscoveryError:
+        return None
+    if url is None or not outlet.is_onsite(url):
+        return None
+    return url
+
+
+def _recently_fetched(state: StateStore | None, url: str, now: float, revisit: float) -> bool:
+    if state is None:
+        return False
+    record = state.get(url)
+    return (
+        record is not None
+        and record.last_fetched_at is not None
+        and record.last_reason == "fetched"
+        and now - record.last_fetched_at < revisit
+    )
+
+
+@dataclass
+class DiscoveredSources:
+    """What :func:`discover_sources` found for a feedless outlet."""
+
+    feeds: list[str] = field(default_factory=list)
+    sitemaps: list[str] = field(default_factory=list)
+    links: list[DiscoveredItem] = field(default_factory=list)  # article-like links
+    link_sources: dict[str, str] = field(default_factory=dict)  # link -> page it was on
+
+
+def discover_sources(
+    outlet: Outlet,
+    fetcher: Fetcher,
+    policy: FetchPolicy,
+    state: StateStore | None,
+    found: DiscoveredSources,
+) -> Iterator[CrawlOutcome]:
+    """Find a feedless outlet's feeds and sitemaps (see the module docstring), filling
+    ``found``; yields one ``homepage`` outcome per page fetched (homepage, section pages)."""
+    known_feeds = state.sources(outlet.name, "found_feed") if state is not None else []
+    known_sitemaps = state.sources(outlet.name, "found_sitemap") if state is not None else []
+    home = outlet.homepage
+    record = state.get(home) if state is not None else None
+    headers = record.conditional_headers() if record and record.content_hash else None
+    result = fetcher.fetch_page(home, policy, headers)
+    page_links: list[DiscoveredItem] = []
+    changed = False
+    detail = ""
+    if result.reason == "not_modified" or (
+        result.ok
+        and result.text is not None
+        and record is not None
+        and record.content_hash == _sha256(result.text.encode("utf-8"))
+    ):
+        reason = "not_modified" if result.reason == "not_modified" else "unchanged"
+        if state is not None:
+            state.record_fetch(
+                home,
+                outlet=outlet.name,
+                kind="homepage",
+                status=result.status,
+                reason=reason,
+                etag=result.headers.get("etag"),
+                last_modified=result.headers.get("last-modified"),
+            )
+        outcome = _from_fetch(result, "homepage", reason=reason)
+    elif result.ok and result.text is not None:
+        changed = True
+        try:
+            links = parse_homepage(result.text, base_url=result.final_url)
+        except DiscoveryError as exc:
+            outcome = _from_fetch(result, "homepage", reason="parse_error", detail=str(exc))
+            links = None
+        else:
+            outcome = _from_fetch(result, "homepage")
+            if state is not None:
+                _record_document(
+                    state, outlet, "homepage", result, _sha256(result.text.encode("utf-8"))
+                )
+        if links is not None:
+            known_feeds = _merge(known_feeds, links.feeds)
+            page_links = links.links
+    else:
+        outcome = _from_fetch(result, "homepage")
+    if changed or (not known_feeds and not known_sitemaps and record is None):
+        known_sitemaps = _merge(known_sitemaps, fetcher.robots_sitemaps(home, policy))
+        if not known_feeds and not known_sitemaps:
+            known_feeds, known_sitemaps = _probe(outlet, fetcher, policy)
+        detail = f"{len(known_feeds)} feeds, {len(known_sitemaps)} sitemaps"
+        if state is not None:
+            state.discover(outlet.name, [(u, None, None) for u in known_feeds], kind="found_feed")
+            state.discover(
+                outlet.name, [(u, None, None) for u in known_sitemaps], kind="found_sitemap"
+            )
+    if detail and outcome.reason == "fetched":
+        outcome = replace(outcome, detail=detail)
+    yield outcome
+    found.feeds, found.sitemaps = known_feeds, known_sitemaps
+    if known_feeds or known_sitemaps:
+        return
+    # Last resort: article-like links of the homepage and the section pages.
+    pages = [(home, page_links)]
+    for section in outlet.section_pages:
+        section_result = fetcher.fetch_page(section, policy)
+        section_links: list[DiscoveredItem] = []
+        if section_result.ok and section_result.text is not None:
+            try:
+                section_links = parse_homepage(
+                    section_result.text, base_url=section_result.final_url
+                ).links
+            except DiscoveryError as exc:
+                yield _from_fetch(section_result, "homepage", reason="parse_error", detail=str(exc))
+                continue
+        yield _from_fetch(
+            section_result, "homepage", detail=f"section page, {len(section_links)} links"
+        )
+        pages.append((section, section_links))
+    not_these = [home, *outlet.section_pages]
+    for page_url, items in pages:
+        for item in items:
+            if not outlet.is_article_link(item.url):
+                continue
+            if outlet.article_url_pattern is None and not looks_like_article(
+                item.url, not_these=not_these
+            ):
+                continue
+            found.link_sources.setdefault(item.url, page_url)
+            found.links.append(item)
+    found.links = dedupe(found.links)
+
+
+def _merge(first: list[str], more: Iterable[str]) -> list[str]:
+    merged = list(first)
+    seen = {normalize_url(u) for u in merged}
+    for url in more:
+        try:
+            key = normalize_url(url)
+        except InvalidURLError:
+            continue
+        if key not in seen:
+            seen.add(key)
+            merged.append(url)
+    return merged
+
+
+def _probe(outlet: Outlet, fetcher: Fetcher, policy: FetchPolicy) -> tuple[list[str], list[str]]:
+    """Try the common feed and sitemap locations on the homepage's origin; keep the first
+    that parses as a feed and the first that parses as a sitemap."""
+    parts = urlsplit(outlet.homepage)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    feeds: list[str] = []
+    sitemaps: list[str] = []
+    for path in COMMON_FEED_PATHS:
+        result = fetcher.fetch_document(origin + path, policy)
+        if result.ok and result.body is not None:
+            try:
+                parse_feed(result.body, base_url=result.final_url)
+            except DiscoveryError:
+                continue
+            feeds.append(origin + path)
+            break
+    for path in COMMON_SITEMAP_PATHS:
+        result = fetcher.fetch_document(origin + path, policy)
+        if result.ok and result.body is not None:
+            try:
+                document = parse_sitemap(result.body, base_url=result.final_url)
+            except DiscoveryError:
+                continue
+            if document.items or document.sitemaps:
+                sitemaps.append(origin + path)
+                break
+    return feeds, sitemaps
 
 
 def _record_document(

@@ -14,29 +14,36 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
+from lxml import html as lxml_html
 
 from newsflow.urls import InvalidURLError, normalize_url
 
 __all__ = [
+    "COMMON_FEED_PATHS",
+    "COMMON_SITEMAP_PATHS",
     "DiscoveredItem",
     "DiscoveryError",
+    "HomepageLinks",
     "SitemapDocument",
     "SitemapFailure",
     "SitemapWalk",
     "dedupe",
     "gunzip_limited",
+    "looks_like_article",
     "parse_date",
     "parse_document",
     "parse_feed",
+    "parse_homepage",
     "parse_json_feed",
     "parse_sitemap",
     "parse_xml",
@@ -514,3 +521,160 @@ def split_onsite(
 def gunzip_limited(data: bytes, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
     """Public wrapper of the bounded gzip inflater (for callers holding ``.xml.gz`` bytes)."""
     return _maybe_gunzip(data, limit)
+
+
+# --------------------------------------------------------------------------- homepages
+
+#: Where feeds and sitemaps usually live, tried when a homepage advertises none.
+COMMON_FEED_PATHS = ("/feed", "/rss.xml", "/atom.xml", "/feed.xml", "/rss", "/index.xml")
+COMMON_SITEMAP_PATHS = ("/news-sitemap.xml", "/sitemap_news.xml", "/sitemap.xml")
+
+_FEED_TYPES = frozenset(
+    {
+        "application/rss+xml",
+        "application/atom+xml",
+        "application/feed+json",
+        "application/json+feed",  # seen in the wild
+    }
+)
+_NOT_ARTICLE_SEGMENTS = frozenset(
+    {
+        "tag",
+        "tags",
+        "category",
+        "categories",
+        "author",
+        "authors",
+        "search",
+        "login",
+        "logout",
+        "signin",
+        "register",
+        "subscribe",
+        "account",
+        "about",
+        "contact",
+        "privacy",
+        "terms",
+        "feed",
+        "rss",
+        "wp-admin",
+        "wp-login.php",
+        "cdn-cgi",
+    }
+)
+_NOT_ARTICLE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".svg",
+    ".webp",
+    ".pdf",
+    ".css",
+    ".js",
+    ".xml",
+    ".json",
+    ".zip",
+    ".mp3",
+    ".mp4",
+)
+_SLUGGY = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+){2,}", re.IGNORECASE)  # three+ words
+_DIGITS = re.compile(r"\d{4,}")
+
+
+@dataclass(frozen=True)
+class HomepageLinks:
+    """What a homepage (or section page) points at."""
+
+    feeds: list[str] = field(default_factory=list)  # <link rel="alternate" type=feed>
+    links: list[DiscoveredItem] = field(default_factory=list)  # <a href>, anchor text as title
+    canonical: str | None = None  # <link rel="canonical">
+
+
+def _rels(element: Any) -> set[str]:
+    return {r.lower() for r in (element.get("rel") or "").split()}
+
+
+def parse_homepage(data: bytes | str, *, base_url: str) -> HomepageLinks:
+    """Feed links (``<link rel="alternate" type="application/rss+xml|atom+xml|feed+json">``),
+    the canonical URL and every ``<a href>`` of an HTML page, absolute and normalized.
+
+    Honours ``<base href>``; ignores ``javascript:``/``mailto:`` and fragments-only links.
+    Raises :class:`DiscoveryError` when the bytes are not parseable HTML.
+    """
+    if isinstance(data, bytes) and not data.strip():
+        raise DiscoveryError("empty page")
+    if isinstance(data, str) and not data.strip():
+        raise DiscoveryError("empty page")
+    try:
+        root = lxml_html.fromstring(data)
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
+        raise DiscoveryError(f"not parseable HTML: {exc}") from None
+    base = base_url
+    for element in root.iter("base"):
+        href = element.get("href")
+        if href:
+            base = urljoin(base_url, href.strip())
+            break
+    feeds: list[str] = []
+    canonical: str | None = None
+    for element in root.iter("link"):
+        rels = _rels(element)
+        href = element.get("href")
+        if not href:
+            continue
+        if "alternate" in rels:
+            media = (element.get("type") or "").split(";")[0].strip().lower()
+            if media in _FEED_TYPES:
+                url = _absolute(href, base)
+                if url is not None and url not in feeds:
+                    feeds.append(url)
+        elif "canonical" in rels and canonical is None:
+            canonical = _absolute(href, base)
+    links: list[DiscoveredItem] = []
+    for element in root.iter("a"):
+        href = (element.get("href") or "").strip()
+        if not href or href.startswith("#"):
+            continue
+        if href.split(":", 1)[0].lower() in ("javascript", "mailto", "tel", "data"):
+            continue
+        url = _absolute(href, base)
+        if url is None:
+            continue
+        links.append(DiscoveredItem(url, _clean(element.text_content() or "")))
+    return HomepageLinks(feeds=feeds, links=dedupe(links), canonical=canonical)
+
+
+def looks_like_article(url: str, *, not_these: Iterable[str] = ()) -> bool:
+    """A cheap guess whether a same-site link is an article rather than navigation.
+
+    A path that is not the root, has no static-file extension and no navigation segment
+    (``/tag/``, ``/author/``, ``/about`` ...), and whose last segment is a slug of three or
+    more words, carries a 4+ digit number (ids, years), or ends in ``.html``/``.htm``.
+    ``not_these`` (e.g. the homepage and section pages) never count.
+    """
+    try:
+        normalized = normalize_url(url)
+    except InvalidURLError:
+        return False
+    excluded = set()
+    for other in not_these:
+        try:
+            excluded.add(normalize_url(other))
+        except InvalidURLError:
+            continue
+    if normalized in excluded:
+        return False
+    path = urlsplit(normalized).path
+    segments = [s for s in path.split("/") if s]
+    if not segments:
+        return False
+    if any(s.lower() in _NOT_ARTICLE_SEGMENTS for s in segments):
+        return False
+    last = segments[-1].lower()
+    if last.endswith(_NOT_ARTICLE_EXTENSIONS):
+        return False
+    if last.endswith((".html", ".htm")):
+        return True
+    return bool(_SLUGGY.search(last) or _DIGITS.search(path))

@@ -155,6 +155,8 @@ class FetchPolicy:
     max_crawl_delay: float = 60.0  # cap on a robots.txt Crawl-delay
     max_wait: float = 120.0  # longer than this for a host's slot: rate_limited, not sent
     max_retry_after: float = 3600.0
+    # In-flight requests per host:port, per Fetcher (process); see Fetcher._slot.
+    max_concurrency: int = 2
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: object) -> FetchPolicy:
@@ -172,6 +174,7 @@ class FetchPolicy:
             "max_crawl_delay": settings.max_crawl_delay_seconds,
             "max_wait": settings.host_max_wait_seconds,
             "max_retry_after": settings.max_retry_after_seconds,
+            "max_concurrency": settings.host_max_concurrency,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -359,6 +362,10 @@ class Limiter(Protocol):
 
     def reserve(self, host: str, interval: float, *, max_wait: float) -> float | None: ...
 
+    def acquire_lease(self, host: str, *, cap: int, ttl: float) -> str | None: ...
+
+    def release_lease(self, lease_id: str) -> None: ...
+
     def back_off(self, host: str, retry_after: float | None, *, cap: float) -> float: ...
 
     def clear_strikes(self, host: str) -> None: ...
@@ -395,6 +402,12 @@ class LocalLimiter:
     def clear_strikes(self, host: str) -> None:
         with self._lock:
             self._strikes.pop(host, None)
+
+    def acquire_lease(self, host: str, *, cap: int, ttl: float) -> str | None:
+        return "local"  # one process: the Fetcher's own semaphore is the cap
+
+    def release_lease(self, lease_id: str) -> None:
+        return None
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -457,6 +470,7 @@ class Fetcher:
         self._limiter: Limiter = state if state is not None else LocalLimiter(clock)
         self._robots: dict[str, _Robots] = {}
         self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
         #: Requests sent per host:port and their wall-clock times (for the politeness report).
         self.request_log: list[tuple[str, float]] = []
 
@@ -552,44 +566,50 @@ class Fetcher:
                 request = self._build_request(target, addresses[0], policy, remaining, page=page)
                 with self._lock:
                     self.request_log.append((_host_key(target), time.time()))
-                response = self._client.send(request, stream=True, follow_redirects=False)
+                slot, lease = self._slot(target, policy, remaining)
                 try:
-                    status = response.status_code
-                    content_type, charset = _media_type(response.headers.get("content-type"))
-                    if status in (429, 503):
-                        retry_after = parse_retry_after(response.headers.get("retry-after"))
-                        delay = self._limiter.back_off(
-                            _host_key(target), retry_after, cap=policy.max_retry_after
-                        )
-                        detail = f"HTTP {status}; backing off {delay:.0f}s"
-                        return result("rate_limited" if status == 429 else "http_error", detail)
-                    self._limiter.clear_strikes(_host_key(target))
-                    if status in _REDIRECTS and "location" in response.headers:
-                        if redirects >= policy.max_redirects:
-                            raise _AbortError(
-                                "too_many_redirects", f"more than {policy.max_redirects} redirects"
+                    response = self._client.send(request, stream=True, follow_redirects=False)
+                    try:
+                        status = response.status_code
+                        content_type, charset = _media_type(response.headers.get("content-type"))
+                        if status in (429, 503):
+                            retry_after = parse_retry_after(response.headers.get("retry-after"))
+                            delay = self._limiter.back_off(
+                                _host_key(target), retry_after, cap=policy.max_retry_after
                             )
-                        current = urljoin(current, response.headers["location"].strip())
-                        redirects += 1
-                        continue
-                    if status == 304:
-                        return result("not_modified", headers=_validators(response))
-                    if not 200 <= status < 300:
-                        return result("http_error", f"HTTP {status}")
-                    if page and content_type is not None and content_type not in HTML_TYPES:
-                        return result("not_html", f"content type {content_type}")
-                    length = response.headers.get("content-length", "")
-                    if length.isdigit() and int(length) > policy.max_bytes:
-                        raise _AbortError(
-                            "too_large", f"Content-Length {length} > {policy.max_bytes}"
-                        )
-                    buffer = bytearray()
-                    for chunk in self._read(response, policy, started):
-                        buffer += chunk
-                        received = len(buffer)
-                    body = bytes(buffer)
+                            detail = f"HTTP {status}; backing off {delay:.0f}s"
+                            return result("rate_limited" if status == 429 else "http_error", detail)
+                        self._limiter.clear_strikes(_host_key(target))
+                        if status in _REDIRECTS and "location" in response.headers:
+                            if redirects >= policy.max_redirects:
+                                raise _AbortError(
+                                    "too_many_redirects",
+                                    f"more than {policy.max_redirects} redirects",
+                                )
+                            current = urljoin(current, response.headers["location"].strip())
+                            redirects += 1
+                            continue
+                        if status == 304:
+                            return result("not_modified", headers=_validators(response))
+                        if not 200 <= status < 300:
+                            return result("http_error", f"HTTP {status}")
+                        if page and content_type is not None and content_type not in HTML_TYPES:
+                            return result("not_html", f"content type {content_type}")
+                        length = response.headers.get("content-length", "")
+                        if length.isdigit() and int(length) > policy.max_bytes:
+                            raise _AbortError(
+                                "too_large", f"Content-Length {length} > {policy.max_bytes}"
+                            )
+                        buffer = bytearray()
+                        for chunk in self._read(response, policy, started):
+                            buffer += chunk
+                            received = len(buffer)
+                        body = bytes(buffer)
+                    finally:
+                        response.close()
                 finally:
-                    response.close()
+                    slot.release()
+                    self._limiter.release_lease(lease)
                 break
             if not page:
                 return result("fetched", body=body, headers=_validators(response))
@@ -682,6 +702,36 @@ class Fetcher:
         if wait > 0:
             self._sleep(wait)
         return waited + wait
+
+    def _slot(
+        self, target: httpx.URL, policy: FetchPolicy, timeout: float
+    ) -> tuple[threading.BoundedSemaphore, str]:
+        """Take one of the host's ``policy.max_concurrency`` in-flight slots, in this process
+        (a semaphore) and across processes (a lease in the shared state, expiring after the
+        request's deadline if its holder dies); the caller releases both once the response is
+        read. ``rate_limited`` if none frees up in time."""
+        key = _host_key(target)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = threading.BoundedSemaphore(max(1, policy.max_concurrency))
+                self._slots[key] = slot
+        deadline = self._clock() + max(0.0, timeout)
+        if not slot.acquire(timeout=max(0.0, timeout)):
+            raise _AbortError(
+                "rate_limited", f"{key}: {policy.max_concurrency} requests already in flight"
+            )
+        cap = max(1, policy.max_concurrency)
+        while True:
+            lease = self._limiter.acquire_lease(key, cap=cap, ttl=policy.deadline + 5.0)
+            if lease is not None:
+                return slot, lease
+            if self._clock() >= deadline:
+                slot.release()
+                raise _AbortError(
+                    "rate_limited", f"{key}: {cap} requests already in flight across processes"
+                )
+            self._sleep(0.05)
 
     def _robots_for(self, target: httpx.URL, policy: FetchPolicy) -> _Robots:
         """The robots.txt rules for ``target``'s origin: in-process cache, shared cache, fetch."""

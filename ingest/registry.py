@@ -12,6 +12,15 @@ Outlets are data, kept in one YAML file (``settings.outlets_file``)::
         language: en
         max_articles_per_run: 50
         allowed_domains: [cdn.harbourgazette.example]
+        # Optional, for outlets without feeds/sitemaps (homepage discovery, see ingest.crawl):
+        discover: true                    # allows no feeds/sitemaps: find them
+        section_pages: [https://www.harbourgazette.example/world/]
+        article_url_pattern: "/20[0-9]{2}/"        # regex an article link must match
+        exclude_url_patterns: ["/tag/", "/author/"] # regexes that rule a link out
+
+With ``discover: true`` an outlet needs only a homepage: the crawl discovers feeds and sitemaps
+from the homepage (``<link rel="alternate">``, robots.txt ``Sitemap:`` lines, common paths)
+and as a last resort follows article-like links from the homepage and ``section_pages``.
 
 Every entry is validated by :class:`Outlet`. All problems in a file are collected and
 raised together as one :class:`RegistryError` whose messages name the file, the outlet and
@@ -56,7 +65,11 @@ AIRFLOW_PRESETS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@quart
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _MAX_URL_LENGTH = 2048
-_NO_SOURCES = "needs at least one of 'feeds' or 'sitemaps'"
+_MAX_PATTERN_LENGTH = 500
+_NO_SOURCES = (
+    "needs at least one of 'feeds' or 'sitemaps' "
+    "(or 'discover: true' to find them from the homepage)"
+)
 
 
 # --------------------------------------------------------------------------- field types
@@ -164,7 +177,26 @@ def _check_schedule(value: str) -> str:
     )
 
 
+def _check_pattern(value: str) -> str:
+    if not value:
+        raise PydanticCustomError("regex", "empty regular expression")
+    if len(value) > _MAX_PATTERN_LENGTH:
+        raise PydanticCustomError(
+            "regex",
+            "regular expression too long (at most {limit} characters)",
+            {"limit": _MAX_PATTERN_LENGTH},
+        )
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise PydanticCustomError(
+            "regex", "not a valid regular expression: {error}", {"error": str(exc)}
+        ) from None
+    return value
+
+
 URL = Annotated[str, AfterValidator(_check_url)]
+Pattern = Annotated[str, AfterValidator(_check_pattern)]
 Domain = Annotated[str, AfterValidator(_check_domain)]
 Schedule = Annotated[str, AfterValidator(_check_schedule)]
 
@@ -206,6 +238,15 @@ class Outlet(BaseModel):
     # quiet one no more often than every max minutes (None: every scheduled run).
     min_poll_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
     max_poll_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    # Homepage discovery: with ``discover: true`` an outlet may list no feeds or sitemaps;
+    # they are then found from the homepage (see ingest.crawl). Opt-in, so that an entry
+    # whose feeds were forgotten is still reported.
+    discover: bool = False
+    # section pages whose links are followed besides the homepage's, and URL filters for
+    # article links (regexes searched in the full URL; exclusions win).
+    section_pages: list[URL] = Field(default_factory=list)
+    article_url_pattern: Pattern | None = None
+    exclude_url_patterns: list[Pattern] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -227,7 +268,7 @@ class Outlet(BaseModel):
             )
         return value
 
-    @field_validator("feeds", "sitemaps")
+    @field_validator("feeds", "sitemaps", "section_pages")
     @classmethod
     def _no_duplicates(cls, value: list[str]) -> list[str]:
         seen: set[str] = set()
@@ -249,8 +290,19 @@ class Outlet(BaseModel):
 
     @model_validator(mode="after")
     def _has_sources(self) -> Outlet:
-        if not self.feeds and not self.sitemaps:
+        if not self.feeds and not self.sitemaps and not self.discover:
             raise PydanticCustomError("no_sources", _NO_SOURCES)
+        return self
+
+    @model_validator(mode="after")
+    def _sections_onsite(self) -> Outlet:
+        for url in self.section_pages:
+            if not self.is_onsite(url):
+                raise PydanticCustomError(
+                    "offsite",
+                    "section page {url} is not on the outlet's domains",
+                    {"url": url},
+                )
         return self
 
     # ------------------------------------------------------------------ derived facts
@@ -274,8 +326,25 @@ class Outlet(BaseModel):
         With ``allow_private_network`` only these hosts may resolve to private or loopback
         addresses; a redirect to any other private address is still refused.
         """
-        hosts = {_host(url) for url in (self.homepage, *self.feeds, *self.sitemaps)}
+        urls = (self.homepage, *self.feeds, *self.sitemaps, *self.section_pages)
+        hosts = {_host(url) for url in urls}
         return frozenset(hosts | set(self.allowed_domains))
+
+    @property
+    def needs_discovery(self) -> bool:
+        """No feeds and no sitemaps in the entry: find them from the homepage."""
+        return not self.feeds and not self.sitemaps
+
+    def is_article_link(self, url: str) -> bool:
+        """Whether a link found on the homepage/section pages looks like an article: onsite,
+        matching ``article_url_pattern`` (if set) and none of ``exclude_url_patterns``."""
+        if not self.is_onsite(url):
+            return False
+        if any(re.search(p, url) for p in self.exclude_url_patterns):
+            return False
+        if self.article_url_pattern is not None:
+            return re.search(self.article_url_pattern, url) is not None
+        return True
 
     def is_onsite(self, url: str) -> bool:
         """Whether ``url`` is on one of :attr:`domains` (a subdomain counts; IPs exactly)."""
@@ -305,6 +374,7 @@ class Outlet(BaseModel):
                 "homepage": move(self.homepage),
                 "feeds": [move(u) for u in self.feeds],
                 "sitemaps": [move(u) for u in self.sitemaps],
+                "section_pages": [move(u) for u in self.section_pages],
             }
         )
 
@@ -437,7 +507,12 @@ def parse_registry(data: object, *, source: str = "<registry>") -> Registry:
                 where = f"field {loc!r}: " if loc else ""
                 problems.append(f"{source}: {label}: {where}{message}")
             reported = any(e["type"] == "no_sources" for e in exc.errors())
-            if not reported and not entry.get("feeds") and not entry.get("sitemaps"):
+            if (
+                not reported
+                and not entry.get("feeds")
+                and not entry.get("sitemaps")
+                and entry.get("discover") is not True
+            ):
                 # The model's own check only runs once the fields are valid; say it now.
                 problems.append(f"{source}: {label}: {_NO_SOURCES}")
             continue

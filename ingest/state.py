@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,10 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
+    func,
+    insert,
     select,
     text,
     update,
@@ -117,6 +121,16 @@ hosts_table = Table(
     Column("robots_status", Integer),
     Column("robots_body", Text),
     Column("robots_fetched_at", Float),
+)
+
+# In-flight requests per host, across processes: a lease per request, expiring on its own if
+# the process holding it dies.
+leases_table = Table(
+    "ingest_host_leases",
+    metadata,
+    Column("lease_id", String(64), primary_key=True),
+    Column("host", String(300), nullable=False, index=True),
+    Column("expires_at", Float, nullable=False),
 )
 
 _engines: dict[str, Engine] = {}
@@ -354,6 +368,41 @@ class StateStore:
         result: float | None = self._retrying(work)
         return result
 
+    def acquire_lease(self, host: str, *, cap: int, ttl: float) -> str | None:
+        """One of the host's ``cap`` in-flight slots, shared by every process; ``None`` if all
+        are taken. The host row's lock serializes the count-and-insert."""
+
+        def work(conn: Connection) -> str | None:
+            now = self.clock()
+            _upsert(conn, hosts_table, {"host": host, "next_allowed_at": 0.0}, "host")
+            conn.execute(
+                select(hosts_table.c.host).where(hosts_table.c.host == host).with_for_update()
+            )
+            conn.execute(
+                delete(leases_table).where(
+                    leases_table.c.host == host, leases_table.c.expires_at < now
+                )
+            )
+            active = conn.execute(
+                select(func.count()).select_from(leases_table).where(leases_table.c.host == host)
+            ).scalar_one()
+            if int(active) >= cap:
+                return None
+            lease_id = uuid.uuid4().hex
+            conn.execute(
+                insert(leases_table).values(lease_id=lease_id, host=host, expires_at=now + ttl)
+            )
+            return lease_id
+
+        result: str | None = self._retrying(work)
+        return result
+
+    def release_lease(self, lease_id: str) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(delete(leases_table).where(leases_table.c.lease_id == lease_id))
+
+        self._retrying(work)
+
     def back_off(self, host: str, retry_after: float | None, *, cap: float) -> float:
         """Push the host's next slot out after a 429/503: ``retry_after`` seconds if the server
         said so, else exponentially (30 s, 60 s, 120 s, ...). Returns the back-off in seconds."""
@@ -503,6 +552,17 @@ class StateStore:
 
         self._retrying(work)
         return {normalized for normalized, _, _ in new.values()}
+
+    def sources(self, outlet: str, kind: str) -> list[str]:
+        """URLs of ``kind`` (``feed``/``sitemap``) remembered for ``outlet``: those found by
+        homepage discovery (:func:`discover` with that kind) and those already polled."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(urls_table.c.url)
+                .where(urls_table.c.outlet == outlet, urls_table.c.kind == kind)
+                .order_by(urls_table.c.first_seen_at, urls_table.c.url)
+            ).scalars()
+            return list(rows)
 
     def frontier(self, outlet: str, *, limit: int) -> list[UrlRecord]:
         """Articles discovered earlier but never fetched (e.g. over the per-run limit)."""

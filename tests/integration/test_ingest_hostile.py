@@ -247,7 +247,9 @@ def test_robots_crawl_delay_spaces_requests(
         assert fetcher.robots_sitemaps(f"{base}/", policy(outlet)) == [f"{base}/sitemap.xml"]
     times = [t for path, t in behaviour.hits if path.startswith("/a/")]
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.9, gaps  # Crawl-delay: 1 (a little slack for clocks)
+    # Crawl-delay: 1. Slots are reserved 1 s apart; the server sees them with scheduling jitter
+    # on a loaded machine, so allow some slack (a missing delay would give gaps near 0).
+    assert min(gaps) >= 0.7, gaps
     assert [p for p, _ in behaviour.hits].count("/robots.txt") == 1  # cached
 
 
