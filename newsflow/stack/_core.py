@@ -122,8 +122,17 @@ def _groups_of(results: Iterable[ComponentResult]) -> list[str]:
     return [g for g in GROUP_ORDER if g in seen]
 
 
-def resolve(components: Sequence[str] | str | None, groups: dict[str, Group]) -> list[Member]:
-    """Names (groups, members, aliases, comma-separated) -> members in start order."""
+def resolve(
+    components: Sequence[str] | str | None,
+    groups: dict[str, Group],
+    *,
+    with_required: bool = True,
+) -> list[Member]:
+    """Names (groups, members, aliases, comma-separated) -> members in start order.
+
+    ``with_required`` adds the groups the chosen members need running (for ``up``); ``down``
+    stops exactly what was named.
+    """
     if components is None:
         wanted = list(GROUP_ORDER)
     else:
@@ -140,8 +149,8 @@ def resolve(components: Sequence[str] | str | None, groups: dict[str, Group]) ->
         else:
             known = ", ".join([*GROUP_ORDER, *sorted(set(members) - set(GROUP_ORDER))])
             raise ValueError(f"unknown stack component {name!r}; known: {known}")
-    for member in list(members.values()):  # a member needs its required groups running too
-        if member.name in chosen:
+    for member in list(members.values()) if with_required else []:
+        if member.name in chosen:  # a member needs its required groups running too
             for required in member.requires:
                 chosen.update(m.name for m in groups[required].members())
     return [m for g in GROUP_ORDER for m in groups[g].members() if m.name in chosen]
@@ -373,7 +382,7 @@ def down(
     """
     ctx = make_ctx(settings or get_settings())
     groups = build_groups(ctx)
-    members = resolve(components, groups)
+    members = resolve(components, groups, with_required=False)
     stopped: list[str] = []
     with _locked(ctx):
         # Producers first: the scheduler (its running tasks still need the api-server to report
