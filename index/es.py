@@ -54,6 +54,15 @@ class IndexNames:
     def articles_first_index(self) -> str:
         return f"{self.prefix}-articles-000001"
 
+    @property
+    def stories(self) -> str:
+        """One document per story (``_id`` story_id), from the dedup stage's summaries."""
+        return f"{self.prefix}-stories"
+
+    @property
+    def stories_template(self) -> str:
+        return f"{self.prefix}-stories"
+
 
 def make_client(settings: Settings) -> Elasticsearch:
     auth: tuple[str, str] | None = None
@@ -117,5 +126,17 @@ def ensure_indices(es: Elasticsearch, settings: Settings) -> list[str]:
             aliases={names.articles: {"is_write_index": True}},
         )
         created.append(names.articles_first_index)
-    es.cluster.health(index=names.articles, wait_for_status="yellow", timeout="30s")
+    stories = copy.deepcopy(_load_template("stories"))
+    stories["index_patterns"] = [names.stories]
+    es.indices.put_index_template(name=names.stories_template, **stories)
+    if es.indices.exists(index=names.stories):
+        es.indices.put_mapping(
+            index=names.stories, properties=stories["template"]["mappings"]["properties"]
+        )
+    else:
+        es.indices.create(index=names.stories)
+        created.append(names.stories)
+    es.cluster.health(
+        index=f"{names.articles},{names.stories}", wait_for_status="yellow", timeout="30s"
+    )
     return created

@@ -71,6 +71,15 @@ def worker_enrich(idle_timeout: IdleTimeout = None) -> None:
     run_stage("enrich", get_settings(), idle_timeout=idle_timeout)
 
 
+@worker_app.command("dedup")
+def worker_dedup(idle_timeout: IdleTimeout = None) -> None:
+    """Articles → deduplicated articles with story ids (single owner of the dedup state)."""
+    from newsflow.pipeline import run_stage
+
+    _configure_logging()
+    run_stage("dedup", get_settings(), idle_timeout=idle_timeout)
+
+
 @worker_app.command("index")
 def worker_index(idle_timeout: IdleTimeout = None) -> None:
     """Articles → Elasticsearch, in bulk, one document per normalized URL."""

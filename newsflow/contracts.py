@@ -46,6 +46,20 @@ class RawPage(Message):
     version: int = Field(default=1, ge=1)
 
 
+class StorySummary(BaseModel):
+    """A story as dedup last saw it: one document per story in the stories index."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    story_id: str = Field(min_length=1)
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    representative: ArticleId  # the article that stands for the story
+    title: str
+    articles: int = Field(ge=1)
+    outlets: list[str] = Field(default_factory=list)
+
+
 class Article(Message):
     """An extracted article. Keyed by ``id`` on the articles topic; ``id`` is the ES ``_id``."""
 
@@ -64,6 +78,11 @@ class Article(Message):
     extracted_at: AwareDatetime = Field(default_factory=utcnow)
     extractor: str = Field(min_length=1)
     version: int = Field(default=1, ge=1)
+    # Filled by the dedup stage (None on the enrich stage's output).
+    duplicate_of: ArticleId | None = None  # the original this article copies
+    story_id: str | None = None
+    dedup_reason: str | None = None  # new, replay, version, url, exact, near
+    story: StorySummary | None = None  # the story after this article
 
 
 ErrorKind = Literal["permanent", "retries_exhausted"]

@@ -25,10 +25,11 @@ def _say(text: str) -> None:
 
 
 def wait_until_drained(settings: Settings, deadline: float) -> None:
-    """Both stages have committed everything on their input topics."""
+    """Every stage has committed everything on its input topic."""
     groups = {
         "newsflow-enrich": settings.topic_raw_pages,
-        "newsflow-index": settings.topic_articles,
+        "newsflow-dedup": settings.topic_articles,
+        "newsflow-index": settings.topic_deduped_articles,
     }
     while True:
         lag = {

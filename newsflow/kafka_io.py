@@ -6,7 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 from kafka.errors import TopicAlreadyExistsError
 
 from newsflow.settings import Settings
@@ -37,8 +43,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_raw_pages, settings.topic_partitions, settings.topic_retention_hours
         ),
+        # One partition: the dedup stage's single owner reads the whole stream in log order.
+        TopicSpec(settings.topic_articles, 1, settings.topic_retention_hours),
         TopicSpec(
-            settings.topic_articles, settings.topic_partitions, settings.topic_retention_hours
+            settings.topic_deduped_articles,
+            settings.topic_partitions,
+            settings.topic_retention_hours,
         ),
         TopicSpec(settings.topic_dead_letters, 1, settings.dead_letter_retention_hours),
     ]
@@ -69,10 +79,18 @@ def make_producer(settings: Settings, *, client_id: str = "newsflow") -> KafkaPr
     )
 
 
-def make_consumer(settings: Settings, *, topic: str, group_id: str) -> KafkaConsumer:
-    """A consumer that never commits on its own: stages commit after their output is safe."""
-    return KafkaConsumer(
-        topic,
+def make_consumer(
+    settings: Settings,
+    *,
+    topic: str,
+    group_id: str,
+    listener: ConsumerRebalanceListener | None = None,
+) -> KafkaConsumer:
+    """A consumer that never commits on its own: stages commit after their output is safe.
+
+    ``listener`` is told about partition assignments (e.g. to seek to a snapshot's offsets).
+    """
+    consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id,
         client_id=f"{group_id}-consumer",
@@ -85,6 +103,8 @@ def make_consumer(settings: Settings, *, topic: str, group_id: str) -> KafkaCons
         metadata_max_age_ms=30_000,
         **security_config(settings),
     )
+    consumer.subscribe([topic], listener=listener)
+    return consumer
 
 
 def make_admin(settings: Settings) -> KafkaAdminClient:

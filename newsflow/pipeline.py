@@ -6,13 +6,13 @@ import logging
 from typing import Any, Literal
 
 from newsflow.kafka_io import make_consumer, make_producer
-from newsflow.runtime import StageRunner
+from newsflow.runtime import StageRebalanceListener, StageRunner
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-StageName = Literal["enrich", "index"]
-STAGES: tuple[StageName, ...] = ("enrich", "index")
+StageName = Literal["enrich", "dedup", "index"]
+STAGES: tuple[StageName, ...] = ("enrich", "dedup", "index")
 
 
 def build_runner(
@@ -24,19 +24,33 @@ def build_runner(
 
         stage = EnrichStage(output_topic=settings.topic_articles)
         input_topic = settings.topic_raw_pages
+    elif stage_name == "dedup":
+        from enrich.dedup.stage import DedupStage
+
+        input_topic = settings.topic_articles  # one partition: one owner of the dedup state
+        stage = DedupStage(
+            input_topic=input_topic,
+            output_topic=settings.topic_deduped_articles,
+            state_dir=settings.dedup_state_dir,
+            snapshot_every_seconds=settings.dedup_snapshot_every_seconds,
+            window_days=settings.dedup_window_days,
+        )
     elif stage_name == "index":
         from index.es import IndexNames, make_client
         from index.worker import IndexStage
 
         stage = IndexStage(make_client(settings), IndexNames(settings.index_prefix))
-        input_topic = settings.topic_articles
+        input_topic = settings.topic_deduped_articles
     else:  # pragma: no cover - Literal guards this
         raise ValueError(f"unknown stage {stage_name!r}; known: {', '.join(STAGES)}")
     group_id = group_id or f"newsflow-{stage_name}"
+    listener = StageRebalanceListener(stage)
+    consumer = make_consumer(settings, topic=input_topic, group_id=group_id, listener=listener)
+    listener.consumer = consumer
     return StageRunner(
         stage,
         settings=settings,
-        consumer=make_consumer(settings, topic=input_topic, group_id=group_id),
+        consumer=consumer,
         producer=make_producer(settings, client_id=group_id),
         input_topic=input_topic,
         dead_letter_topic=settings.topic_dead_letters,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Generic, TypeVar
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -80,6 +80,8 @@ class Stage(ABC, Generic[M]):
 
     name: str
     input_model: type[M]
+    # True when the stage keeps state over the whole stream: its input must have one partition.
+    single_owner: bool = False
 
     @abstractmethod
     def process(self, batch: Sequence[Inbound[M]]) -> Sequence[Result]:
@@ -87,6 +89,55 @@ class Stage(ABC, Generic[M]):
 
     def close(self) -> None:
         """Release resources when the worker stops."""
+
+    def after_commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Every output of the batch is acknowledged; ``offsets``: next offset per partition.
+
+        Called after the commit (whether or not the commit itself succeeded): a stateful stage
+        may persist its state together with these offsets here.
+        """
+
+    def on_partitions_assigned(
+        self, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The group gave this worker ``partitions``; return offsets to seek to (default none:
+        resume from the committed offsets)."""
+        return {}
+
+
+class StageRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells the stage about assignments and seeks where it asks; set ``consumer`` before use."""
+
+    def __init__(self, stage: Stage[Any]) -> None:
+        self.stage = stage
+        self.consumer: KafkaConsumer | None = None
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("stage %s: partitions revoked: %s", self.stage.name, sorted(revoked or ()))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        partitions = sorted(assigned or ())
+        log.info("stage %s: partitions assigned: %s", self.stage.name, partitions)
+        assert self.consumer is not None, "set listener.consumer before polling"
+        for topic in sorted({tp.topic for tp in partitions}):
+            total = len(self.consumer.partitions_for_topic(topic) or ())
+            mine = sum(1 for tp in partitions if tp.topic == topic)
+            if self.stage.single_owner and total > 1:
+                log.error(
+                    "stage %s: %s has %d partitions (%d assigned here); this stage needs a "
+                    "single-partition input to own the whole stream: delete the topic and "
+                    "recreate it with `newsflow init`",
+                    self.stage.name,
+                    topic,
+                    total,
+                    mine,
+                )
+        seeks = self.stage.on_partitions_assigned(partitions)
+        for tp, offset in seeks.items():
+            log.info(
+                "stage %s: %s[%d]: seeking to %d", self.stage.name, tp.topic, tp.partition, offset
+            )
+            self.consumer.seek(tp, offset)
 
 
 @dataclass
@@ -289,6 +340,7 @@ class StageRunner(Generic[M]):
                 "stage %s: commit failed, batch may be redelivered: %s", self.stage.name, exc
             )
         self.stats.outcomes["produced"] += len(outputs)
+        self.stage.after_commit({tp: meta.offset for tp, meta in offsets.items()})
 
     def _rewind(self, raw: Sequence[Any], exc: TransientError) -> None:
         first: dict[TopicPartition, int] = {}

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     topic_raw_pages: str = "newsflow.raw-pages.v1"
     topic_articles: str = "newsflow.articles.v1"
     topic_dead_letters: str = "newsflow.dead-letters.v1"
+    # The dedup stage's output and the index stage's input (the articles topic, its input,
+    # has exactly one partition: one owner of the dedup state).
+    topic_deduped_articles: str = "newsflow.deduped-articles.v1"
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     topic_retention_hours: int = Field(default=7 * 24, ge=1)
@@ -64,12 +67,20 @@ class Settings(BaseSettings):
     respect_robots_txt: bool = True
     robots_cache_seconds: float = Field(default=3600.0, ge=0)
     max_crawl_delay_seconds: float = Field(default=60.0, ge=0)
+    # At most this many requests in flight per host:port, across all crawling processes
+    # (leases in the crawl state; a dead holder's lease expires after the fetch deadline).
+    host_max_concurrency: int = Field(default=2, ge=1)
     # An article fetched less than this long ago is not fetched again (reason ``seen``).
     revisit_after_hours: float = Field(default=24.0, ge=0)
     # Feed health: errors in a row, and silence (multiple of its usual interval, and a floor).
     feed_max_consecutive_errors: int = Field(default=3, ge=1)
     feed_silence_factor: float = Field(default=3.0, gt=0)
     feed_min_silence_hours: float = Field(default=24.0, ge=0)
+
+    # Dedup stage: its snapshot (engine state + next input offsets), written at most this often.
+    dedup_state_dir: Path = PROJECT_ROOT / ".run" / "dedup"
+    dedup_snapshot_every_seconds: float = Field(default=5.0, ge=0)
+    dedup_window_days: float = Field(default=30, gt=0)
 
     worker_batch_size: int = Field(default=100, ge=1)
     worker_max_retries: int = Field(default=3, ge=0)

@@ -45,7 +45,7 @@ def full_stack(infra: None) -> None:
 
 
 @pytest.fixture
-def infra_settings(infra: None) -> Iterator[Settings]:
+def infra_settings(infra: None, tmp_path: Path) -> Iterator[Settings]:
     """Settings with topics and an index prefix of their own, created fresh for one test."""
     from index.es import make_client
     from newsflow.kafka_io import make_admin
@@ -56,7 +56,10 @@ def infra_settings(infra: None) -> Iterator[Settings]:
         topic_raw_pages=f"{tag}.raw-pages.v1",
         topic_articles=f"{tag}.articles.v1",
         topic_dead_letters=f"{tag}.dead-letters.v1",
+        topic_deduped_articles=f"{tag}.deduped-articles.v1",
         index_prefix=tag,
+        dedup_state_dir=tmp_path / "dedup",
+        dedup_snapshot_every_seconds=0,
         worker_retry_backoff_seconds=0.05,
     )
     initialize(settings)
@@ -66,10 +69,16 @@ def infra_settings(infra: None) -> Iterator[Settings]:
     if created:  # wildcard deletes are refused by default (action.destructive_requires_name)
         es.indices.delete(index=",".join(created))
     es.indices.delete_index_template(name=f"{tag}-articles")
+    es.indices.delete_index_template(name=f"{tag}-stories")
     es.close()
     admin = make_admin(settings)
     admin.delete_topics(
-        [settings.topic_raw_pages, settings.topic_articles, settings.topic_dead_letters]
+        [
+            settings.topic_raw_pages,
+            settings.topic_articles,
+            settings.topic_deduped_articles,
+            settings.topic_dead_letters,
+        ]
     )
     admin.close()
 

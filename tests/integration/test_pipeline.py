@@ -1,4 +1,4 @@
-"""The enrich and index stages against the real Kafka and Elasticsearch."""
+"""The enrich, dedup and index stages against the real Kafka and Elasticsearch."""
 
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def test_pages_become_searchable_stories_and_bad_input_is_dead_lettered(
     producer.close()
 
     _drain(settings, "enrich", expected=5)
+    _drain(settings, "dedup", expected=3)
     _drain(settings, "index", expected=3)
 
     es = make_client(settings)
@@ -94,6 +95,17 @@ def test_pages_become_searchable_stories_and_bad_input_is_dead_lettered(
     assert len(hits) == 1, "two copies of one wire story are one story"
     assert hits[0].articles == 2
     assert set(hits[0].outlets) == {"riverside", "valley"}
+    # Whichever copy the (single-partition) articles log had first is the original.
+    copies = [src for _, src in _snapshot(es, names).values() if src["outlet"] != "county"]
+    [original] = [src for src in copies if src["duplicate_of"] is None]
+    [copy] = [src for src in copies if src is not original]
+    assert copy["duplicate_of"] == original["id"]
+    assert copy["dedup_reason"] == "exact"
+    assert copy["story_id"] == original["story_id"]
+    es.indices.refresh(index=names.stories)
+    story = es.get(index=names.stories, id=original["story_id"])["_source"]
+    assert story["articles"] == 2
+    assert sorted(story["outlets"]) == ["riverside", "valley"]
     assert [h.title for h in search_stories(es, names, '"Sunday afternoons"')] == [
         "Libraries open on Sundays"
     ]
@@ -131,6 +143,7 @@ def test_search_command_prints_one_line_group_per_story(
     producer.send(settings.topic_raw_pages, key=page.id.encode(), value=encode(page)).get(30)
     producer.close()
     _drain(settings, "enrich", expected=1)
+    _drain(settings, "dedup", expected=1)
     _drain(settings, "index", expected=1)
     make_client(settings).indices.refresh(index=IndexNames(settings.index_prefix).articles)
 

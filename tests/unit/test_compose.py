@@ -29,6 +29,7 @@ EXPECTED_SERVICES = {
     "airflow-triggerer",
     "newsflow-init",
     "enrich-worker",
+    "dedup-worker",
     "index-worker",
 }
 ONE_SHOT = {"airflow-init", "newsflow-init"}

@@ -1,0 +1,191 @@
+"""The dedup stage: articles in (one partition, one owner), deduplicated articles out.
+
+The stage owns one :class:`DedupEngine` for the whole articles stream. The articles topic has
+exactly one partition, so exactly one member of the consumer group holds it and sees every
+article in log order (a second worker stands by and takes over on a rebalance).
+
+Persistence survives ``kill -9``: after a batch's outputs are acknowledged, the engine
+snapshot and the next input offset per partition are written together, atomically (temporary
+file + ``os.replace``), at most every ``dedup_snapshot_every_seconds``. On every assignment
+the stage restores the snapshot (or starts empty) and seeks to its offsets (or the start of
+the log), so the inputs after the snapshot are observed again and yield the same decisions;
+the index downstream is idempotent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from kafka import TopicPartition
+
+from enrich.dedup.engine import DedupConfig, DedupDecision, DedupEngine, DedupInput, StoryUpdate
+from newsflow.contracts import Article, StorySummary
+from newsflow.runtime import Done, Inbound, Output, Result, Stage
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_SUFFIX = ".dedup-snapshot.npz"
+
+
+def dedup_input(article: Article) -> DedupInput:
+    return DedupInput(
+        id=article.id,
+        url=article.url,
+        canonical_url=article.canonical_url,
+        outlet=article.outlet,
+        title=article.title,
+        text=article.text,
+        published_at=article.published_at,
+        observed_at=article.fetched_at,
+    )
+
+
+def story_summary(story: StoryUpdate | None) -> StorySummary | None:
+    if story is None:
+        return None
+    return StorySummary.model_validate(story.model_dump())
+
+
+def deduped_article(article: Article, decision: DedupDecision) -> Article:
+    return article.model_copy(
+        update={
+            "duplicate_of": decision.duplicate_of,
+            "story_id": decision.story_id,
+            "dedup_reason": decision.reason,
+            "version": max(article.version, decision.version),
+            "story": story_summary(decision.story),
+        }
+    )
+
+
+def snapshot_path(state_dir: Path, topic: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", topic)
+    return state_dir / f"{safe}{SNAPSHOT_SUFFIX}"
+
+
+def write_snapshot(path: Path, engine: DedupEngine, topic: str, offsets: dict[int, int]) -> None:
+    """Engine state and next offsets in one file, replaced atomically."""
+    meta = json.dumps({"topic": topic, "offsets": {str(p): o for p, o in offsets.items()}})
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        meta=np.frombuffer(meta.encode(), dtype=np.uint8),
+        engine=np.frombuffer(engine.snapshot(), dtype=np.uint8),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(buf.getvalue())
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)  # atomic (os.replace)
+
+
+def read_snapshot(path: Path, topic: str) -> tuple[DedupEngine, dict[int, int]] | None:
+    if not path.is_file():
+        return None
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes())
+        engine_bytes = z["engine"].tobytes()
+    if meta.get("topic") != topic:
+        log.warning("dedup: snapshot %s is for topic %s, not %s; ignored", path, meta, topic)
+        return None
+    offsets = {int(p): int(o) for p, o in meta["offsets"].items()}
+    return DedupEngine.restore(engine_bytes), offsets
+
+
+class DedupStage(Stage[Article]):
+    name = "dedup"
+    input_model = Article
+    single_owner = True
+
+    def __init__(
+        self,
+        *,
+        input_topic: str,
+        output_topic: str,
+        state_dir: Path,
+        snapshot_every_seconds: float = 5.0,
+        window_days: float = 30,
+    ) -> None:
+        self.input_topic = input_topic
+        self.output_topic = output_topic
+        self.path = snapshot_path(state_dir, input_topic)
+        self.snapshot_every = snapshot_every_seconds
+        self.config = DedupConfig(window_seconds=int(window_days * 86400))
+        self.engine = DedupEngine(self.config)
+        self.offsets: dict[int, int] = {}  # next offset per partition, as of the snapshot
+        self.observed: dict[int, int] = {}  # next offset the engine has observed up to
+        self.acked: dict[int, int] = {}  # next offset whose outputs are acknowledged
+        self.last_write = float("-inf")  # the first acknowledged batch is saved
+        self.dirty = False
+
+    # -- assignment: restore and seek ----------------------------------------------------
+
+    def on_partitions_assigned(
+        self, partitions: Sequence[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        mine = [tp for tp in partitions if tp.topic == self.input_topic]
+        if not mine:
+            return {}
+        restored = read_snapshot(self.path, self.input_topic)
+        if restored is None:
+            self.engine, self.offsets = DedupEngine(self.config), {}
+            log.info("dedup: no snapshot at %s; reading %s from the start", self.path, mine)
+        else:
+            self.engine, self.offsets = restored
+            log.info(
+                "dedup: restored %d observed articles from %s; resuming at %s",
+                self.engine.observed,
+                self.path,
+                self.offsets,
+            )
+        self.observed = dict(self.offsets)
+        self.acked = dict(self.offsets)
+        self.dirty = False
+        return {tp: self.offsets.get(tp.partition, 0) for tp in mine}
+
+    # -- the batch ---------------------------------------------------------------------
+
+    def process(self, batch: Sequence[Inbound[Article]]) -> Sequence[Result]:
+        results: list[Result] = []
+        for item in batch:
+            article = item.message
+            if article.is_article:
+                article = deduped_article(article, self.engine.observe(dedup_input(article)))
+            results.append(Done((Output(self.output_topic, article.id, article),)))
+            if item.topic == self.input_topic:
+                self.observed[item.partition] = max(
+                    self.observed.get(item.partition, 0), item.offset + 1
+                )
+        return results
+
+    def after_commit(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            if tp.topic == self.input_topic:
+                self.acked[tp.partition] = max(self.acked.get(tp.partition, 0), offset)
+                self.dirty = True
+        if time.monotonic() - self.last_write >= self.snapshot_every:
+            self.save()
+
+    def save(self) -> bool:
+        """Write the snapshot if the engine has observed exactly what was acknowledged."""
+        if not self.dirty or self.observed != self.acked:
+            return False
+        write_snapshot(self.path, self.engine, self.input_topic, self.acked)
+        self.offsets = dict(self.acked)
+        self.last_write = time.monotonic()
+        self.dirty = False
+        log.debug("dedup: snapshot written at %s", self.offsets)
+        return True
+
+    def close(self) -> None:
+        self.save()
