@@ -52,7 +52,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
@@ -307,6 +307,17 @@ def _upsert(
 # --------------------------------------------------------------------------- the store
 
 
+def _lock_host(conn: Connection, host: str, *columns: Any) -> RowMapping:
+    """The host's row, created if missing and locked until the transaction ends: every
+    process's slot, lease and back-off decisions for one host are serialized on it."""
+    _upsert(conn, hosts_table, {"host": host, "next_allowed_at": 0.0}, "host")
+    return (
+        conn.execute(select(*columns).where(hosts_table.c.host == host).with_for_update())
+        .mappings()
+        .one()
+    )
+
+
 class StateStore:
     """All shared crawl state behind one small API. Thread-safe (one engine per URL)."""
 
@@ -345,16 +356,7 @@ class StateStore:
 
         def work(conn: Connection) -> float | None:
             now = self.clock()
-            _upsert(conn, hosts_table, {"host": host, "next_allowed_at": 0.0}, "host")
-            row = (
-                conn.execute(
-                    select(hosts_table.c.next_allowed_at, hosts_table.c.backoff_until)
-                    .where(hosts_table.c.host == host)
-                    .with_for_update()
-                )
-                .mappings()
-                .one()
-            )
+            row = _lock_host(conn, host, hosts_table.c.next_allowed_at, hosts_table.c.backoff_until)
             slot = max(now, float(row["next_allowed_at"]), float(row["backoff_until"]))
             if slot - now > max_wait:
                 return None
@@ -374,10 +376,7 @@ class StateStore:
 
         def work(conn: Connection) -> str | None:
             now = self.clock()
-            _upsert(conn, hosts_table, {"host": host, "next_allowed_at": 0.0}, "host")
-            conn.execute(
-                select(hosts_table.c.host).where(hosts_table.c.host == host).with_for_update()
-            )
+            _lock_host(conn, host, hosts_table.c.host)
             conn.execute(
                 delete(leases_table).where(
                     leases_table.c.host == host, leases_table.c.expires_at < now
@@ -409,16 +408,7 @@ class StateStore:
 
         def work(conn: Connection) -> float:
             now = self.clock()
-            _upsert(conn, hosts_table, {"host": host, "next_allowed_at": 0.0}, "host")
-            row = (
-                conn.execute(
-                    select(hosts_table.c.strikes, hosts_table.c.backoff_until)
-                    .where(hosts_table.c.host == host)
-                    .with_for_update()
-                )
-                .mappings()
-                .one()
-            )
+            row = _lock_host(conn, host, hosts_table.c.strikes, hosts_table.c.backoff_until)
             strikes = int(row["strikes"]) + 1
             delay = retry_after if retry_after is not None else 30.0 * 2 ** (strikes - 1)
             delay = max(0.0, min(delay, cap))
