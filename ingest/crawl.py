@@ -322,15 +322,7 @@ def _crawl(
         result = fetcher.fetch_document(feed_url, policy, headers)
         if result.reason == "not_modified":
             if state is not None:
-                state.record_fetch(
-                    feed_url,
-                    outlet=outlet.name,
-                    kind="feed",
-                    status=result.status,
-                    reason="not_modified",
-                    etag=result.headers.get("etag"),
-                    last_modified=result.headers.get("last-modified"),
-                )
+                _record_not_modified(state, feed_url, outlet, "feed", result)
             outcome = _from_fetch(result, "feed")
             poll(feed_url, "feed", outcome)
             yield outcome
@@ -401,15 +393,7 @@ def _crawl(
                 if same:
                     unchanged.add(url)
                     if result.reason == "not_modified":
-                        state.record_fetch(
-                            url,
-                            outlet=outlet.name,
-                            kind="sitemap",
-                            status=result.status,
-                            reason="not_modified",
-                            etag=result.headers.get("etag"),
-                            last_modified=result.headers.get("last-modified"),
-                        )
+                        _record_not_modified(state, url, outlet, "sitemap", result)
                     else:
                         _record_document(
                             state, outlet, "sitemap", result, record.content_hash or ""
@@ -828,6 +812,21 @@ def _raw_page(
         feed_title=item.title,
         feed_published_at=item.published_at,
         version=version,
+    )
+
+
+def _record_not_modified(
+    state: StateStore, url: str, outlet: Outlet, kind: str, result: FetchResult
+) -> None:
+    """A 304: the stored content stands; keep whatever validators the server sent again."""
+    state.record_fetch(
+        url,
+        outlet=outlet.name,
+        kind=kind,
+        status=result.status,
+        reason="not_modified",
+        etag=result.headers.get("etag"),
+        last_modified=result.headers.get("last-modified"),
     )
 
 

@@ -307,6 +307,32 @@ def _upsert(
 # --------------------------------------------------------------------------- the store
 
 
+def _ensure_url_row(
+    conn: Connection,
+    key: str,
+    normalized: str,
+    outlet: str,
+    kind: str,
+    now: float,
+    **extra: Any,
+) -> None:
+    """The URL's row, created at version 0 (never fetched) if it is not there yet."""
+    _upsert(
+        conn,
+        urls_table,
+        {
+            "url_id": key,
+            "url": normalized,
+            "outlet": outlet,
+            "kind": kind,
+            "first_seen_at": now,
+            "version": 0,
+            **extra,
+        },
+        "url_id",
+    )
+
+
 def _lock_host(conn: Connection, host: str, *columns: Any) -> RowMapping:
     """The host's row, created if missing and locked until the transaction ends: every
     process's slot, lease and back-off decisions for one host are serialized on it."""
@@ -524,20 +550,8 @@ class StateStore:
 
         def work(conn: Connection) -> None:
             for key, (normalized, title, published) in new.items():
-                _upsert(
-                    conn,
-                    urls_table,
-                    {
-                        "url_id": key,
-                        "url": normalized,
-                        "outlet": outlet,
-                        "kind": kind,
-                        "first_seen_at": now,
-                        "version": 0,
-                        "title": title,
-                        "published_at": published,
-                    },
-                    "url_id",
+                _ensure_url_row(
+                    conn, key, normalized, outlet, kind, now, title=title, published_at=published
                 )
 
         self._retrying(work)
@@ -592,19 +606,7 @@ class StateStore:
 
         def work(conn: Connection) -> int:
             now = self.clock()
-            _upsert(
-                conn,
-                urls_table,
-                {
-                    "url_id": key,
-                    "url": normalized,
-                    "outlet": outlet,
-                    "kind": kind,
-                    "first_seen_at": now,
-                    "version": 0,
-                },
-                "url_id",
-            )
+            _ensure_url_row(conn, key, normalized, outlet, kind, now)
             row = (
                 conn.execute(
                     select(urls_table.c.content_hash, urls_table.c.version)
