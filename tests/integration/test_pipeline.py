@@ -52,7 +52,9 @@ def pipeline_settings(infra_settings: Settings) -> Iterator[Settings]:
 
 
 def _drain(settings: Settings, stage: Any, expected: int, group_id: str | None = None) -> None:
-    runner = build_runner(stage, settings, group_id=group_id)
+    # A group of the test's own: sharing the stack workers' groups would make every drain wait
+    # for their rebalances.
+    runner = build_runner(stage, settings, group_id=group_id or f"{settings.index_prefix}-{stage}")
     try:
         runner.run(max_messages=expected, idle_timeout=20)
     finally:
