@@ -47,6 +47,16 @@ def build_runner(
     listener = StageRebalanceListener(stage)
     consumer = make_consumer(settings, topic=input_topic, group_id=group_id, listener=listener)
     listener.consumer = consumer
+    if stage.single_owner:
+        partitions = consumer.partitions_for_topic(input_topic) or set()
+        if len(partitions) > 1:
+            log.error(
+                "stage %s: %s has %d partitions; this stage needs a single-partition input to "
+                "own the whole stream: delete the topic and recreate it with `newsflow init`",
+                stage_name,
+                input_topic,
+                len(partitions),
+            )
     return StageRunner(
         stage,
         settings=settings,

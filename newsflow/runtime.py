@@ -119,19 +119,8 @@ class StageRebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         partitions = sorted(assigned or ())
         log.info("stage %s: partitions assigned: %s", self.stage.name, partitions)
         assert self.consumer is not None, "set listener.consumer before polling"
-        for topic in sorted({tp.topic for tp in partitions}):
-            total = len(self.consumer.partitions_for_topic(topic) or ())
-            mine = sum(1 for tp in partitions if tp.topic == topic)
-            if self.stage.single_owner and total > 1:
-                log.error(
-                    "stage %s: %s has %d partitions (%d assigned here); this stage needs a "
-                    "single-partition input to own the whole stream: delete the topic and "
-                    "recreate it with `newsflow init`",
-                    self.stage.name,
-                    topic,
-                    total,
-                    mine,
-                )
+        # This runs on the client's IO thread: no blocking consumer calls here (a metadata
+        # lookup would deadlock). The single-partition check runs before the first poll.
         seeks = self.stage.on_partitions_assigned(partitions)
         for tp, offset in seeks.items():
             log.info(
