@@ -29,10 +29,19 @@ from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from enrich.backends import DEFAULT_CASCADE, BodyExtractor, run_cascade
+from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, run_cascade
 from enrich.decoding import decode_html
 from enrich.language import detect_language
 from enrich.metadata import read_metadata
+from enrich.overrides import (
+    CompiledOverrides,
+    ExtractionOverrides,
+    all_texts,
+    body_text,
+    first_text,
+    published_time,
+    without_dropped,
+)
 from enrich.pagemeta import (
     ARTICLE_TYPES,
     NON_ARTICLE_TYPES,
@@ -96,16 +105,21 @@ def extract_page(
     feed_title: str | None = None,
     feed_published_at: datetime | None = None,
     cascade: Sequence[BodyExtractor] = DEFAULT_CASCADE,
+    overrides: ExtractionOverrides | None = None,
 ) -> Extraction:
     """Extract one page. ``url`` (as fetched) resolves relative links and helps date search.
 
+    ``overrides`` are the outlet's selectors from the registry: what they find wins.
     Raises :class:`ExtractionError` (``unparseable_html`` or ``empty_text``).
     """
     text_html = decode_html(html) if isinstance(html, bytes) else html
     tree = parse_html(text_html)
+    selectors = overrides.compiled if overrides else None
+    if selectors is not None:
+        tree = without_dropped(tree, selectors)
     signals = read_signals(tree, url)
     page_url = signals.canonical_url or url
-    body = run_cascade(tree, page_url, cascade)
+    body = _outlet_body(tree, selectors) or run_cascade(tree, page_url, cascade)
     if body is None:
         raise ExtractionError("empty_text", "no body text found")
     meta = read_metadata(tree, page_url, signals)
@@ -125,6 +139,19 @@ def extract_page(
     published, published_day, date_source = _published_at(
         signals, meta.heuristic_date, meta.heuristic_date_source, feed_published_at
     )
+    authors_source = meta.authors_source
+    if selectors is not None:
+        if outlet_title := first_text(tree, selectors.title):
+            title, title_source = outlet_title, "outlet:title"
+        if outlet_authors := split_authors("; ".join(all_texts(tree, selectors.authors))):
+            authors, authors_source = outlet_authors, "outlet:authors"
+        if outlet_date := published_time(tree, selectors.published):
+            published, published_day = outlet_date.astimezone(UTC), outlet_date.date()
+            date_source = "outlet:published"
+        if selectors.article_pages is not None and any(
+            u and selectors.article_pages.search(u) for u in (url, page_url)
+        ):
+            verdict, reason = True, "outlet's article_pages pattern"
     return Extraction(
         title=title,
         text=text,
@@ -139,8 +166,14 @@ def extract_page(
         body_method=body.backend,
         title_source=title_source if title else None,
         date_source=date_source,
-        authors_source=meta.authors_source if authors else None,
+        authors_source=authors_source if authors else None,
     )
+
+
+def _outlet_body(tree: Any, selectors: CompiledOverrides | None) -> Body | None:
+    text = body_text(tree, selectors) if selectors is not None else None
+    cleaned = clean_text(text) if text else ""
+    return Body(text=cleaned, backend="outlet-selectors") if cleaned else None
 
 
 # --- parsing --------------------------------------------------------------------------------

@@ -3,8 +3,11 @@
     newsflow extract PAGE.html[.gz] [--url URL]
     newsflow extract --manifest pages.jsonl     # lines of {"path": ..., "url": ...}
 
+    newsflow extract PAGE.html --outlet daily-klaxon   # with the outlet's registry selectors
+
 One JSON object per page, in input order, flushed as it is produced:
-``{"path", "url", "title", "text", "authors", "published_at", "language", "is_article"}``, or
+``{"path", "url", "title", "text", "authors", "published_at", "language", "is_article",
+"extractor", "provenance"}`` (``provenance``: the method behind each field), or
 ``{"path", "url", "error"}`` for a page that could not be processed. ``error`` starts with a
 stable code: ``file_not_found``, ``unreadable_file``, ``bad_gzip``, an extraction reason
 (``unparseable_html``, ``empty_text``), or ``internal_error`` (a bug: please report it).
@@ -25,6 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from enrich.extract import ExtractionError, extract_page
+from enrich.overrides import ExtractionOverrides
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -56,12 +60,30 @@ def extract_command(
             show_default=False,
         ),
     ] = None,
+    outlet: Annotated[
+        str | None,
+        typer.Option(
+            "--outlet",
+            help="Apply this outlet's extraction selectors from the registry, as the worker "
+            "does for its pages.",
+            show_default=False,
+        ),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            "--registry",
+            help="Outlets registry for --outlet (default: NEWSFLOW_OUTLETS_FILE).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Extract pages the way the enrich worker does; print one JSON line per page."""
     if (path is None) == (manifest is None):
         raise _usage("give either a PATH or --manifest FILE (exactly one of them)", "PATH")
     if manifest is not None and url is not None:
         raise _usage("--url applies to a single PATH; put urls in the manifest", "--url")
+    overrides = _outlet_overrides(outlet, registry) if outlet else None
 
     if manifest is not None:
         _check_manifest(manifest)  # a bad line fails the run before any page is extracted
@@ -72,7 +94,7 @@ def extract_command(
 
     failed = 0
     for page in pages:
-        record = process(page)
+        record = process(page, overrides)
         failed += "error" in record
         typer.echo(json.dumps(record, ensure_ascii=False))  # echo flushes each line
     if failed:
@@ -84,12 +106,23 @@ def _usage(message: str, hint: str = "--manifest") -> typer.BadParameter:
     return typer.BadParameter(message, param_hint=hint)
 
 
-def process(page: PageRef) -> dict[str, Any]:
+def _outlet_overrides(name: str, registry_file: Path | None) -> ExtractionOverrides | None:
+    from ingest.registry import RegistryError, UnknownOutletError, load_registry
+    from newsflow.settings import get_settings
+
+    path = registry_file or get_settings().outlets_file
+    try:
+        return load_registry(path).get(name).extraction
+    except (RegistryError, UnknownOutletError) as exc:
+        raise _usage(str(exc), "--outlet") from exc
+
+
+def process(page: PageRef, overrides: ExtractionOverrides | None = None) -> dict[str, Any]:
     """One output record for one page; errors become an ``error`` field, never an exception."""
     head: dict[str, Any] = {"path": page.path, "url": page.url}
     try:
         html = read_page(page.file)
-        extraction = extract_page(html, page.url)
+        extraction = extract_page(html, page.url, overrides=overrides)
     except _PageError as exc:
         return {**head, "error": str(exc)}
     except ExtractionError as exc:
@@ -105,6 +138,14 @@ def process(page: PageRef) -> dict[str, Any]:
         "published_at": published.isoformat() if published else None,
         "language": extraction.language,
         "is_article": extraction.is_article,
+        "extractor": extraction.extractor,
+        "provenance": {
+            "body": extraction.body_method,
+            "title": extraction.title_source,
+            "published_at": extraction.date_source,
+            "authors": extraction.authors_source,
+            "is_article": extraction.article_reason,
+        },
     }
 
 

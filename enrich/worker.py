@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from enrich.extract import ExtractionError, extract_page
-from newsflow.contracts import Article, RawPage
+from enrich.overrides import ExtractionOverrides
+from newsflow.contracts import Article, Provenance, RawPage
 from newsflow.errors import PermanentError
 from newsflow.runtime import Done, Failed, Inbound, Output, Result, Stage
 from newsflow.urls import InvalidURLError, normalize_url
@@ -21,13 +22,14 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(folded.encode("utf-8")).hexdigest()
 
 
-def enrich_page(page: RawPage) -> Article:
+def enrich_page(page: RawPage, overrides: ExtractionOverrides | None = None) -> Article:
     try:
         extraction = extract_page(
             page.html,
             page.fetched_url,
             feed_title=page.feed_title,
             feed_published_at=page.feed_published_at,
+            overrides=overrides,
         )
     except ExtractionError as exc:
         raise PermanentError(exc.reason, exc.detail) from exc
@@ -51,6 +53,13 @@ def enrich_page(page: RawPage) -> Article:
         content_hash=content_hash(extraction.text),
         fetched_at=page.fetched_at,
         extractor=extraction.extractor,
+        provenance=Provenance(
+            body=extraction.body_method,
+            title=extraction.title_source,
+            published_at=extraction.date_source,
+            authors=extraction.authors_source,
+            is_article=extraction.article_reason,
+        ),
         version=page.version,
     )
 
@@ -59,14 +68,18 @@ class EnrichStage(Stage[RawPage]):
     name = "enrich"
     input_model = RawPage
 
-    def __init__(self, *, output_topic: str) -> None:
+    def __init__(
+        self, *, output_topic: str, overrides: Mapping[str, ExtractionOverrides] | None = None
+    ) -> None:
         self.output_topic = output_topic
+        self.overrides = dict(overrides or {})  # outlet name -> its registry selectors
 
     def process(self, batch: Sequence[Inbound[RawPage]]) -> Sequence[Result]:
         results: list[Result] = []
         for item in batch:
             try:
-                article = enrich_page(item.message)
+                page = item.message
+                article = enrich_page(page, self.overrides.get(page.outlet))
             except PermanentError as exc:
                 results.append(Failed(exc))
                 continue

@@ -46,6 +46,23 @@ class RawPage(Message):
     version: int = Field(default=1, ge=1)
 
 
+class Provenance(BaseModel):
+    """Which method produced each extracted field: for debugging and extraction evaluation.
+
+    Values are stable method names, e.g. body ``trafilatura/2.3.1`` or ``outlet-selectors``,
+    title ``h1`` or ``json-ld:headline``, published ``json-ld:datePublished`` or ``htmldate``,
+    authors ``byline`` or ``outlet:authors``; ``None`` when the field was not found.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    body: str = Field(min_length=1)
+    title: str | None = None
+    published_at: str | None = None
+    authors: str | None = None
+    is_article: str | None = None  # the rule that decided the page is (not) an article
+
+
 class StorySummary(BaseModel):
     """A story as dedup last saw it: one document per story in the stories index."""
 
@@ -77,6 +94,7 @@ class Article(Message):
     fetched_at: AwareDatetime
     extracted_at: AwareDatetime = Field(default_factory=utcnow)
     extractor: str = Field(min_length=1)
+    provenance: Provenance | None = None  # optional: added within schema version 1
     version: int = Field(default=1, ge=1)
     # Filled by the dedup stage (None on the enrich stage's output).
     duplicate_of: ArticleId | None = None  # the original this article copies

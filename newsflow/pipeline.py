@@ -15,6 +15,20 @@ StageName = Literal["enrich", "dedup", "index"]
 STAGES: tuple[StageName, ...] = ("enrich", "dedup", "index")
 
 
+def extraction_overrides(settings: Settings) -> dict[str, Any]:
+    """Each outlet's extraction selectors from the registry (none when it has no file).
+
+    An invalid registry stops the worker: it names the file, outlet and field.
+    """
+    from ingest.registry import load_registry
+
+    if not settings.outlets_file.is_file():
+        log.warning("no outlets registry at %s: no extraction overrides", settings.outlets_file)
+        return {}
+    registry = load_registry(settings.outlets_file)
+    return {outlet.name: outlet.extraction for outlet in registry if outlet.extraction}
+
+
 def build_runner(
     stage_name: StageName, settings: Settings, *, group_id: str | None = None
 ) -> StageRunner[Any]:
@@ -22,7 +36,9 @@ def build_runner(
     if stage_name == "enrich":
         from enrich.worker import EnrichStage
 
-        stage = EnrichStage(output_topic=settings.topic_articles)
+        stage = EnrichStage(
+            output_topic=settings.topic_articles, overrides=extraction_overrides(settings)
+        )
         input_topic = settings.topic_raw_pages
     elif stage_name == "dedup":
         from enrich.dedup.stage import DedupStage

@@ -1,7 +1,8 @@
 """Golden files: what extraction yields for every sample outlet's article pages.
 
-The sample outlets (``samples/``) are the project's own pages, rendered in-process here, so
-their expected fields live in ``tests/golden/expected/<outlet>.json``. A change in extraction
+The sample outlets (``samples/``) are the project's own pages, rendered in-process here and
+extracted with their registry entry's selectors (``samples/outlets.yaml``), as the worker
+does; their expected fields live in ``tests/golden/expected/<outlet>.json``. A change in extraction
 that alters any field fails here; if the change is intended, regenerate the files with
 ``NEWSFLOW_UPDATE_GOLDEN=1 .venv/bin/pytest tests/golden`` and review the diff.
 """
@@ -16,17 +17,20 @@ from typing import Any
 import pytest
 
 from enrich.extract import extract_page
+from ingest.registry import load_registry
+from newsflow.settings import PROJECT_ROOT
 from samples.content import Article, Outlet, load_outlets, render_article
 
 EXPECTED = Path(__file__).parent / "expected"
 BASE_URL = "http://127.0.0.1:8765"
 OUTLETS = load_outlets(include_upcoming=True)  # held-back articles are pages too
+REGISTRY = load_registry(PROJECT_ROOT / "samples" / "outlets.yaml")
 
 
 def _record(outlet: Outlet, article: Article) -> dict[str, Any]:
     url = outlet.url(BASE_URL, article.path)
     html = render_article(outlet, article, BASE_URL).encode(outlet.charset)
-    got = extract_page(html, url)
+    got = extract_page(html, url, overrides=REGISTRY.get(outlet.slug).extraction)
     return {
         "url": url,
         "title": got.title,
@@ -39,6 +43,7 @@ def _record(outlet: Outlet, article: Article) -> dict[str, Any]:
         "title_source": got.title_source,
         "date_source": got.date_source,
         "authors_source": got.authors_source,
+        "body_method": got.body_method.split("/")[0],  # without the library's version
         "text": got.text.splitlines(),
     }
 

@@ -81,7 +81,10 @@ def test_single_page(app: typer.Typer, pages: Path) -> None:
         "published_at",
         "language",
         "is_article",
+        "extractor",
+        "provenance",
     ]
+    assert record["provenance"]["body"].startswith("trafilatura/")
     assert record["path"] == str(pages / "ferry.html")
     assert record["url"] == URL
     assert record["title"] == "Night ferry to run all winter"

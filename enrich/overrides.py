@@ -1,0 +1,254 @@
+"""Per-outlet extraction overrides: selectors for outlets whose pages defeat the generic rules.
+
+Declared in the outlets registry under an outlet's ``extraction`` key (see
+:mod:`ingest.registry`)::
+
+    extraction:
+      body: [".story-body"]                 # elements whose text is the article body
+      drop: [".promo", "aside"]             # removed before any extraction
+      title: "h1.headline"
+      authors: ".byline a"                  # every match is one byline (split further)
+      published: "//div[@class='times']/text()[1]"   # an attribute, element or text node
+      article_pages: "/news/[^/]+/$"        # regex on the URL: such pages are articles
+
+A selector is XPath when it starts with ``/``, ``./`` or ``(``, otherwise CSS. Both are
+compiled when the registry is loaded, so a bad selector is reported with the outlet's name and
+the field before any page is fetched. What an override finds wins over the generic result, and
+the field's ``*_source`` records ``outlet:<field>``; when it finds nothing the generic result
+stands (a redesign degrades to the generic extractor instead of to empty fields).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from enrich.pagemeta import normalize_space, parse_datetime, plausible
+
+_MAX_SELECTOR_LENGTH = 500
+_XPATH_START = ("/", "./", "(")
+# Blocks that are one line of body text each; their ancestors' text is not repeated.
+_BLOCKS = frozenset(
+    {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "dd", "dt", "tr"}
+)
+_DROPPED_INSIDE_BODY = frozenset({"script", "style", "noscript", "template"})
+# "Published: 09:12 GMT, 18 Nov 2026" -> "09:12 GMT, 18 Nov 2026"
+_DATE_LABEL = re.compile(r"^[^\d:]{1,40}:\s+")
+
+
+def _compile(selector: str) -> Any:
+    from lxml import etree
+
+    if selector.startswith(_XPATH_START):
+        return etree.XPath(selector)
+    from lxml.cssselect import CSSSelector
+
+    return CSSSelector(selector)
+
+
+def _check_selector(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise PydanticCustomError("selector", "empty selector")
+    if len(value) > _MAX_SELECTOR_LENGTH:
+        raise PydanticCustomError(
+            "selector",
+            "selector too long (at most {limit} characters)",
+            {"limit": _MAX_SELECTOR_LENGTH},
+        )
+    kind = "XPath" if value.startswith(_XPATH_START) else "CSS selector"
+    try:
+        _compile(value)
+    except Exception as exc:  # lxml's XPathSyntaxError, cssselect's SelectorError
+        raise PydanticCustomError(
+            "selector",
+            "not a valid {kind}: {error} (XPath must start with '/', './' or '(')",
+            {"kind": kind, "error": str(exc) or type(exc).__name__},
+        ) from None
+    return value
+
+
+def _check_pattern(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise PydanticCustomError(
+            "regex", "not a valid regular expression: {error}", {"error": str(exc)}
+        ) from None
+    return value
+
+
+Selector = Annotated[str, AfterValidator(_check_selector)]
+URLPattern = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_check_pattern)]
+
+
+class ExtractionOverrides(BaseModel):
+    """Selectors that replace the generic extractor's guess for one outlet's pages."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    body: list[Selector] = Field(default_factory=list, max_length=20)
+    drop: list[Selector] = Field(default_factory=list, max_length=50)
+    title: Selector | None = None
+    authors: Selector | None = None
+    published: Selector | None = None
+    article_pages: URLPattern | None = None
+
+    @cached_property
+    def compiled(self) -> CompiledOverrides:
+        return CompiledOverrides(
+            body=tuple(_compile(s) for s in self.body),
+            drop=tuple(_compile(s) for s in self.drop),
+            title=_compile(self.title) if self.title else None,
+            authors=_compile(self.authors) if self.authors else None,
+            published=_compile(self.published) if self.published else None,
+            article_pages=re.compile(self.article_pages) if self.article_pages else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledOverrides:
+    body: tuple[Any, ...]
+    drop: tuple[Any, ...]
+    title: Any
+    authors: Any
+    published: Any
+    article_pages: re.Pattern[str] | None
+
+
+def without_dropped(tree: Any, compiled: CompiledOverrides) -> Any:
+    """A copy of ``tree`` without the ``drop`` matches (the tree itself when there are none)."""
+    if not compiled.drop:
+        return tree
+    from copy import deepcopy
+
+    copy = deepcopy(tree)
+    for selector in compiled.drop:
+        for node in _elements(selector(copy)):
+            parent = node.getparent()
+            if parent is not None:
+                node.drop_tree()
+    return copy
+
+
+def body_text(tree: Any, compiled: CompiledOverrides) -> str | None:
+    """The text of the ``body`` matches, one block per line, in document order."""
+    if not compiled.body:
+        return None
+    lines: list[str] = []
+    seen: set[int] = set()
+    for selector in compiled.body:
+        for node in _elements(selector(tree)):
+            if id(node) not in seen:
+                seen.add(id(node))
+                lines.extend(_block_lines(node))
+    text = "\n".join(line for line in lines if line)
+    return text or None
+
+
+def first_text(tree: Any, selector: Any) -> str | None:
+    if selector is None:
+        return None
+    for found in selector(tree):
+        text = _as_text(found)
+        if text:
+            return text
+    return None
+
+
+def all_texts(tree: Any, selector: Any) -> list[str]:
+    if selector is None:
+        return []
+    return [text for found in selector(tree) if (text := _as_text(found))]
+
+
+def published_time(tree: Any, selector: Any) -> datetime | None:
+    """The first match that parses as a plausible time: ``datetime``/``content`` attributes
+    (ISO 8601) first, then the text ("Published: 09:12 GMT, 18 November 2026")."""
+    if selector is None:
+        return None
+    for found in selector(tree):
+        candidates = []
+        if hasattr(found, "get"):
+            candidates += [found.get(attribute) for attribute in ("datetime", "content")]
+        candidates.append(_as_text(found))
+        for candidate in candidates:
+            parsed = _parse_date(candidate) if candidate else None
+            if parsed is not None and plausible(parsed):
+                return parsed
+    return None
+
+
+def _parse_date(value: str) -> datetime | None:
+    value = _DATE_LABEL.sub("", normalize_space(value))
+    parsed = parse_datetime(value)
+    if parsed is not None:
+        return parsed[0]
+    import dateparser
+
+    found = dateparser.parse(
+        value,
+        settings={"RETURN_AS_TIMEZONE_AWARE": True, "TO_TIMEZONE": "UTC", "TIMEZONE": "UTC"},
+    )
+    if not isinstance(found, datetime):
+        return None
+    return found.astimezone(UTC)
+
+
+def _elements(results: Any) -> list[Any]:
+    if not isinstance(results, list):
+        return []
+    return [r for r in results if hasattr(r, "iter") and isinstance(r.tag, str)]
+
+
+def _as_text(found: Any) -> str:
+    if hasattr(found, "text_content"):
+        return normalize_space(str(found.text_content()))
+    if isinstance(found, str):  # an attribute value or a text node
+        return normalize_space(found)
+    return ""
+
+
+def _block_lines(node: Any) -> list[str]:
+    """One line per block element; inline text outside blocks joins its neighbours."""
+    lines: list[str] = []
+    current: list[str] = []
+
+    def flush() -> None:
+        line = normalize_space("".join(current))
+        if line:
+            lines.append(line)
+        current.clear()
+
+    def walk(element: Any) -> None:
+        tag = element.tag if isinstance(element.tag, str) else ""
+        if tag in _DROPPED_INSIDE_BODY:
+            if element.tail:
+                current.append(element.tail)
+            return
+        block = tag in _BLOCKS or tag == "br"
+        if block:
+            flush()
+        if tag in ("td", "th"):
+            current.append(" ")
+        if element.text and tag:
+            current.append(element.text)
+        for child in element:
+            walk(child)
+        if block:
+            flush()
+        if element.tail:
+            current.append(element.tail)
+
+    if node.text:  # the match's own text, not its tail (which is outside the match)
+        current.append(node.text)
+    for child in node:
+        walk(child)
+    flush()
+    return lines
