@@ -7,7 +7,7 @@ UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install demo test lint typecheck unit integration stack-up stack-down stack-status clean
+.PHONY: install demo test lint typecheck unit integration api stack-up stack-down stack-status clean
 
 install: $(VENV)/.installed ## Create .venv with the project and its locked dependencies
 
@@ -33,6 +33,9 @@ test: lint typecheck ## Lint, type-check, then all tests (starts Kafka, Elastics
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+api: install ## Serve the search API and page on 127.0.0.1:8000 (needs keys or NEWSFLOW_API_AUTH=off)
+	$(BIN)/newsflow api
 
 stack-up: install
 	$(BIN)/newsflow stack up

@@ -728,6 +728,18 @@ class StateStore:
                 result.append(FeedHealth(**values))
             return result
 
+    def url_counts(self) -> list[tuple[str, str, str, int]]:
+        """``(outlet, kind, last_reason, count)`` over every URL known: what the crawl holds,
+        for the exporter (``never_fetched`` where a URL was discovered but not fetched)."""
+        reason = func.coalesce(urls_table.c.last_reason, "never_fetched")
+        query = (
+            select(urls_table.c.outlet, urls_table.c.kind, reason, func.count())
+            .group_by(urls_table.c.outlet, urls_table.c.kind, reason)
+            .order_by(urls_table.c.outlet, urls_table.c.kind, reason)
+        )
+        with self.engine.connect() as conn:
+            return [(str(o), str(k), str(r), int(n)) for o, k, r, n in conn.execute(query)]
+
     def get_health(self, url: str) -> FeedHealth | None:
         key = url_id(normalize_url(url))
         with self.engine.connect() as conn:

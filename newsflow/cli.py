@@ -39,6 +39,13 @@ IdleTimeout = Annotated[
     float | None,
     typer.Option(help="Stop after this many seconds without messages (default: run forever)."),
 ]
+MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Port for /metrics and /health (default: NEWSFLOW_WORKER_METRICS_BASE_PORT + the "
+        "stage's place: enrich 9101, dedup 9102, index 9103; 0: a free port)."
+    ),
+]
 
 
 def _configure_logging(verbose: bool = False) -> None:
@@ -63,30 +70,30 @@ def init() -> None:
 
 
 @worker_app.command("enrich")
-def worker_enrich(idle_timeout: IdleTimeout = None) -> None:
+def worker_enrich(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Raw pages → extracted articles (title, text, authors, date, language, canonical URL)."""
     from newsflow.pipeline import run_stage
 
     _configure_logging()
-    run_stage("enrich", get_settings(), idle_timeout=idle_timeout)
+    run_stage("enrich", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
 
 
 @worker_app.command("dedup")
-def worker_dedup(idle_timeout: IdleTimeout = None) -> None:
+def worker_dedup(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Articles → deduplicated articles with story ids (single owner of the dedup state)."""
     from newsflow.pipeline import run_stage
 
     _configure_logging()
-    run_stage("dedup", get_settings(), idle_timeout=idle_timeout)
+    run_stage("dedup", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
 
 
 @worker_app.command("index")
-def worker_index(idle_timeout: IdleTimeout = None) -> None:
+def worker_index(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Articles → Elasticsearch, in bulk, one document per normalized URL."""
     from newsflow.pipeline import run_stage
 
     _configure_logging()
-    run_stage("index", get_settings(), idle_timeout=idle_timeout)
+    run_stage("index", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
 
 
 @app.command()
@@ -130,6 +137,76 @@ def search(
         typer.echo(f"   {hit.outlet} · {when} · {hit.url}")
         if hit.articles > 1:
             typer.echo(f"   {hit.articles} articles in one story, from: {', '.join(hit.outlets)}")
+
+
+@app.command()
+def api(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default NEWSFLOW_API_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default NEWSFLOW_API_PORT).")] = None,
+) -> None:
+    """Serve the search API and its web page (OpenAPI schema at /openapi.json)."""
+    import ipaddress
+
+    import uvicorn
+
+    from index.api import create_app
+    from index.auth import AuthConfigError
+
+    _configure_logging()
+    settings = get_settings()
+    host = host or settings.api_host
+    port = port or settings.api_port
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if settings.api_auth == "off" and not loopback:
+        typer.echo(
+            f"refusing to serve on {host} with NEWSFLOW_API_AUTH=off: auth may be off only on "
+            "a loopback address",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        application = create_app(settings)
+    except AuthConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(application, host=host, port=port, log_level="info", server_header=False)
+
+
+@app.command()
+def exporter(
+    port: Annotated[int | None, typer.Option(help="Port (default NEWSFLOW_EXPORTER_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+) -> None:
+    """Serve ingest metrics (URL outcomes per outlet, feed health) from the crawl state."""
+    from prometheus_client import CollectorRegistry
+
+    from ingest.exporter import IngestCollector
+    from newsflow.observability import MetricsServer
+
+    _configure_logging()
+    settings = get_settings()
+    collector = IngestCollector(settings)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    listen = host or settings.worker_metrics_host
+    server = MetricsServer(
+        registry,
+        lambda: (collector.last_ok is not False, {"process": "exporter"}),
+        host=listen,
+        port=settings.exporter_port if port is None else port,
+    )
+    typer.echo(f"ingest metrics on http://{listen}:{server.port}/metrics")
+    try:
+        server.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server.server_close()
 
 
 @outlets_app.command("validate")

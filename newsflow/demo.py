@@ -17,7 +17,12 @@ from newsflow.settings import Settings
 
 # The event of the demo's main story, carried by several sample outlets.
 SEED_QUERY = "Jess Phillips Gaza vote"
-STACK = ["kafka", "elasticsearch", "airflow", "samples", "workers"]
+STACK = ["kafka", "elasticsearch", "airflow", "samples", "workers", "api"]
+
+
+def search_page_url(settings: Settings) -> str:
+    """Where the local stack serves the search page (the API binds to loopback)."""
+    return f"http://127.0.0.1:{settings.api_port}/"
 
 
 def _say(text: str) -> None:
@@ -91,7 +96,8 @@ def run_demo(settings: Settings, *, timeout: float = 600) -> int:
         if hit.articles > 1:
             _say(f"   one story, {hit.articles} articles from: {', '.join(hit.outlets)}")
     _say(
-        f"\nAirflow UI:     {settings.airflow_url}\n"
+        f"\nSearch page:    {search_page_url(settings)}\n"
+        f"Airflow UI:     {settings.airflow_url}\n"
         f"Elasticsearch:  {settings.es_url}\n"
         f"Search more:    .venv/bin/newsflow search 'your words'\n"
         f"Stop the stack: .venv/bin/newsflow stack down   (or: make stack-down)\n"

@@ -6,6 +6,7 @@ import logging
 from typing import Any, Literal
 
 from newsflow.kafka_io import make_consumer, make_producer
+from newsflow.observability import MetricsServer
 from newsflow.runtime import StageRebalanceListener, StageRunner
 from newsflow.settings import Settings
 
@@ -89,14 +90,18 @@ def run_stage(
     *,
     idle_timeout: float | None = None,
     install_signal_handlers: bool = True,
+    metrics_port: int | None = None,
 ) -> None:
     runner = build_runner(stage_name, settings)
     if install_signal_handlers:
         runner.install_signal_handlers()
+    server = _metrics_server(runner, stage_name, settings, metrics_port)
     log.info("stage %s: consuming %s", stage_name, runner.input_topic)
     try:
         stats = runner.run(idle_timeout=idle_timeout)
     finally:
+        if server is not None:
+            server.close()
         runner.stage.close()
         runner.consumer.close()
         runner.producer.close()
@@ -107,6 +112,30 @@ def run_stage(
         stats.batches,
         dict(stats.outcomes),
     )
+
+
+def stage_metrics_port(stage_name: StageName, settings: Settings) -> int:
+    """The stage's default ``/metrics`` port: base + its place in the pipeline (0: off)."""
+    base = settings.worker_metrics_base_port
+    return base + STAGES.index(stage_name) if base else 0
+
+
+def _metrics_server(
+    runner: StageRunner[Any], stage_name: StageName, settings: Settings, port: int | None
+) -> MetricsServer | None:
+    """``/metrics`` and ``/health`` for this worker; a taken port falls back to a free one
+    (a standby worker on the same host), ``0`` from the settings turns them off."""
+    wanted = stage_metrics_port(stage_name, settings) if port is None else port
+    if port is None and wanted == 0:
+        return None
+    host = settings.worker_metrics_host
+    try:
+        server = MetricsServer(runner.metrics.registry, runner.health, host=host, port=wanted)
+    except OSError as exc:
+        log.warning("stage %s: metrics port %d: %s; using a free port", stage_name, wanted, exc)
+        server = MetricsServer(runner.metrics.registry, runner.health, host=host, port=0)
+    log.info("stage %s: metrics on http://%s:%d/metrics", stage_name, host, server.port)
+    return server.start()
 
 
 def initialize(settings: Settings) -> dict[str, list[str]]:

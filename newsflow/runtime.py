@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 
 from newsflow.contracts import ContractError, DeadLetter, Message, decode, encode
 from newsflow.errors import PermanentError, RetryableError, StageError, TransientError
+from newsflow.observability import StageMetrics
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class Stage(ABC, Generic[M]):
     input_model: type[M]
     # True when the stage keeps state over the whole stream: its input must have one partition.
     single_owner: bool = False
+    # Set by the runner: stage-specific counters (dedup outcomes, index errors) go here.
+    metrics: StageMetrics | None = None
 
     @abstractmethod
     def process(self, batch: Sequence[Inbound[M]]) -> Sequence[Result]:
@@ -155,6 +158,11 @@ class StageRunner(Generic[M]):
         self.dead_letter_topic = dead_letter_topic
         self.stats = RunStats()
         self.stop_event = threading.Event()
+        self.metrics = StageMetrics(stage.name)
+        stage.metrics = self.metrics
+        self.started = time.monotonic()
+        self.last_poll = 0.0  # monotonic; 0 until the first poll
+        self._next_lag_check = 0.0
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -178,17 +186,60 @@ class StageRunner(Generic[M]):
         records = self.consumer.poll(
             timeout_ms=poll_timeout_ms, max_records=self.settings.worker_batch_size
         )
+        self.last_poll = time.monotonic()
+        self.metrics.polled()
+        self._update_lag()
         raw = [record for partition_records in records.values() for record in partition_records]
         if not raw:
             return 0
+        started = time.perf_counter()
         try:
             self._handle_batch(raw)
         except TransientError as exc:
             self._rewind(raw, exc)
             return 0
+        self.metrics.batch_seconds.labels(self.stage.name).observe(time.perf_counter() - started)
+        for tp, partition_records in records.items():
+            self.metrics.consumed(tp.topic, len(partition_records))
         self.stats.consumed += len(raw)
         self.stats.batches += 1
         return len(raw)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy while the loop polls: a stuck batch or a dead loop turns it unhealthy."""
+        now = time.monotonic()
+        since = now - (self.last_poll or self.started)
+        ok = not self.stop_event.is_set() and since <= self.settings.worker_health_max_poll_gap
+        return ok, {
+            "stage": self.stage.name,
+            "seconds_since_poll": round(since, 1),
+            "consumed": self.stats.consumed,
+            "assigned": sorted(f"{tp.topic}[{tp.partition}]" for tp in self._assignment()),
+        }
+
+    def _assignment(self) -> set[Any]:
+        try:
+            return set(self.consumer.assignment())
+        except Exception:  # a closed consumer
+            return set()
+
+    def _update_lag(self) -> None:
+        """Consumer lag per assigned partition, at most every ``worker_lag_interval`` s."""
+        now = time.monotonic()
+        if now < self._next_lag_check:
+            return
+        self._next_lag_check = now + self.settings.worker_lag_interval_seconds
+        assigned = list(self._assignment())
+        if not assigned:
+            return
+        try:
+            ends = self.consumer.end_offsets(assigned)
+            for tp in assigned:
+                position = self.consumer.position(tp)
+                if position is not None and tp in ends:
+                    self.metrics.lag(tp.topic, tp.partition, ends[tp] - position)
+        except KafkaError as exc:  # metrics must never stop the stage
+            log.debug("stage %s: lag check failed: %s", self.stage.name, exc)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -238,6 +289,8 @@ class StageRunner(Generic[M]):
                 result.error,
             )
             letters.append(self._letter(item, result.error, kind, attempts))
+        for letter in letters:
+            self.metrics.failed(letter.error_kind, letter.reason)
         self.stats.outcomes["dead_lettered"] += len(letters)
         self._write_and_commit(raw, outputs, letters)
 
@@ -329,6 +382,8 @@ class StageRunner(Generic[M]):
                 "stage %s: commit failed, batch may be redelivered: %s", self.stage.name, exc
             )
         self.stats.outcomes["produced"] += len(outputs)
+        for out in outputs:
+            self.metrics.produced(out.topic)
         self.stage.after_commit({tp: meta.offset for tp, meta in offsets.items()})
 
     def _rewind(self, raw: Sequence[Any], exc: TransientError) -> None:
@@ -348,6 +403,7 @@ class StageRunner(Generic[M]):
             )
             self.consumer.seek(tp, offset)
         self.stats.outcomes["requeued"] += len(raw)
+        self.metrics.failed("transient", exc.reason, len(raw))
         self.stop_event.wait(self.settings.worker_retry_backoff_seconds * 4)
 
     # -- dead letters -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,9 +83,32 @@ class Settings(BaseSettings):
     dedup_snapshot_every_seconds: float = Field(default=5.0, ge=0)
     dedup_window_days: float = Field(default=30, gt=0)
 
+    # Search API (`newsflow api`, index/api.py). Keys are comma-separated secrets; an admin key
+    # can also read. Without keys the API refuses to start unless auth is explicitly "off",
+    # which `newsflow api` allows only on a loopback address (the local stack sets it).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_auth: Literal["on", "off"] = "on"
+    api_read_keys: SecretStr | None = None
+    api_admin_keys: SecretStr | None = None
+    # Signs resume tokens; unset, a random per-process secret (tokens die with the process,
+    # and replicas behind one load balancer need a shared value).
+    api_token_secret: SecretStr | None = None
+    api_max_page_size: int = Field(default=50, ge=1, le=500)
+    api_max_query_length: int = Field(default=500, ge=1, le=10_000)
+    # How long a resume token's point-in-time snapshot lives after its last page.
+    api_page_keep_alive_seconds: int = Field(default=300, ge=10, le=3600)
+
     worker_batch_size: int = Field(default=100, ge=1)
     worker_max_retries: int = Field(default=3, ge=0)
     worker_retry_backoff_seconds: float = Field(default=0.5, ge=0)
+    # /metrics and /health per worker: base port + the stage's index (enrich, dedup, index);
+    # 0 turns them off. A worker whose loop has not polled for the gap reports unhealthy.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_base_port: int = Field(default=9101, ge=0, le=65535)
+    worker_health_max_poll_gap: float = Field(default=300.0, gt=0)
+    worker_lag_interval_seconds: float = Field(default=10.0, ge=0)
+    exporter_port: int = Field(default=9100, ge=0, le=65535)  # `newsflow exporter` (ingest)
 
     @property
     def http_user_agent(self) -> str:

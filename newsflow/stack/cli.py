@@ -23,7 +23,7 @@ OnlyOpt = Annotated[
     typer.Option(
         "--only",
         help="Comma-separated components: kafka, elasticsearch (es), airflow, samples, "
-        "or one Airflow process (airflow-api, airflow-scheduler, ...). Default: all.",
+        "workers, api, or one Airflow process (airflow-api, airflow-scheduler, ...). Default: all.",
     ),
 ]
 

@@ -1228,6 +1228,62 @@ class PipelineWorker(Member):
         return Health(state == "Stable" and members > 0, detail)
 
 
+# --------------------------------------------------------------------------- search API
+
+
+class ApiGroup(Group):
+    """The search API and its web page (``newsflow api``)."""
+
+    name = "api"
+
+    def members(self) -> list[Member]:
+        return [ApiServer()]
+
+
+class ApiServer(Member):
+    name = "api"
+    group = "api"
+    start_timeout = 60.0
+    waits_for = ("elasticsearch",)
+    stop_phase = 0  # it only reads: stop it with what produces work
+
+    @staticmethod
+    def _addr(ctx: Ctx) -> tuple[str, int]:
+        return LOCAL_HOST, ctx.settings.api_port
+
+    def url(self, ctx: Ctx) -> str:
+        host, port = self._addr(ctx)
+        return f"http://{host}:{port}/"
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        return [self._addr(ctx)]
+
+    def launch_spec(self, ctx: Ctx) -> LaunchSpec:
+        host, port = self._addr(ctx)
+        exe = Path(sys.executable).with_name("newsflow")
+        command = [str(exe)] if exe.is_file() else [sys.executable, "-m", "newsflow"]
+        env = base_env(ctx)
+        s = ctx.settings
+        if "NEWSFLOW_API_AUTH" not in os.environ and not (s.api_read_keys or s.api_admin_keys):
+            # The local stack serves on loopback only: without configured keys, auth is off
+            # explicitly here (`newsflow api` refuses that on any other address).
+            env["NEWSFLOW_API_AUTH"] = "off"
+        return LaunchSpec(
+            argv=[*command, "api", "--host", host, "--port", str(port)],
+            env=env,
+            cwd=ctx.repo,
+            log=self.log_path(ctx),
+        )
+
+    def check(self, ctx: Ctx) -> Health:
+        import httpx
+
+        resp = httpx.get(f"{self.url(ctx)}healthz", timeout=3.0)
+        if resp.status_code != 200:
+            return Health(False, f"HTTP {resp.status_code}")
+        return Health(True, f"Elasticsearch {resp.json().get('elasticsearch')}")
+
+
 # --------------------------------------------------------------------------- registry
 
 GROUP_ORDER: tuple[str, ...] = (
@@ -1237,6 +1293,7 @@ GROUP_ORDER: tuple[str, ...] = (
     "workers",
     "airflow",
     "samples",
+    "api",
 )
 ALIASES = {"es": "elasticsearch", "af": "airflow", "sample": "samples", "pg": "postgres"}
 
@@ -1250,6 +1307,7 @@ def build_groups(ctx: Ctx) -> dict[str, Group]:
         "airflow": AirflowGroup(ctx),
         "samples": SamplesGroup(ctx),
         "workers": WorkersGroup(ctx),
+        "api": ApiGroup(ctx),
     }
 
 

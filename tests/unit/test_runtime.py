@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,15 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(IN, 0)}
+
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 10)
+
+    def position(self, tp: TopicPartition) -> int:
+        return 4
 
 
 class Future:
@@ -204,3 +214,45 @@ def test_undecodable_values_never_crash_the_runner(value: bytes | None) -> None:
     producer = FakeProducer()
     runner(ScriptedStage({}), consumer, producer).run_once()
     assert letters(producer)[0].reason == "invalid_message"
+
+
+def _sample(run: StageRunner[RawPage], name: str, **labels: str) -> float:
+    value = run.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_metrics_count_messages_failures_and_lag() -> None:
+    bad = page(1)
+    stage = ScriptedStage({bad.url: [PermanentError("empty_text", "no body")]})
+    consumer = FakeConsumer([[record(0, encode(page(0))), record(1, encode(bad))]])
+    run = runner(stage, consumer, FakeProducer())
+    run.run_once()
+    assert _sample(run, "newsflow_messages_in_total", stage="scripted", topic=IN) == 2
+    assert _sample(run, "newsflow_messages_out_total", stage="scripted", topic=OUT) == 1
+    failed = {"stage": "scripted", "kind": "permanent", "reason": "empty_text"}
+    assert _sample(run, "newsflow_messages_failed_total", **failed) == 1
+    assert _sample(run, "newsflow_batch_seconds_count", stage="scripted") == 1
+    lag = {"stage": "scripted", "topic": IN, "partition": "0"}
+    assert _sample(run, "newsflow_consumer_lag", **lag) == 6
+    assert stage.metrics is run.metrics  # stages count their own outcomes on it
+
+
+def test_transient_failures_are_counted_as_requeued() -> None:
+    p = page(1)
+    stage = ScriptedStage({p.url: [TransientError("elasticsearch_unavailable")]})
+    run = runner(stage, FakeConsumer([[record(5, encode(p))]]), FakeProducer())
+    run.run_once()
+    labels = {"stage": "scripted", "kind": "transient", "reason": "elasticsearch_unavailable"}
+    assert _sample(run, "newsflow_messages_failed_total", **labels) == 1
+
+
+def test_health_follows_the_poll_loop() -> None:
+    run = runner(ScriptedStage({}), FakeConsumer([]), FakeProducer())
+    run.run_once()
+    ok, details = run.health()
+    assert ok and details["stage"] == "scripted"
+    run.last_poll -= run.settings.worker_health_max_poll_gap + 1  # as if stuck in a batch
+    assert run.health()[0] is False
+    run.last_poll = time.monotonic()
+    run.stop()
+    assert run.health()[0] is False

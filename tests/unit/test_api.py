@@ -1,0 +1,249 @@
+"""The API without Elasticsearch: resume tokens, API keys and scopes, parameter validation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from elasticsearch import Elasticsearch
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from index.api import create_app
+from index.auth import ApiKeys, AuthConfigError, Scope
+from index.paging import ResumeState, TokenError, TokenSigner, fingerprint
+from index.search import BadSearchRequestError, SearchFilters, StoryQuery, pick_interval
+from newsflow.settings import Settings
+
+READ_KEY = "read-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789"
+
+
+# --- resume tokens ------------------------------------------------------------------------
+
+
+def _state(**changes: object) -> ResumeState:
+    values: dict[str, object] = {
+        "fingerprint": "f" * 24,
+        "pit_id": "pit-1",
+        "after": [1.5, "abc", 7],
+        "page": 2,
+        "expires_at": time.time() + 60,
+    }
+    values.update(changes)
+    return ResumeState(**values)  # type: ignore[arg-type]
+
+
+def test_token_round_trip() -> None:
+    signer = TokenSigner(b"secret")
+    state = _state()
+    loaded = signer.load(signer.dump(state), expected_fingerprint=state.fingerprint)
+    assert loaded.after == [1.5, "abc", 7]
+    assert loaded.pit_id == "pit-1"
+    assert loaded.page == 2
+
+
+def test_token_is_url_safe() -> None:
+    token = TokenSigner(b"secret").dump(_state(after=[b"\xff".hex(), "é/+?&="]))
+    assert all(c.isalnum() or c in "-_." for c in token)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # signature changed
+        lambda t: "x" + t,  # payload changed
+        lambda t: t.replace(".", ""),  # no signature
+        lambda t: t + ".x",
+        lambda t: "",
+        lambda t: "a" * 5000,
+        lambda t: "!!!.???",
+    ],
+)
+def test_tampered_tokens_are_refused(mangle: object) -> None:
+    signer = TokenSigner(b"secret")
+    token = signer.dump(_state())
+    with pytest.raises(TokenError) as err:
+        signer.load(mangle(token), expected_fingerprint="f" * 24)  # type: ignore[operator]
+    assert err.value.code == "invalid_token"
+    assert err.value.status == 400
+
+
+def test_token_from_another_server_secret_is_refused() -> None:
+    token = TokenSigner(b"one").dump(_state())
+    with pytest.raises(TokenError, match="not valid"):
+        TokenSigner(b"two").load(token, expected_fingerprint="f" * 24)
+
+
+def test_token_of_another_query_is_refused() -> None:
+    signer = TokenSigner(b"secret")
+    with pytest.raises(TokenError) as err:
+        signer.load(signer.dump(_state()), expected_fingerprint="g" * 24)
+    assert err.value.code == "token_mismatch"
+
+
+def test_expired_token_is_gone() -> None:
+    signer = TokenSigner(b"secret")
+    token = signer.dump(_state(expires_at=time.time() - 1))
+    with pytest.raises(TokenError) as err:
+        signer.load(token, expected_fingerprint="f" * 24)
+    assert (err.value.code, err.value.status) == ("token_expired", 410)
+
+
+def test_fingerprint_covers_what_defines_the_results() -> None:
+    base = StoryQuery(text="flood", filters=SearchFilters(outlets=("a",)), sort="date")
+    assert base.fingerprint() == StoryQuery.model_validate(base.model_dump()).fingerprint()
+    assert base.fingerprint() != base.model_copy(update={"text": "floods"}).fingerprint()
+    assert base.fingerprint() != base.model_copy(update={"sort": "relevance"}).fingerprint()
+    assert base.fingerprint() != base.model_copy(update={"group": False}).fingerprint()
+    other = base.model_copy(update={"filters": SearchFilters(outlets=("b",))})
+    assert base.fingerprint() != other.fingerprint()
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+
+
+def test_histogram_interval() -> None:
+    day = SearchFilters(
+        published_from=datetime(2026, 1, 1, tzinfo=UTC),
+        published_to=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    assert pick_interval(day, "auto") == "hour"
+    assert pick_interval(SearchFilters(), "auto") == "day"
+    assert pick_interval(SearchFilters(), "week") == "week"
+    with pytest.raises(BadSearchRequestError):
+        pick_interval(SearchFilters(), "hour")
+
+
+# --- API keys -----------------------------------------------------------------------------
+
+
+def test_keys_and_scopes() -> None:
+    keys = ApiKeys([READ_KEY], [ADMIN_KEY])
+    read = keys.authenticate(READ_KEY)
+    admin = keys.authenticate(ADMIN_KEY)
+    assert read is not None and read.scopes == {Scope.READ}
+    assert admin is not None and admin.scopes == {Scope.READ, Scope.ADMIN}
+    assert keys.authenticate("nope") is None
+    assert keys.authenticate(None) is None
+    assert READ_KEY not in read.name  # only a fingerprint
+
+
+def test_auth_on_without_keys_refuses_to_start() -> None:
+    with pytest.raises(AuthConfigError):
+        ApiKeys([], [], enabled=True)
+    with pytest.raises(AuthConfigError):
+        create_app(Settings(api_auth="on"), es=Elasticsearch("http://127.0.0.1:9"))
+
+
+def test_keys_from_settings_are_comma_separated_secrets() -> None:
+    settings = Settings(api_read_keys=SecretStr(f" {READ_KEY} , other "), api_admin_keys=None)
+    keys = ApiKeys.from_settings(settings)
+    assert keys.authenticate("other") is not None
+    assert READ_KEY not in repr(settings)
+
+
+def test_auth_off_admits_everyone() -> None:
+    keys = ApiKeys([], [], enabled=False)
+    principal = keys.authenticate(None)
+    assert principal is not None and Scope.ADMIN in principal.scopes
+
+
+# --- HTTP, before Elasticsearch is ever asked ----------------------------------------------
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    es = Elasticsearch("http://127.0.0.1:9")  # nothing listens: these requests must not reach it
+    settings = Settings(
+        api_read_keys=SecretStr(READ_KEY),
+        api_admin_keys=SecretStr(ADMIN_KEY),
+        api_max_page_size=20,
+        api_max_query_length=200,
+    )
+    with TestClient(create_app(settings, es=es)) as test_client:
+        yield test_client
+    es.close()
+
+
+def _error(response: object) -> tuple[int, str]:
+    status = response.status_code  # type: ignore[attr-defined]
+    return status, response.json()["error"]["code"]  # type: ignore[attr-defined]
+
+
+def test_no_key_is_401_with_a_challenge(client: TestClient) -> None:
+    response = client.get("/v1/search", params={"q": "x"})
+    assert _error(response) == (401, "unauthorized")
+    assert "X-API-Key" in response.headers["WWW-Authenticate"]
+
+
+def test_wrong_key_is_401(client: TestClient) -> None:
+    response = client.get("/v1/search", headers={"X-API-Key": "wrong"})
+    assert _error(response) == (401, "unauthorized")
+    assert "not valid" in response.json()["error"]["message"]
+
+
+def test_read_key_on_admin_route_is_403(client: TestClient) -> None:
+    response = client.get("/v1/admin/stats", headers={"X-API-Key": READ_KEY})
+    assert _error(response) == (403, "forbidden")
+
+
+def test_bearer_works_too(client: TestClient) -> None:
+    response = client.get("/v1/me", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert response.status_code == 200
+    assert response.json()["scopes"] == ["admin", "read"]
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"size": 0}, "invalid_parameter"),
+        ({"size": 21}, "invalid_parameter"),
+        ({"size": "ten"}, "invalid_parameter"),
+        ({"sort": "popularity"}, "invalid_parameter"),
+        ({"q": "x" * 201}, "query_too_long"),
+        ({"q": " ".join(["w"] * 40)}, "query_too_complex"),
+        ({"lang": "english"}, "invalid_parameter"),
+        ({"from": "yesterday"}, "invalid_parameter"),
+        ({"from": "2026-02-01", "to": "2026-01-01"}, "invalid_parameter"),
+        ({"story": "bad id!"}, "invalid_parameter"),
+        ({"interval": "hour"}, "invalid_parameter"),
+        ({"token": "not-a-token"}, "invalid_token"),
+        ({"outlet": [f"o{i}" for i in range(21)]}, "invalid_parameter"),
+    ],
+)
+def test_invalid_parameters_are_clear_400s(
+    client: TestClient, params: dict[str, object], code: str
+) -> None:
+    headers = {"X-API-Key": READ_KEY}
+    response = client.get("/v1/search", params=params, headers=headers)
+    assert _error(response) == (400, code), response.json()
+    assert response.json()["error"]["message"]
+
+
+def test_validation_error_names_the_field(client: TestClient) -> None:
+    response = client.get("/v1/search", params={"size": "ten"}, headers={"X-API-Key": READ_KEY})
+    assert response.json()["error"]["details"][0]["field"] == "size"
+
+
+def test_story_path_is_validated(client: TestClient) -> None:
+    response = client.get("/v1/stories/bad%20id", headers={"X-API-Key": READ_KEY})
+    assert _error(response) == (400, "invalid_parameter")
+
+
+def test_unknown_route_is_a_json_404(client: TestClient) -> None:
+    assert _error(client.get("/v1/nope", headers={"X-API-Key": READ_KEY})) == (404, "not_found")
+
+
+def test_page_and_schema_are_public_with_a_strict_csp(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "app.js" in page.text
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert client.get("/static/app.js").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/v1/search" in schema["paths"]
+    assert schema["components"]["securitySchemes"]
+
+
+def test_healthz_is_503_without_elasticsearch(client: TestClient) -> None:
+    assert _error(client.get("/healthz")) == (503, "search_unavailable")
