@@ -22,7 +22,13 @@ from newsflow.settings import get_settings
     max_active_runs=1,
     tags=["newsflow", "ingest", "health"],
     doc_md=__doc__,
-    default_args={"owner": "newsflow", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    dagrun_timeout=timedelta(minutes=30),
+    default_args={
+        "owner": "newsflow",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=1),
+        "execution_timeout": timedelta(minutes=10),
+    },
 )
 def feed_health() -> None:
     @task(task_id="report_unhealthy")

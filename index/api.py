@@ -26,9 +26,12 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from alert.api import watch_router
 from index.api_errors import ApiError, ErrorResponse
 from index.auth import ApiKeys, Principal, Scope, require
 from index.es import IndexNames, detect_capabilities, make_client
@@ -389,6 +392,30 @@ def stats(request: Request) -> StatsResponse:
 # --- the app ------------------------------------------------------------------------------
 
 
+class ApiMetrics:
+    """``newsflow_api_requests_total{route,status}`` and ``newsflow_api_request_seconds``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "newsflow_api_requests",
+            "API requests by route template and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "newsflow_api_request_seconds",
+            "API request latency by route template.",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.seconds.labels(route).observe(seconds)
+
+
 def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
     """The API for one deployment; ``es`` is owned (and closed) by the caller when given."""
     keys = ApiKeys.from_settings(settings)  # raises AuthConfigError before anything starts
@@ -465,6 +492,26 @@ def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
             response.headers.setdefault(name, value)
         return response
 
+    metrics = ApiMetrics()
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # the route's template, not the raw path: bounded label values
+        template = str(getattr(route, "path", "")) or "unmatched"
+        metrics.observe(template, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Request counts and latencies for Prometheus (no content, so no key needed)."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz", response_model=Health, tags=["ops"], responses={503: ERRORS[503]})
     def healthz() -> Health | JSONResponse:
         """Liveness and Elasticsearch reachability (what the stack and compose probe)."""
@@ -482,4 +529,5 @@ def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(read_router)
     app.include_router(admin_router)
+    app.include_router(watch_router)  # /v1/watches: alerts on new stories
     return app

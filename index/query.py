@@ -392,3 +392,134 @@ def describe(node: Node) -> str:
         return f"NOT {describe(node.child)}"
     joiner = " AND " if isinstance(node, And) else " OR "
     return "(" + joiner.join(describe(c) for c in node.children) + ")"
+
+
+# --- in-process evaluation ----------------------------------------------------------------
+#
+# The alert stage matches each new article against every watch without asking Elasticsearch
+# (no race with the index stage, no percolator needed). ``evaluate`` gives the same answer as
+# ``to_es`` on the minimal cluster's ``standard`` analyzer; where the full image adds English
+# stemming (``title.english``), search may match more word forms than a watch does.
+
+# Unicode word segmentation as the standard tokenizer does it, near enough: runs of word
+# characters, joined across ``.``/``'`` (``u.s``, ``don't``, ``3.5``), ``:`` between letters
+# and ``,``/``;`` between digits (``1,000``); everything else separates (``covid-19``).
+_WORD_RE = re.compile(
+    r"[^\W_]\w*(?:(?:[.'’]|(?<=[^\W\d_]):(?=[^\W\d_])|(?<=\d)[,;](?=\d))\w+)*|_+\w*",
+)
+# Ideographs and kana are one token each in the standard tokenizer.
+_IDEOGRAPHIC_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def analyze(text: str) -> list[str]:
+    """Lower-cased tokens of ``text``, close to Elasticsearch's ``standard`` analyzer."""
+    tokens: list[str] = []
+    for match in _WORD_RE.finditer(text):
+        token = match.group(0).lower()
+        if _IDEOGRAPHIC_RE.search(token):
+            tokens.extend(_split_ideographs(token))
+        else:
+            tokens.append(token)
+    return tokens
+
+
+def _split_ideographs(token: str) -> list[str]:
+    parts: list[str] = []
+    run = ""
+    for ch in token:
+        if _IDEOGRAPHIC_RE.match(ch):
+            if run:
+                parts.append(run)
+                run = ""
+            parts.append(ch)
+        else:
+            run += ch
+    if run:
+        parts.append(run)
+    return parts
+
+
+@dataclass(frozen=True)
+class AnalyzedField:
+    """A text field's tokens and where each occurs (for phrases)."""
+
+    tokens: tuple[str, ...]
+    positions: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def of(cls, text: str | None) -> AnalyzedField:
+        tokens = tuple(analyze(text or ""))
+        positions: dict[str, list[int]] = {}
+        for i, token in enumerate(tokens):
+            positions.setdefault(token, []).append(i)
+        return cls(tokens, {t: tuple(p) for t, p in positions.items()})
+
+    def has_all(self, words: list[str]) -> bool:
+        return bool(words) and all(w in self.positions for w in words)
+
+    def has_phrase(self, words: list[str]) -> bool:
+        if not self.has_all(words):
+            return False
+        n = len(words)
+        return any(
+            self.tokens[start : start + n] == tuple(words) for start in self.positions[words[0]]
+        )
+
+
+@dataclass(frozen=True)
+class MatchDocument:
+    """An article as the evaluator sees it: analyzed once, matched against every watch."""
+
+    title: AnalyzedField
+    text: AnalyzedField
+    outlet: str
+    authors: tuple[str, ...]
+    language: str | None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        title: str | None,
+        text: str,
+        outlet: str,
+        authors: tuple[str, ...] | list[str] = (),
+        language: str | None = None,
+    ) -> MatchDocument:
+        return cls(
+            AnalyzedField.of(title),
+            AnalyzedField.of(text),
+            outlet.lower(),
+            tuple(a.lower() for a in authors),
+            language,
+        )
+
+
+def _leaf_matches(node: Term | Phrase, doc: MatchDocument) -> bool:
+    text = node.text
+    if node.field == "outlet":  # keyword, case-insensitive term
+        return doc.outlet == text.lower()
+    if node.field == "lang":
+        return doc.language == text.lower()
+    if node.field == "author":  # the exact name or a part of it, any case
+        needle = text.lower()
+        return any(needle in author for author in doc.authors)
+    words = analyze(text)
+    fields = (doc.title,) if node.field == "title" else (doc.title, doc.text)
+    if isinstance(node, Phrase):
+        return any(f.has_phrase(words) for f in fields)
+    # best_fields with operator "and": every token of the word, in one field.
+    return any(f.has_all(words) for f in fields)
+
+
+def evaluate(node: Node, doc: MatchDocument) -> bool:
+    """Whether ``to_es(node)`` would match ``doc`` (scoring aside)."""
+    if isinstance(node, MatchAll):
+        return True
+    if isinstance(node, Term | Phrase):
+        return _leaf_matches(node, doc)
+    if isinstance(node, Not):
+        return not evaluate(node.child, doc)
+    if isinstance(node, Or):
+        return any(evaluate(c, doc) for c in node.children)
+    return all(evaluate(c, doc) for c in node.children)

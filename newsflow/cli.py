@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,10 +26,12 @@ app = typer.Typer(
 worker_app = typer.Typer(help="Run a pipeline stage as a Kafka consumer group member.")
 outlets_app = typer.Typer(help="The outlets registry.")
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.")
+watch_app = typer.Typer(help="Saved searches that alert on new stories.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Elasticsearch, Airflow.")
 app.add_typer(worker_app, name="worker")
 app.add_typer(outlets_app, name="outlets")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(watch_app, name="watch")
 app.command("extract", help="Extract article fields from saved pages, one JSON line each.")(
     extract_command
 )
@@ -43,7 +47,8 @@ MetricsPort = Annotated[
     int | None,
     typer.Option(
         help="Port for /metrics and /health (default: NEWSFLOW_WORKER_METRICS_BASE_PORT + the "
-        "stage's place: enrich 9101, dedup 9102, index 9103; 0: a free port)."
+        "stage's place: enrich 9101, dedup 9102, index 9103, alert 9104, webhook 9105; "
+        "0: a free port)."
     ),
 ]
 
@@ -94,6 +99,87 @@ def worker_index(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = N
 
     _configure_logging()
     run_stage("index", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
+
+
+@worker_app.command("alert")
+def worker_alert(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
+    """Deduplicated articles → alerts for watches matching new stories (and story updates)."""
+    from newsflow.pipeline import run_stage
+
+    _configure_logging()
+    run_stage("alert", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
+
+
+@worker_app.command("webhook")
+def worker_webhook(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
+    """Alerts → signed POSTs to the watches' webhook URLs, with retries."""
+    from newsflow.pipeline import run_stage
+
+    _configure_logging()
+    run_stage("webhook", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
+
+
+@watch_app.command("add")
+def watch_add(
+    name: Annotated[str, typer.Argument(help="A name for people (shown in alerts).")],
+    query: Annotated[str, typer.Argument(help="Search-box syntax, as `newsflow search`.")],
+    webhook: Annotated[
+        str | None, typer.Option(help="POST each alert here (signed; see the README).")
+    ] = None,
+) -> None:
+    """Register a watch: new stories matching QUERY raise alerts. Prints the watch as JSON."""
+    from alert.store import WatchStore
+    from alert.watches import InvalidWatchError, build_watch
+    from index.es import make_client
+
+    settings = get_settings()
+    try:
+        watch, understood = build_watch(
+            name, query, settings, webhook_url=webhook, created_by="cli"
+        )
+    except InvalidWatchError as exc:
+        typer.echo(f"{exc.field}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    es = make_client(settings)
+    try:
+        WatchStore(es, settings.index_prefix).add(watch)
+    finally:
+        es.close()
+    typer.echo(json.dumps({**watch.model_dump(mode="json"), "understood": understood}))
+
+
+@watch_app.command("list")
+def watch_list() -> None:
+    """One JSON line per watch, oldest first."""
+    from alert.store import WatchStore
+    from index.es import make_client
+
+    settings = get_settings()
+    es = make_client(settings)
+    try:
+        watches = WatchStore(es, settings.index_prefix).list()
+    finally:
+        es.close()
+    for watch in watches:
+        typer.echo(watch.model_dump_json())
+
+
+@watch_app.command("rm")
+def watch_rm(watch_id: Annotated[str, typer.Argument(help="The watch's id (w-...).")]) -> None:
+    """Delete a watch: it raises no more alerts (alerts already sent stay on the topic)."""
+    from alert.store import WatchStore
+    from index.es import make_client
+
+    settings = get_settings()
+    es = make_client(settings)
+    try:
+        found = WatchStore(es, settings.index_prefix).delete(watch_id)
+    finally:
+        es.close()
+    if not found:
+        typer.echo(f"no watch {watch_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted {watch_id}")
 
 
 @app.command()
@@ -175,6 +261,53 @@ def api(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc
     uvicorn.run(application, host=host, port=port, log_level="info", server_header=False)
+
+
+@app.command()
+def backfill(
+    stage: Annotated[str, typer.Argument(help="enrich (re-extract raw pages) or index.")],
+    since: Annotated[
+        datetime | None,
+        typer.Option(help="Only messages from this time on (ISO 8601, UTC when naive)."),
+    ] = None,
+) -> None:
+    """Run a stage again over its input topic, beside the live workers, with progress."""
+    from newsflow.backfill import BACKFILL_STAGES
+    from newsflow.backfill import backfill as run_backfill
+
+    if stage not in BACKFILL_STAGES:
+        raise typer.BadParameter(
+            f"one of {', '.join(BACKFILL_STAGES)} (dedup keeps one owner of its state)",
+            param_hint="STAGE",
+        )
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    with ExitStack() as stack:
+        bar: list[Any] = []
+
+        def start(planned: int) -> None:
+            typer.echo(f"backfill {stage}: {planned} message(s) to process", err=True)
+            bar.append(
+                stack.enter_context(typer.progressbar(length=planned, label=stage, file=sys.stderr))
+            )
+
+        result = run_backfill(
+            stage,
+            get_settings(),
+            since=when,
+            on_start=start,
+            progress=lambda count: bar[0].update(count) if bar else None,
+        )
+    typer.echo(
+        json.dumps(
+            {
+                "stage": stage,
+                "group_id": result.group_id,
+                "planned": result.planned,
+                "consumed": result.consumed,
+                "outcomes": result.outcomes,
+            }
+        )
+    )
 
 
 @app.command()
@@ -278,10 +411,25 @@ def crawl(
 
 
 @dlq_app.command("list")
-def dlq_list() -> None:
+def dlq_list(
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Counts by stage, kind and reason instead.")
+    ] = False,
+) -> None:
     """One JSON line per dead letter: where it came from, why, and its URL."""
+    from collections import Counter
+
     from newsflow.dlq import read_letters
 
+    if summary:
+        counts = Counter(
+            (s.letter.stage, s.letter.error_kind, s.letter.reason)
+            for s in read_letters(get_settings())
+        )
+        for (stage, kind, reason), count in sorted(counts.items()):
+            typer.echo(f"{count:>8}  {stage:<8} {kind:<18} {reason}")
+        typer.echo(f"{sum(counts.values()):>8}  dead letters in all")
+        return
     for stored in read_letters(get_settings()):
         letter = stored.letter
         typer.echo(
@@ -308,11 +456,16 @@ def dlq_replay(
     dry_run: Annotated[bool, typer.Option(help="Show what would be replayed.")] = False,
 ) -> None:
     """Send dead letters back to the topic they came from, e.g. after a fix."""
-    from newsflow.dlq import replay
+    from newsflow.dlq import select_letters, send_back
 
-    selected = replay(get_settings(), reason=reason, stage=stage, dry_run=dry_run)
-    verb = "would replay" if dry_run else "replayed"
-    typer.echo(f"{verb} {len(selected)} message(s)")
+    settings = get_settings()
+    selected = select_letters(settings, reason=reason, stage=stage)
+    if dry_run:
+        typer.echo(f"would replay {len(selected)} message(s)")
+        return
+    with typer.progressbar(length=len(selected), label="replaying", file=sys.stderr) as bar:
+        send_back(settings, selected, progress=bar.update)
+    typer.echo(f"replayed {len(selected)} message(s)")
 
 
 @app.command()

@@ -75,6 +75,10 @@ class StorySummary(BaseModel):
     title: str
     articles: int = Field(ge=1)
     outlets: list[str] = Field(default_factory=list)
+    # Optional, added within schema version 1: stories this article's arrival merged into
+    # this one (it bridged them). Their articles now belong here; the ids are not reused.
+    # Left out of the JSON when empty, so consumers that predate it read every other message.
+    merged_from: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
 
 
 class Article(Message):
@@ -101,6 +105,61 @@ class Article(Message):
     story_id: str | None = None
     dedup_reason: str | None = None  # new, replay, version, url, exact, near
     story: StorySummary | None = None  # the story after this article
+
+
+WatchId = Annotated[str, Field(pattern=r"^w-[0-9a-f]{16}$")]
+AlertKind = Literal["new_story", "story_update"]
+
+
+class Watch(BaseModel):
+    """A saved search: new stories matching ``query`` (search-box syntax) raise alerts.
+
+    Stored in Elasticsearch (``{prefix}-watches``), not on a topic; the alert and webhook
+    stages read it from there.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: WatchId
+    name: str = Field(min_length=1, max_length=200)
+    query: str = Field(min_length=1, max_length=10_000)
+    webhook_url: HttpURL | None = None
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+    created_by: str | None = None  # the API key's fingerprint, or "cli"
+
+
+class AlertArticle(BaseModel):
+    """The article that stands for the story in an alert."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: ArticleId
+    url: HttpURL
+    title: str | None = None
+    outlet: str = Field(min_length=1)
+    published_at: AwareDatetime | None = None
+
+
+class Alert(Message):
+    """A watch matched a new story (or a matched story grew). Keyed by ``watch_id``.
+
+    ``id`` (``{watch_id}:{story_id}:{kind}``) is the dedupe key: delivery is at-least-once,
+    and a consumer that sees an id twice drops the second copy.
+    """
+
+    id: str = Field(pattern=r"^w-[0-9a-f]{16}:[^:\s]+:(new_story|story_update)$")
+    kind: AlertKind
+    watch_id: WatchId
+    watch_name: str = Field(min_length=1)
+    story_id: str = Field(min_length=1)
+    story_title: str = ""
+    story_articles: int = Field(ge=1)
+    story_outlets: list[str] = Field(default_factory=list)
+    article: AlertArticle
+    # When the article entered the pipeline (its fetch, just before it was produced to the
+    # raw-pages topic): ``matched_at - arrived_at`` is the alert's latency.
+    arrived_at: AwareDatetime
+    matched_at: AwareDatetime = Field(default_factory=utcnow)
 
 
 ErrorKind = Literal["permanent", "retries_exhausted"]

@@ -51,6 +51,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.topic_retention_hours,
         ),
         TopicSpec(settings.topic_dead_letters, 1, settings.dead_letter_retention_hours),
+        TopicSpec(settings.topic_alerts, settings.topic_partitions, settings.topic_retention_hours),
     ]
 
 

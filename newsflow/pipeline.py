@@ -12,8 +12,9 @@ from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-StageName = Literal["enrich", "dedup", "index"]
-STAGES: tuple[StageName, ...] = ("enrich", "dedup", "index")
+StageName = Literal["enrich", "dedup", "index", "alert", "webhook"]
+# Order matters only for the default metrics ports (base + position): append new stages.
+STAGES: tuple[StageName, ...] = ("enrich", "dedup", "index", "alert", "webhook")
 
 
 def extraction_overrides(settings: Settings) -> dict[str, Any]:
@@ -58,6 +59,36 @@ def build_runner(
 
         stage = IndexStage(make_client(settings), IndexNames(settings.index_prefix))
         input_topic = settings.topic_deduped_articles
+    elif stage_name == "alert":
+        from alert.matcher import WatchCache, make_matcher
+        from alert.stage import AlertStage
+        from alert.store import AlertLedger, WatchStore
+        from index.es import make_client
+
+        es = make_client(settings)
+        # Its own consumer group on the index stage's input: alerts never wait for indexing.
+        stage = AlertStage(
+            watches=WatchCache(
+                WatchStore(es, settings.index_prefix), settings.alert_watch_refresh_seconds
+            ),
+            matcher=make_matcher(es, settings),
+            ledger=AlertLedger(es, settings.index_prefix),
+            output_topic=settings.topic_alerts,
+            update_size=settings.alert_update_story_size,
+        )
+        input_topic = settings.topic_deduped_articles
+    elif stage_name == "webhook":
+        from alert.matcher import WatchCache
+        from alert.store import WatchStore
+        from alert.webhook import WebhookSender, WebhookStage
+        from index.es import make_client
+
+        store = WatchStore(make_client(settings), settings.index_prefix)
+        stage = WebhookStage(
+            WatchCache(store, settings.alert_watch_refresh_seconds),
+            WebhookSender.from_settings(settings),
+        )
+        input_topic = settings.topic_alerts
     else:  # pragma: no cover - Literal guards this
         raise ValueError(f"unknown stage {stage_name!r}; known: {', '.join(STAGES)}")
     group_id = group_id or f"newsflow-{stage_name}"
@@ -140,6 +171,7 @@ def _metrics_server(
 
 def initialize(settings: Settings) -> dict[str, list[str]]:
     """Create topics, index templates and aliases; safe to run any number of times."""
+    from alert.store import ensure_alert_indices
     from index.es import ensure_indices, make_client
     from ingest.state import ensure_schema
     from newsflow.kafka_io import ensure_topics
@@ -149,6 +181,7 @@ def initialize(settings: Settings) -> dict[str, list[str]]:
     es = make_client(settings)
     try:
         indices = ensure_indices(es, settings)
+        indices += ensure_alert_indices(es, settings)  # watches and alert records
     finally:
         es.close()
     return {"topics_created": topics, "indices_created": indices}

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # The dedup stage's output and the index stage's input (the articles topic, its input,
     # has exactly one partition: one owner of the dedup state).
     topic_deduped_articles: str = "newsflow.deduped-articles.v1"
+    # Alerts on new stories (alert stage's output, the webhook stage's input), keyed by watch.
+    topic_alerts: str = "newsflow.alerts.v1"
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     topic_retention_hours: int = Field(default=7 * 24, ge=1)
@@ -99,6 +101,20 @@ class Settings(BaseSettings):
     # How long a resume token's point-in-time snapshot lives after its last page.
     api_page_keep_alive_seconds: int = Field(default=300, ge=10, le=3600)
 
+    # Alerts (alert/): watches are re-read from Elasticsearch this often by each worker. A
+    # story alerts as new while it has fewer than `alert_update_story_size` articles; a story
+    # that alerted sends one `story_update` when it reaches that size.
+    alert_watch_refresh_seconds: float = Field(default=2.0, ge=0)
+    alert_update_story_size: int = Field(default=5, ge=2)
+    # `inprocess` evaluates each watch's parsed query against the article (any cluster);
+    # `percolator` asks Elasticsearch where it has the module, in-process otherwise.
+    alert_matcher: Literal["inprocess", "percolator"] = "inprocess"
+    # Webhooks: HMAC-SHA256 of the body in X-Newsflow-Signature. Without a secret, watches
+    # with a webhook are refused. Loopback/private receivers only when explicitly allowed.
+    alert_webhook_secret: SecretStr | None = None
+    alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    alert_webhook_allow_private_network: bool = False
+
     worker_batch_size: int = Field(default=100, ge=1)
     worker_max_retries: int = Field(default=3, ge=0)
     worker_retry_backoff_seconds: float = Field(default=0.5, ge=0)
@@ -108,6 +124,8 @@ class Settings(BaseSettings):
     worker_metrics_base_port: int = Field(default=9101, ge=0, le=65535)
     worker_health_max_poll_gap: float = Field(default=300.0, gt=0)
     worker_lag_interval_seconds: float = Field(default=10.0, ge=0)
+    # The maintenance DAG deletes articles fetched (and stories last seen) this long ago.
+    index_retention_days: float = Field(default=90, gt=0)
     exporter_port: int = Field(default=9100, ge=0, le=65535)  # `newsflow exporter` (ingest)
 
     @property

@@ -57,6 +57,7 @@ def infra_settings(infra: None, tmp_path: Path) -> Iterator[Settings]:
         topic_articles=f"{tag}.articles.v1",
         topic_dead_letters=f"{tag}.dead-letters.v1",
         topic_deduped_articles=f"{tag}.deduped-articles.v1",
+        topic_alerts=f"{tag}.alerts.v1",
         index_prefix=tag,
         dedup_state_dir=tmp_path / "dedup",
         dedup_snapshot_every_seconds=0,
@@ -78,6 +79,7 @@ def infra_settings(infra: None, tmp_path: Path) -> Iterator[Settings]:
             settings.topic_articles,
             settings.topic_deduped_articles,
             settings.topic_dead_letters,
+            settings.topic_alerts,
         ]
     )
     admin.close()

@@ -1168,12 +1168,13 @@ class SamplesSite(Member):
 
 
 class WorkersGroup(Group):
-    """The pipeline's stages, one process each (``newsflow worker enrich|dedup|index``)."""
+    """The pipeline's stages, one process each (``newsflow worker enrich|dedup|index``), and
+    the alert stages beside the index stage (``alert``, then ``webhook`` on its output)."""
 
     name = "workers"
 
     def members(self) -> list[Member]:
-        return [PipelineWorker("enrich"), PipelineWorker("dedup"), PipelineWorker("index")]
+        return [PipelineWorker(stage) for stage in ("enrich", "dedup", "index", "alert", "webhook")]
 
 
 class PipelineWorker(Member):

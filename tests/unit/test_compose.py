@@ -33,7 +33,7 @@ EXPECTED_SERVICES = {
     "index-worker",
 }
 ONE_SHOT = {"airflow-init", "newsflow-init"}
-_PINNED_TAG = re.compile(r"^\d+(\.\d+)+([-.][A-Za-z0-9]+)*$")  # 4.4.0, 3.11.14-slim-bookworm
+_PINNED_TAG = re.compile(r"^v?\d+(\.\d+)+([-.][A-Za-z0-9]+)*$")  # 4.4.0, 3.11.14-slim-bookworm
 _SCRIPT_NEWSFLOW = re.compile(r"(?m)(?:^|[;&|(]|&&|\|\|)\s*(?:exec\s+)?newsflow\s+([^;&|\n]*)")
 _INTERPOLATION = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 

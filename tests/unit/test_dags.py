@@ -48,6 +48,27 @@ def test_one_dag_per_enabled_outlet(
         assert dag.max_active_runs == 1
 
 
+def test_every_dag_has_docs_owner_tags_retries_and_timeouts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh_settings: None
+) -> None:
+    bag = _load(monkeypatch, tmp_path)
+    assert bag.import_errors == {}
+    assert {"feed_health", "maintenance"} <= set(bag.dag_ids)
+    for dag_id, dag in bag.dags.items():
+        assert dag.doc_md and "newsflow" in dag.tags, dag_id
+        assert dag.dagrun_timeout is not None and not dag.catchup, dag_id
+        for task in dag.tasks:
+            assert task.owner == "newsflow" and task.retries >= 1, (dag_id, task.task_id)
+            assert task.execution_timeout is not None, (dag_id, task.task_id)
+    maintenance = bag.dags["maintenance"]
+    assert sorted(t.task_id for t in maintenance.tasks) == [
+        "check_indices",
+        "expire_old_documents",
+        "replay_dead_letters",
+    ]
+    assert maintenance.get_task("expire_old_documents").upstream_task_ids == {"check_indices"}
+
+
 def test_a_bad_registry_is_an_import_error_naming_outlet_and_field(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fresh_settings: None
 ) -> None:

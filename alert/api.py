@@ -1,0 +1,138 @@
+"""``/v1/watches``: register (admin), list (read) and delete (admin) watches.
+
+Mounted by ``index.api.create_app``; kept here so the alert feature lives in one package.
+Webhook URLs are write-only: a listing says whether a watch has one, never the URL (it may
+carry a token of the receiver's).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from elasticsearch import NotFoundError
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from alert.store import WatchStore
+from alert.watches import InvalidWatchError, build_watch
+from index.api_errors import ApiError, ErrorResponse
+from index.auth import Principal, Scope, require
+from index.query import QueryTooComplexError, describe, parse
+from newsflow.contracts import Watch
+from newsflow.settings import Settings
+
+WATCH_ID_PATTERN = r"^w-[0-9a-f]{16}$"
+_NO_INDEX = "the watches index does not exist: run `newsflow init`"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid watch."},
+    401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
+    403: {"model": ErrorResponse, "description": "The API key lacks the scope."},
+    503: {"model": ErrorResponse, "description": "Elasticsearch is unavailable."},
+}
+
+
+class WatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="Shown in alerts.")
+    query: str = Field(min_length=1, description="Search-box syntax, as `q` in /v1/search.")
+    webhook_url: str | None = Field(
+        default=None, description="POST each alert here, signed (X-Newsflow-Signature)."
+    )
+
+
+class WatchInfo(BaseModel):
+    id: str
+    name: str
+    query: str
+    understood: str = Field(description="The query as parsed, in canonical form.")
+    webhook: bool = Field(description="Whether alerts are also POSTed to a webhook.")
+    created_at: datetime
+    created_by: str | None
+
+
+class WatchList(BaseModel):
+    watches: list[WatchInfo]
+
+
+def watch_info(watch: Watch) -> WatchInfo:
+    try:
+        understood = describe(parse(watch.query))
+    except QueryTooComplexError:
+        understood = ""
+    return WatchInfo(
+        id=watch.id,
+        name=watch.name,
+        query=watch.query,
+        understood=understood,
+        webhook=watch.webhook_url is not None,
+        created_at=watch.created_at,
+        created_by=watch.created_by,
+    )
+
+
+def _store(request: Request) -> WatchStore:
+    settings: Settings = request.app.state.settings
+    return WatchStore(request.app.state.search.es, settings.index_prefix)
+
+
+watch_router = APIRouter(prefix="/v1/watches", tags=["watches"])
+
+
+@watch_router.post(
+    "",
+    status_code=201,
+    response_model=WatchInfo,
+    responses=ERRORS,
+    dependencies=[Depends(require(Scope.ADMIN))],
+)
+def create_watch(request: Request, body: WatchRequest) -> WatchInfo:
+    """Register a watch: each new story matching `query` raises one alert."""
+    principal: Principal = request.state.principal
+    try:
+        watch, _ = build_watch(
+            body.name,
+            body.query,
+            request.app.state.settings,
+            webhook_url=body.webhook_url,
+            created_by=principal.name,
+        )
+    except InvalidWatchError as exc:
+        raise ApiError(
+            400, exc.code, str(exc), details=[{"field": exc.field, "message": str(exc)}]
+        ) from None
+    try:
+        _store(request).add(watch)
+    except NotFoundError:
+        raise ApiError(503, "index_missing", _NO_INDEX) from None
+    return watch_info(watch)
+
+
+@watch_router.get(
+    "", response_model=WatchList, responses=ERRORS, dependencies=[Depends(require(Scope.READ))]
+)
+def list_watches(request: Request) -> WatchList:
+    """Every watch, oldest first (webhook URLs are not shown)."""
+    try:
+        watches = _store(request).list()
+    except NotFoundError:
+        raise ApiError(503, "index_missing", _NO_INDEX) from None
+    return WatchList(watches=[watch_info(w) for w in watches])
+
+
+@watch_router.delete(
+    "/{watch_id}",
+    status_code=204,
+    response_class=Response,
+    responses={**ERRORS, 404: {"model": ErrorResponse, "description": "No such watch."}},
+    dependencies=[Depends(require(Scope.ADMIN))],
+)
+def delete_watch(
+    request: Request, watch_id: Annotated[str, PathParam(pattern=WATCH_ID_PATTERN)]
+) -> Response:
+    """Delete a watch; it raises no more alerts."""
+    if not _store(request).delete(watch_id):
+        raise ApiError(404, "not_found", f"no watch {watch_id}")
+    return Response(status_code=204)

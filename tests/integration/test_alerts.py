@@ -1,0 +1,317 @@
+"""Alerts on new stories against the real Kafka and Elasticsearch: watches registered through
+the API, articles through the real dedup and alert stages, webhooks to a loopback server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from alert.store import alerts_index
+from alert.webhook import verify
+from index.api import create_app
+from index.es import make_client
+from newsflow.cli import app as cli_app
+from newsflow.contracts import Alert, Article, decode, encode
+from newsflow.dlq import read_letters
+from newsflow.kafka_io import make_producer
+from newsflow.pipeline import build_runner
+from newsflow.settings import Settings, get_settings
+from newsflow.urls import url_id
+
+pytestmark = pytest.mark.integration
+
+ADMIN_KEY = "alerts-admin-key"
+READ_KEY = "alerts-read-key"
+SECRET = "webhook-test-secret"
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def _words(seed: str, count: int) -> list[str]:
+    """Pseudo-words per seed: stories that share no vocabulary never cluster together."""
+    words = []
+    for i in range(count):
+        digest = hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()
+        words.append("".join(chr(ord("a") + int(c, 16) % 26) for c in digest[:7]))
+    return words
+
+
+def story_text(seed: str, keyword: str) -> str:
+    words = _words(seed, 90)
+    words[5] = keyword
+    return "\n\n".join(" ".join(words[i : i + 30]) + "." for i in range(0, 90, 30))
+
+
+def make_article(outlet: str, slug: str, text: str, title: str, minutes: int) -> Article:
+    url = f"http://{outlet}.example/news/{slug}"
+    return Article(
+        id=url_id(url),
+        url=url,
+        outlet=outlet,
+        title=title,
+        text=text,
+        published_at=T0 + timedelta(minutes=minutes),
+        content_hash=hashlib.sha256(text.encode()).hexdigest(),
+        fetched_at=datetime.now(UTC),
+        extractor="test",
+    )
+
+
+@pytest.fixture
+def settings(infra_settings: Settings) -> Iterator[Settings]:
+    """Webhooks signed and allowed to loopback (the alerts topic is the test's own)."""
+    settings = infra_settings.model_copy(
+        update={
+            "alert_webhook_secret": SecretStr(SECRET),
+            "alert_webhook_allow_private_network": True,
+            "alert_update_story_size": 4,
+            "alert_watch_refresh_seconds": 0.0,
+            "worker_max_retries": 2,
+            "worker_metrics_base_port": 0,
+            "api_auth": "on",
+            "api_admin_keys": SecretStr(ADMIN_KEY),
+            "api_read_keys": SecretStr(READ_KEY),
+        }
+    )
+    yield settings
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    es = make_client(settings)
+    with TestClient(create_app(settings, es)) as client:
+        yield client
+    es.close()
+
+
+def add_watch(api: TestClient, name: str, query: str, webhook: str | None = None) -> str:
+    body: dict[str, Any] = {"name": name, "query": query}
+    if webhook:
+        body["webhook_url"] = webhook
+    response = api.post("/v1/watches", json=body, headers={"X-API-Key": ADMIN_KEY})
+    assert response.status_code == 201, response.text
+    watch_id: str = response.json()["id"]
+    return watch_id
+
+
+def produce(settings: Settings, articles: list[Article]) -> None:
+    producer = make_producer(settings)
+    for a in articles:
+        producer.send(settings.topic_articles, key=a.id.encode(), value=encode(a)).get(30)
+    producer.close()
+
+
+def drain(settings: Settings, stage: Any, expected: int, group: str | None = None) -> None:
+    runner = build_runner(stage, settings, group_id=group or f"{settings.index_prefix}-{stage}")
+    try:
+        runner.run(max_messages=expected, idle_timeout=15)
+    finally:
+        runner.stage.close()
+        runner.consumer.close()
+        runner.producer.close()
+    assert runner.stats.consumed >= expected, runner.stats
+
+
+def read_alerts(settings: Settings, *, idle: float = 3.0) -> list[Alert]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+    )
+    try:
+        partitions = consumer.partitions_for_topic(settings.topic_alerts) or set()
+        tps = [TopicPartition(settings.topic_alerts, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        alerts: list[Alert] = []
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle:
+            for records in consumer.poll(timeout_ms=300).values():
+                alerts.extend(decode(Alert, r.value) for r in records)
+                quiet_since = time.monotonic()
+        return alerts
+    finally:
+        consumer.close()
+
+
+def test_watch_api_validates_and_scopes(api: TestClient) -> None:
+    admin, read = {"X-API-Key": ADMIN_KEY}, {"X-API-Key": READ_KEY}
+    made = api.post("/v1/watches", json={"name": "floods", "query": "flood -sport"}, headers=admin)
+    assert made.status_code == 201, made.text
+    assert made.json()["understood"] == "(flood AND NOT sport)"
+    plain = {"name": "x", "query": "y"}
+    assert api.post("/v1/watches", json=plain, headers=read).status_code == 403
+    assert api.post("/v1/watches", json=plain).status_code == 401
+    bad = api.post("/v1/watches", json={"name": "x", "query": "   "}, headers=admin)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_parameter"
+    huge = " ".join(f"w{i}" for i in range(40))
+    too_many = api.post("/v1/watches", json={"name": "x", "query": huge}, headers=admin)
+    assert too_many.json()["error"]["code"] == "query_too_complex"
+    metadata = api.post(
+        "/v1/watches",
+        json={"name": "x", "query": "y", "webhook_url": "http://169.254.169.254/latest"},
+        headers=admin,
+    )
+    assert metadata.status_code == 400
+    assert metadata.json()["error"]["code"] == "invalid_webhook_url"
+    listed = api.get("/v1/watches", headers=read).json()["watches"]
+    assert [(w["name"], w["webhook"]) for w in listed] == [("floods", False)]
+    assert api.delete(f"/v1/watches/{listed[0]['id']}", headers=read).status_code == 403
+    assert api.delete(f"/v1/watches/{listed[0]['id']}", headers=admin).status_code == 204
+    assert api.delete(f"/v1/watches/{listed[0]['id']}", headers=admin).status_code == 404
+    assert api.get("/v1/watches", headers=read).json()["watches"] == []
+
+
+def test_watch_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSFLOW_INDEX_PREFIX", settings.index_prefix)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        added = runner.invoke(cli_app, ["watch", "add", "storms", "title:storm OR gale"])
+        assert added.exit_code == 0, added.output
+        watch = json.loads(added.output)
+        assert watch["understood"] == "(title:storm OR gale)"
+        listed = runner.invoke(cli_app, ["watch", "list"])
+        assert [json.loads(line)["id"] for line in listed.output.splitlines()] == [watch["id"]]
+        refused = runner.invoke(cli_app, ["watch", "add", "nothing", '""'])
+        assert refused.exit_code == 2
+        assert runner.invoke(cli_app, ["watch", "rm", watch["id"]]).exit_code == 0
+        assert runner.invoke(cli_app, ["watch", "rm", watch["id"]]).exit_code == 1
+    finally:
+        get_settings.cache_clear()
+
+
+def test_one_alert_per_new_story_one_update_nothing_on_replay(
+    settings: Settings, api: TestClient
+) -> None:
+    zeppelin = add_watch(api, "zeppelins", "zeppelin")
+    add_watch(api, "never", "title:nothingmatchesthis")
+    story_a = story_text("a", "zeppelin")
+    story_b = story_text("b", "zeppelin")
+    story_c = story_text("c", "walrus")
+    articles = [
+        make_article("kestrel", "a", story_a, "Zeppelin lands in the park", 0),
+        make_article("ledger", "a-copy", story_a, "Zeppelin lands", 1),  # syndicated copies
+        make_article("gazette", "a-copy", story_a, "Airship lands", 2),
+        make_article("kestrel", "b", story_b, "Second zeppelin story", 3),
+        make_article("kestrel", "c", story_c, "Walrus seen at the harbour", 4),
+        make_article("klaxon", "a-copy", story_a, "Zeppelin!", 5),  # story A: 4 articles
+        make_article("notes", "a-copy", story_a, "Zeppelin, again", 6),  # 5: no second update
+    ]
+    produce(settings, articles)
+    drain(settings, "dedup", expected=len(articles))
+    drain(settings, "alert", expected=len(articles))
+    alerts = read_alerts(settings)
+    story_of = {a.article.id: a.story_id for a in alerts}
+    assert sorted((a.kind, a.article.outlet, a.story_articles) for a in alerts) == [
+        ("new_story", "kestrel", 1),  # story A, at its first article
+        ("new_story", "kestrel", 1),  # story B
+        ("story_update", "klaxon", 4),  # story A reached the update size
+    ], alerts
+    assert {a.watch_id for a in alerts} == {zeppelin}
+    assert len({a.id for a in alerts}) == 3
+    assert story_of[articles[0].id] != story_of[articles[3].id]
+    first = next(a for a in alerts if a.article.id == articles[0].id)
+    assert first.watch_name == "zeppelins"
+    assert first.article.url == articles[0].url
+    assert (first.matched_at - first.arrived_at).total_seconds() < 120
+
+    es = make_client(settings)
+    es.indices.refresh(index=alerts_index(settings.index_prefix))
+    records = es.search(index=alerts_index(settings.index_prefix), size=10)["hits"]["hits"]
+    assert sorted(r["_id"] for r in records) == sorted(a.id for a in alerts)
+    assert {r["_source"]["state"] for r in records} == {"sent"}
+    es.close()
+
+    # A replay from the start (a new group: a lost offset, a restarted worker) sends nothing.
+    drain(settings, "alert", expected=len(articles), group=f"replay-{uuid.uuid4().hex[:6]}")
+    assert len(read_alerts(settings, idle=2.0)) == 3
+
+
+class Receiver:
+    """A loopback webhook receiver answering with ``statuses`` in turn (the last repeats)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.requests.append((dict(self.headers.items()), body))
+                index = min(len(receiver.requests), len(statuses)) - 1
+                self.send_response(statuses[index])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    made: list[Receiver] = []
+
+    def make(statuses: list[int]) -> Receiver:
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for r in made:
+        r.close()
+
+
+def test_webhook_is_signed_and_failures_are_retried_then_dead_lettered(
+    settings: Settings, api: TestClient, receiver: Any
+) -> None:
+    good = receiver([503, 200])  # one failure, then accepted
+    bad = receiver([500])  # always failing
+    good_id = add_watch(api, "good hook", "zeppelin", webhook=good.url)
+    bad_id = add_watch(api, "bad hook", "walrus", webhook=bad.url)
+    articles = [
+        make_article("kestrel", "a", story_text("a", "zeppelin"), "Zeppelin lands", 0),
+        make_article("kestrel", "c", story_text("c", "walrus"), "Walrus seen", 1),
+    ]
+    produce(settings, articles)
+    drain(settings, "dedup", expected=2)
+    drain(settings, "alert", expected=2)
+    drain(settings, "webhook", expected=2)
+
+    assert len(good.requests) == 2  # retried once
+    headers, body = good.requests[-1]
+    alert = decode(Alert, body)
+    assert alert.watch_id == good_id
+    assert headers["X-Newsflow-Delivery"] == alert.id
+    assert headers["X-Newsflow-Event"] == "new_story"
+    assert verify(SECRET.encode(), body, headers["X-Newsflow-Signature"])
+    assert good.requests[0][1] == body  # a retry sends the same bytes, same delivery id
+
+    assert len(bad.requests) == 1 + settings.worker_max_retries
+    [letter] = [s.letter for s in read_letters(settings) if s.letter.stage == "webhook"]
+    assert letter.reason == "webhook_failed"
+    assert letter.error_kind == "retries_exhausted"
+    assert letter.attempts == 1 + settings.worker_max_retries
+    assert decode(Alert, letter.value).watch_id == bad_id
