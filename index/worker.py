@@ -37,6 +37,13 @@ def story_version(story: StorySummary) -> int:
     return (story.articles << 40) + int(story.last_seen.timestamp())
 
 
+def story_document(story: StorySummary) -> dict[str, Any]:
+    return story.model_dump(mode="json", exclude={"merged_from"})
+
+
+MERGES_REMEMBERED = 100_000
+
+
 class IndexStage(Stage[Article]):
     name = "index"
     input_model = Article
@@ -44,13 +51,76 @@ class IndexStage(Stage[Article]):
     def __init__(self, es: Elasticsearch, names: IndexNames) -> None:
         self.es = es
         self.names = names
+        # Absorbed story → survivor, for articles decided before a merge that arrive after
+        # it (from another partition of the deduped topic): they are indexed in the survivor.
+        self.merged: dict[str, str] = {}
+
+    def _resolve(self, article: Article) -> Article:
+        """The article with its story id moved to the survivor of any merge seen."""
+        target = self.merged.get(article.story_id or "")
+        if target is None:
+            return article
+        return article.model_copy(update={"story_id": target})
+
+    def _apply_merges(self, merges: dict[str, str]) -> None:
+        """Move the absorbed stories' articles to the survivor; drop the absorbed documents.
+
+        Rare (a later article bridged two stories), so a refresh and a search are
+        affordable; every step is idempotent, so a redelivered batch repeats them safely.
+        """
+        for absorbed, survivor in merges.items():
+            for key, target in list(self.merged.items()):
+                if target == absorbed:
+                    self.merged[key] = survivor
+            self.merged[absorbed] = survivor
+        while len(self.merged) > MERGES_REMEMBERED:
+            del self.merged[next(iter(self.merged))]
+        by_survivor: dict[str, list[str]] = {}
+        for absorbed, survivor in merges.items():
+            by_survivor.setdefault(survivor, []).append(absorbed)
+        self.es.indices.refresh(index=self.names.articles)
+        for survivor, absorbed_ids in by_survivor.items():
+            self._move_articles(absorbed_ids, survivor)
+        for absorbed in merges:
+            self.es.options(ignore_status=404).delete(index=self.names.stories, id=absorbed)
+
+    def _move_articles(self, absorbed: list[str], survivor: str) -> None:
+        """Set ``story_id`` to ``survivor`` on every article of the ``absorbed`` stories.
+
+        Search, then partial updates in bulk, not update-by-query: that needs Elasticsearch's
+        reindex module, which a minimal node does not load. Updated articles no longer match,
+        so each round finds the next ones (refreshed after every round).
+        """
+        while True:
+            page = self.es.search(
+                index=self.names.articles,
+                query={"terms": {"story_id": absorbed}},
+                source=False,
+                size=500,
+            )["hits"]["hits"]
+            if not page:
+                return
+            operations: list[dict[str, Any]] = []
+            for hit in page:
+                operations.append({"update": {"_index": self.names.articles, "_id": hit["_id"]}})
+                operations.append({"doc": {"story_id": survivor}})
+            response = self.es.bulk(operations=operations, refresh=True)
+            if response.get("errors"):
+                failed = [i["update"] for i in response["items"] if i["update"].get("error")]
+                raise TransientError("story_merge_failed", str(failed[:1]))
 
     def process(self, batch: Sequence[Inbound[Article]]) -> Sequence[Result]:
         operations: list[dict[str, Any]] = []
         ops_per_item: list[int] = []
+        merges: dict[str, str] = {}
         for item in batch:
-            article = item.message
-            ops_per_item.append(2 if article.story is not None else 1)
+            article = self._resolve(item.message)
+            story = article.story
+            if story is not None:
+                merges |= dict.fromkeys(story.merged_from, story.story_id)
+                if story.story_id in self.merged:  # a summary from before its merge
+                    story = None
+            ops_per_item.append(2 if story is not None else 1)
             operations.append(
                 {
                     "index": {
@@ -62,21 +132,23 @@ class IndexStage(Stage[Article]):
                 }
             )
             operations.append(article_document(article))
-            if article.story is not None:
+            if story is not None:
                 # The summary is complete: a later one replaces it, whatever partition order.
                 operations.append(
                     {
                         "index": {
                             "_index": self.names.stories,
-                            "_id": article.story.story_id,
-                            "version": story_version(article.story),
+                            "_id": story.story_id,
+                            "version": story_version(story),
                             "version_type": "external_gte",
                         }
                     }
                 )
-                operations.append(article.story.model_dump(mode="json"))
+                operations.append(story_document(story))
         try:
             response = self.es.bulk(operations=operations, refresh=False)
+            if merges:
+                self._apply_merges(merges)
         except (ESConnectionError, ESConnectionTimeout) as exc:
             raise TransientError("elasticsearch_unavailable", str(exc)) from exc
         except ApiError as exc:
@@ -87,9 +159,16 @@ class IndexStage(Stage[Article]):
         results: list[Result] = []
         for count in ops_per_item:
             # An article is done when its document and its story's document are.
-            own = [_item_result(next(entries)["index"]) for _ in range(count)]
+            own = [self._item_result(next(entries)["index"]) for _ in range(count)]
             results.append(next((r for r in own if isinstance(r, Failed)), own[0]))
         return results
+
+    def _item_result(self, entry: dict[str, Any]) -> Result:
+        result = _item_result(entry)
+        if isinstance(result, Failed) and self.metrics is not None:
+            error = entry.get("error") or {}
+            self.metrics.index_errors.labels(str(error.get("type", entry.get("status")))).inc()
+        return result
 
 
 def _item_result(entry: dict[str, Any]) -> Result:

@@ -220,9 +220,11 @@ def _article_path(pattern: str, article: Article) -> str:
 def load_outlets(root: Path = OUTLETS_DIR, *, include_upcoming: bool = False) -> dict[str, Outlet]:
     """All sample outlets, with syndicated copies resolved and article paths assigned.
 
-    ``upcoming/`` holds articles the site does not serve yet: other outlets' own coverage of
-    the seed event, which needs story clustering in the pipeline to show as one story. The
-    dedup benchmark reads them already (``include_upcoming=True``).
+    ``upcoming/`` (optional, per outlet) holds articles the site does not serve yet, e.g.
+    content that waits for a pipeline feature; ``include_upcoming=True`` reads them too (for
+    benchmarks and tests that need them before the site serves them). Nothing is held back
+    now: the outlets' own coverage of the seed event is served, and story clustering joins
+    it to the wire story.
     """
     outlets = {
         d.name: _load_outlet(d, include_upcoming=include_upcoming)

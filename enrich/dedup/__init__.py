@@ -14,10 +14,14 @@ Use :class:`DedupEngine` (``observe`` one :class:`DedupInput`, get a
   returns the same decision (replays are no-ops), so at-least-once delivery is safe.
 * **Bounded memory.** Articles are kept for ``DedupConfig.window_seconds`` (30 days) in
   compact columns; boilerplate filters are fixed-size; stories stay clusterable for
-  ``ClusterConfig.window_seconds`` (3 days).
+  ``ClusterConfig.window_seconds`` (3 days), as compact arrays of hashed terms.
+* **Arrival order does not decide stories.** An article is compared with a story's centroid
+  and its first members; one that bridges two stories merges them into the older, and the
+  decision's story lists ``merged_from`` (the absorbed id resolves to the survivor for as
+  long as articles that name it are remembered).
 """
 
-from enrich.dedup.cluster import ClusterConfig, Story, StoryClusterer
+from enrich.dedup.cluster import Assignment, ClusterConfig, Story, StoryClusterer
 from enrich.dedup.engine import (
     DedupConfig,
     DedupDecision,
@@ -27,6 +31,7 @@ from enrich.dedup.engine import (
 )
 
 __all__ = [
+    "Assignment",
     "ClusterConfig",
     "DedupConfig",
     "DedupDecision",

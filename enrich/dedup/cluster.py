@@ -1,21 +1,38 @@
-"""Online story clustering: nearest centroid over TF-IDF of title, lead and named entities.
+"""Online story clustering over TF-IDF of title, lead and named entities, order-robust.
 
 Different articles about one event (not copies) share names, places and numbers in their
-headline and first paragraphs; their wording differs. Each original article is compared
-with the centroids of stories active within a recent window (found through an inverted
-index of centroid terms), joins the most similar one above a threshold, or starts a story.
-Document frequencies are learned online from originals only, so syndication does not make a
-story's words look common. All state is plain dicts: snapshot as JSON.
+headline and first paragraphs; their wording differs. A new original article is compared
+with the active stories found through an inverted index of their terms, each scored by its
+best match among the story's centroid and a few of its first members (a story's centroid
+drifts from any single angle on the event, its members do not). It joins when the cosine
+clears ``threshold``, or a lower ``entity_threshold`` with named entities in common.
+
+Arrival order must not decide the clusters: when a new article matches two stories, it
+bridges them and they merge into the oldest one. The absorbed story id stays resolvable
+(:meth:`StoryClusterer.resolve`) for the dedup window, and the decision names it
+(``merged_from``) so the index can move the absorbed story's articles.
+
+Memory is bounded and compact: terms are 64-bit hashes (no vocabulary strings), vectors are
+sorted ``uint64``/``float32`` arrays, document frequencies are capped and decay.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrich.dedup.text import STOPWORDS
+import numpy as np
+import numpy.typing as npt
+
+from enrich.dedup.text import STOPWORDS, stable_hash64
+
+U64 = npt.NDArray[np.uint64]
+F32 = npt.NDArray[np.float32]
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 _ENTITY = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:[A-Z][\w'’-]*|of|the|de|van|von))*\s+[A-Z][\w'’-]*")
@@ -24,19 +41,73 @@ _MORE_STOP = (
     "get got going since still yet many much even well way back news reporter"
 )
 _EXTRA_STOP = STOPWORDS | frozenset(_MORE_STOP.split())
+_ENTITY_BIT = np.uint64(1)  # the low bit of a term's hash: set for entity terms
+_EMPTY_IDS: U64 = np.zeros(0, dtype=np.uint64)
+_EMPTY_W: F32 = np.zeros(0, dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    threshold: float = 0.28  # cosine to a centroid needed to join its story
+    threshold: float = 0.32  # cosine to a story (centroid or member) needed to join it
+    entity_threshold: float = 0.18  # …or this much with ``min_entities`` shared entities
+    min_entities: int = 2
+    entity_weight: float = 1.5  # an entity term counts this much more than a word
     window_seconds: int = 3 * 86400  # a story takes new articles this long after its last
-    lead_words: int = 80  # words of body text used besides the title
-    centroid_terms: int = 48  # terms kept per centroid (memory bound)
+    lead_words: int = 120  # words of body text used besides the title
+    centroid_terms: int = 32  # terms kept per centroid (memory bound)
+    members: int = 4  # first members whose vectors a story keeps (besides its centroid)
+    member_terms: int = 16  # terms kept per member vector
     query_terms: int = 16  # highest-weighted terms used to find candidate stories
+    index_terms: int = 16  # a story is found under its centroid's heaviest terms…
+    member_index_terms: int = 8  # …and each kept member's
     df_horizon: int = 200_000  # documents after which document frequencies are halved
+    df_max_terms: int = 1 << 19  # distinct terms counted before document frequencies decay
 
 
-@dataclass
+def _fold(word: str) -> str:
+    """Drop a possessive and a plural ``s`` (not ``ss``): "Starmer's", "votes" → stems."""
+    if word[-2:] in ("'s", "’s", "'S", "’S"):
+        word = word[:-2]
+    if len(word) > 4 and word[-1] in "sS" and word[-2] not in "sSuUiI":
+        word = word[:-1]
+    return word
+
+
+@functools.lru_cache(maxsize=1 << 16)  # ~10 MB at most; common words repeat
+def term_id(term: str, entity: bool) -> int:
+    """A term's stable 64-bit id; the low bit says whether it is a named entity."""
+    return (stable_hash64(term) & ~1) | int(entity)
+
+
+@dataclass(slots=True)
+class SparseVec:
+    """A unit-length sparse vector: sorted term ids and their weights."""
+
+    ids: U64
+    w: F32
+
+    @classmethod
+    def top(cls, weights: dict[int, float], k: int) -> SparseVec:
+        """The ``k`` heaviest terms, renormalized (a truncated vector is compared as itself)."""
+        keep = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        keep.sort()
+        ids = np.fromiter((t for t, _ in keep), dtype=np.uint64, count=len(keep))
+        w = np.fromiter((x for _, x in keep), dtype=np.float64, count=len(keep))
+        norm = float(np.sqrt(np.dot(w, w))) or 1.0
+        return cls(ids, (w / norm).astype(np.float32))
+
+    def heaviest(self, k: int) -> list[int]:
+        return self.ids[np.argsort(-self.w, kind="stable")[:k]].tolist()  # type: ignore[no-any-return]
+
+    def as_dict(self) -> dict[int, float]:
+        return dict(zip(self.ids.tolist(), self.w.tolist(), strict=True))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.w.nbytes) + 2 * 112 + 56
+
+
+@dataclass(slots=True)
 class Story:
     """A story's running state; ``to_json`` is the story document the index stores."""
 
@@ -49,8 +120,9 @@ class Story:
     articles: int = 0
     originals: int = 0
     outlets: list[str] = field(default_factory=list)
-    centroid: dict[str, float] = field(default_factory=dict)
-    norm: float = 1.0  # of the centroid, kept with it
+    centroid: SparseVec = field(default_factory=lambda: SparseVec(_EMPTY_IDS, _EMPTY_W))
+    members: list[SparseVec] = field(default_factory=list)  # empty while a single article
+    weight: float = 0.0  # the centroid's mass before truncation (sum of member vectors)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,162 +135,322 @@ class Story:
             "outlets": list(self.outlets),
         }
 
+    def parts(self) -> list[SparseVec]:
+        """What a new article is compared with: the centroid, then the kept members."""
+        return [self.centroid, *self.members]
 
-def _sparse_dot(a: dict[str, float], b: dict[str, float]) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    return sum(w * b.get(t, 0.0) for t, w in a.items())
+    def index_terms(self, config: ClusterConfig) -> set[int]:
+        """The terms the inverted index lists this story under: its heaviest ones."""
+        out = set(self.centroid.heaviest(config.index_terms))
+        for m in self.members:
+            out.update(m.heaviest(config.member_index_terms))
+        return out
+
+    def nbytes(self) -> int:
+        """Approximate memory of this story (object, strings it alone holds, arrays)."""
+        own = 72 + 8 * 12  # slotted object
+        own += 56 + 8 * len(self.outlets)  # outlet names are shared (interned)
+        own += 56 + 8 * len(self.members)
+        own += 49 + len(self.title.encode("utf-8"))
+        return own + self.centroid.nbytes + sum(m.nbytes for m in self.members)
 
 
-def _norm(v: dict[str, float]) -> float:
-    return math.sqrt(sum(w * w for w in v.values())) or 1.0
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Where ``assign`` put an article: its story, whether new, its score, stories merged."""
+
+    story: Story
+    is_new: bool
+    score: float
+    merged_from: tuple[str, ...] = ()
 
 
 class StoryClusterer:
     def __init__(self, config: ClusterConfig | None = None):
         self.config = config or ClusterConfig()
-        self.df: dict[str, int] = {}
+        self.df: dict[int, int] = {}
         self.docs = 0
         self.stories: dict[str, Story] = {}
-        self.postings: dict[str, set[str]] = {}
+        # term → ids of the stories listed under it; a tuple (most terms name one story, and
+        # a one-tuple costs a quarter of a set)
+        self.postings: dict[int, tuple[str, ...]] = {}
+        self.aliases: dict[str, tuple[str, int]] = {}  # absorbed → (survivor, merge time)
 
     # -- features --------------------------------------------------------------------
 
-    def terms(self, title: str, text: str) -> dict[str, float]:
-        """Term frequencies: title words count double, entity phrases count as terms."""
-        lead = " ".join(text.split()[: self.config.lead_words])
-        tf: dict[str, float] = {}
-        for part, weight in ((title, 2.0), (lead, 1.0)):
-            for word in _TOKEN.findall(part.casefold()):
+    def terms(self, title: str, text: str) -> dict[int, float]:
+        """Term frequencies by term id: title words count double, entities count as terms.
+
+        News puts the event first, so a lead word's weight falls from 1 to 0.5 along the
+        lead (it also ranks otherwise equal terms when a vector is truncated). An entity is
+        a run of capitalized words; each adjacent pair in it is one entity term, so "Labour
+        MP Jess Phillips" and "Jess Phillips" share one. Runs mostly in capitals (a shouted
+        headline) are no entities. Possessives and plurals are folded.
+        """
+        c = self.config
+        lead = " ".join(text.split(maxsplit=c.lead_words)[: c.lead_words])
+        tf: dict[int, float] = {}
+        for part, weight, decay in ((title, 2.0, 0.0), (lead, 1.0, 0.5 / c.lead_words)):
+            words = _TOKEN.findall(part.casefold())
+            for i, word in enumerate(words):
+                word = _fold(word)
                 if word in _EXTRA_STOP or (len(word) < 3 and not word.isdigit()):
                     continue
-                tf[word] = tf.get(word, 0.0) + weight
-            for match in _ENTITY.findall(part):
-                words = match.split()
-                while words and words[0].casefold() in STOPWORDS:
-                    words = words[1:]
-                if len(words) >= 2:
-                    key = "e:" + " ".join(words).casefold()
-                    tf[key] = tf.get(key, 0.0) + weight
+                key = term_id(word, False)
+                tf[key] = tf.get(key, 0.0) + weight * (1.0 - decay * i)
+            for match in _ENTITY.finditer(part):
+                names = [_fold(w) for w in match.group().split() if w[:1].isupper()]
+                while names and names[0].casefold() in STOPWORDS:
+                    names = names[1:]
+                if sum(w.isupper() and len(w) > 1 for w in names) * 2 > len(names):
+                    continue
+                at = part.count(" ", 0, match.start())  # words before it, about
+                for a, b in itertools.pairwise(names):
+                    key = term_id(f"{a} {b}".casefold(), True)
+                    gain = weight * c.entity_weight * (1.0 - decay * at)
+                    tf[key] = tf.get(key, 0.0) + gain
         return tf
 
-    def vector(self, tf: dict[str, float]) -> dict[str, float]:
+    def vector(self, tf: dict[int, float]) -> dict[int, float]:
         """Unit-length TF-IDF vector (sublinear tf)."""
         n = self.docs + 1
         vec = {
             t: (1.0 + math.log(f)) * (math.log((n + 1) / (self.df.get(t, 0) + 1)) + 1.0)
             for t, f in tf.items()
         }
-        norm = _norm(vec)
+        norm = math.sqrt(sum(w * w for w in vec.values())) or 1.0
         return {t: w / norm for t, w in vec.items()}
 
-    def _learn_df(self, tf: dict[str, float]) -> None:
+    def _learn_df(self, tf: dict[int, float]) -> None:
         self.docs += 1
         for t in tf:
             self.df[t] = self.df.get(t, 0) + 1
-        if self.docs > self.config.df_horizon:
+        while self.docs > self.config.df_horizon or len(self.df) > self.config.df_max_terms:
             self.docs //= 2
             self.df = {t: c // 2 for t, c in self.df.items() if c > 1}
 
     # -- clustering ------------------------------------------------------------------
 
-    def nearest(self, vec: dict[str, float], now: int) -> tuple[Story | None, float]:
-        """The most similar active story and its cosine (read-only)."""
-        top = sorted(vec.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.query_terms]
-        candidates: set[str] = set()
-        for term, _ in top:
-            candidates.update(self.postings.get(term, ()))
-        best: Story | None = None
-        best_score = 0.0
-        horizon = now - self.config.window_seconds
-        for sid in sorted(candidates):
-            story = self.stories[sid]
-            if story.last_seen < horizon:
-                continue
-            score = _sparse_dot(vec, story.centroid) / story.norm
-            if score > best_score:
-                best, best_score = story, score
-        return best, best_score
+    def resolve(self, story_id: str) -> str:
+        """The story a (possibly absorbed) story id now belongs to."""
+        seen = 0
+        while story_id in self.aliases and seen < 64:
+            story_id = self.aliases[story_id][0]
+            seen += 1
+        return story_id
 
-    def assign(
-        self, article_id: str, title: str, text: str, outlet: str, now: int
-    ) -> tuple[Story, bool, float]:
-        """Put a new original article in a story; returns (story, is_new_story, cosine)."""
+    def candidates(self, vec: dict[int, float], now: int) -> list[Story]:
+        """Active stories sharing one of the article's heaviest terms, in id order."""
+        top = sorted(vec.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.query_terms]
+        found: set[str] = set()
+        for term, _ in top:
+            found.update(self.postings.get(term, ()))
+        horizon = now - self.config.window_seconds
+        stories = (self.stories[sid] for sid in sorted(found))
+        return [s for s in stories if s.last_seen >= horizon]
+
+    def scores(self, vec: dict[int, float], stories: list[Story]) -> tuple[list[float], list[int]]:
+        """Per story: the best cosine over its parts, and how many entity terms it shares.
+
+        One vectorized pass over every part of every candidate.
+        """
+        if not stories:
+            return [], []
+        items = sorted(vec.items())
+        qid = np.fromiter((t for t, _ in items), dtype=np.uint64, count=len(items))
+        qw = np.fromiter((w for _, w in items), dtype=np.float64, count=len(items))
+        ids: list[U64] = []
+        ws: list[F32] = []
+        part_of: list[int] = []
+        story_of_part: list[int] = []
+        for i, story in enumerate(stories):
+            for part in story.parts():
+                ids.append(part.ids)
+                ws.append(part.w)
+                part_of.append(part.ids.size)
+                story_of_part.append(i)
+        all_ids = np.concatenate(ids)
+        all_w = np.concatenate(ws).astype(np.float64)
+        part_index = np.repeat(np.arange(len(part_of)), part_of)
+        pos = np.minimum(np.searchsorted(qid, all_ids), qid.size - 1)
+        hit = qid[pos] == all_ids
+        contrib = np.where(hit, qw[pos] * all_w, 0.0)
+        per_part = np.bincount(part_index, contrib, minlength=len(part_of))
+        best = np.full(len(stories), 0.0)
+        np.maximum.at(best, np.asarray(story_of_part), per_part)
+        ent = hit & ((all_ids & _ENTITY_BIT) == _ENTITY_BIT)
+        shared = [0] * len(stories)
+        if ent.any():
+            owners = np.asarray(story_of_part)[part_index[ent]]
+            for owner, _ in set(zip(owners.tolist(), all_ids[ent].tolist(), strict=True)):
+                shared[owner] += 1
+        return best.tolist(), shared
+
+    def _matches(self, score: float, shared: int) -> bool:
+        c = self.config
+        return score >= c.threshold or (score >= c.entity_threshold and shared >= c.min_entities)
+
+    def assign(self, article_id: str, title: str, text: str, outlet: str, now: int) -> Assignment:
+        """Put a new original article in a story, merging the stories it bridges."""
         tf = self.terms(title, text)
         vec = self.vector(tf)
         self._learn_df(tf)
-        story, score = self.nearest(vec, now)
-        if story is None or score < self.config.threshold:
-            story = Story(article_id, now, now, article_id, title, rep_score=0.0)
+        stories = self.candidates(vec, now)
+        best, shared = self.scores(vec, stories)
+        matched = [
+            (score, s)
+            for s, score, n in zip(stories, best, shared, strict=True)
+            if self._matches(score, n)
+        ]
+        if not matched:
+            story = Story(article_id, now, now, article_id, title)
             self.stories[article_id] = story
-            is_new = True
+            is_new, score = True, 0.0
+            absorbed: list[Story] = []
         else:
-            is_new = False
+            is_new, score = False, max(sc for sc, _ in matched)
+            # The oldest matched story survives: a story id is its first article's.
+            ordered = sorted((s for _, s in matched), key=lambda s: (s.first_seen, s.story_id))
+            story, absorbed = ordered[0], ordered[1:]
+            for other in absorbed:
+                self._merge(story, other, now)
         story.articles += 1
         story.originals += 1
         story.last_seen = max(story.last_seen, now)
         story.first_seen = min(story.first_seen, now)
         if outlet not in story.outlets:
-            story.outlets.append(outlet)
-        self._add_to_centroid(story, vec)
-        rep = _sparse_dot(vec, story.centroid) / story.norm
+            story.outlets.append(sys.intern(outlet))
+        self._add_member(story, vec)
+        rep = self._cosine(vec, story.centroid)
         if is_new or rep > story.rep_score + 0.05:
             story.representative, story.title, story.rep_score = article_id, title, rep
-        return story, is_new, score
+        return Assignment(story, is_new, score, tuple(s.story_id for s in absorbed))
 
     def add_copy(self, story_id: str, outlet: str, now: int) -> Story | None:
         """A duplicate joins its original's story: count and outlets only, not the centroid."""
-        story = self.stories.get(story_id)
+        story = self.stories.get(self.resolve(story_id))
         if story is None:
             return None
         story.articles += 1
         story.last_seen = max(story.last_seen, now)
         if outlet not in story.outlets:
-            story.outlets.append(outlet)
+            story.outlets.append(sys.intern(outlet))
         return story
 
-    def _add_to_centroid(self, story: Story, vec: dict[str, float]) -> None:
-        old = set(story.centroid)
-        merged = dict(story.centroid)
-        for t, w in vec.items():
-            merged[t] = merged.get(t, 0.0) + w
-        keep = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.centroid_terms]
-        story.centroid = dict(keep)
-        story.norm = _norm(story.centroid)
-        new = set(story.centroid)
-        for t in old - new:
-            posting = self.postings.get(t)
-            if posting is not None:
-                posting.discard(story.story_id)
-                if not posting:
-                    del self.postings[t]
-        for t in new - old:
-            self.postings.setdefault(t, set()).add(story.story_id)
+    @staticmethod
+    def _cosine(vec: dict[int, float], part: SparseVec) -> float:
+        return float(
+            sum(
+                w * vec.get(t, 0.0) for t, w in zip(part.ids.tolist(), part.w.tolist(), strict=True)
+            )
+        )
 
-    def evict(self, cutoff: int) -> int:
-        """Forget stories last seen before ``cutoff``; returns how many."""
+    def _add_member(self, story: Story, vec: dict[int, float]) -> None:
+        """Fold a new member into the centroid; keep its own vector if among the first."""
+        c = self.config
+        old = story.index_terms(self.config)
+        if story.originals == 1:
+            story.centroid = SparseVec.top(vec, c.centroid_terms)
+            story.weight = 1.0
+        else:
+            if not story.members:
+                story.members.append(SparseVec.top(story.centroid.as_dict(), c.member_terms))
+            if len(story.members) < c.members:
+                story.members.append(SparseVec.top(vec, c.member_terms))
+            self._fold(story, vec, 1.0)
+        self._reindex(story, old)
+
+    def _fold(self, story: Story, vec: dict[int, float], weight: float) -> None:
+        """Centroid += weight × vec (the centroid is kept unit-length, with its mass)."""
+        merged = {t: w * story.weight for t, w in story.centroid.as_dict().items()}
+        for t, w in vec.items():
+            merged[t] = merged.get(t, 0.0) + w * weight
+        story.centroid = SparseVec.top(merged, self.config.centroid_terms)
+        story.weight += weight
+
+    def _merge(self, into: Story, other: Story, now: int) -> None:
+        """``other`` joins ``into``: counts, outlets, times, centroid, members; id aliased."""
+        c = self.config
+        old = into.index_terms(self.config)
+        self._unindex(other)
+        del self.stories[other.story_id]
+        self.aliases[other.story_id] = (into.story_id, now)
+        for sid, (target, at) in list(self.aliases.items()):
+            if target == other.story_id:
+                self.aliases[sid] = (into.story_id, at)
+        into.articles += other.articles
+        into.originals += other.originals
+        into.first_seen = min(into.first_seen, other.first_seen)
+        into.last_seen = max(into.last_seen, other.last_seen)
+        for outlet in other.outlets:
+            if outlet not in into.outlets:
+                into.outlets.append(outlet)
+        if not into.members:
+            into.members.append(SparseVec.top(into.centroid.as_dict(), c.member_terms))
+        theirs = other.members or [SparseVec.top(other.centroid.as_dict(), c.member_terms)]
+        into.members = (into.members + theirs)[: c.members]
+        self._fold(into, other.centroid.as_dict(), other.weight)
+        if other.rep_score > into.rep_score + 0.05:
+            into.representative, into.title = other.representative, other.title
+            into.rep_score = other.rep_score
+        self._reindex(into, old)
+
+    def _post(self, term: int, sid: str) -> None:
+        posting = self.postings.get(term, ())
+        if sid not in posting:
+            self.postings[term] = (*posting, sid)
+
+    def _unpost(self, term: int, sid: str) -> None:
+        posting = tuple(s for s in self.postings.get(term, ()) if s != sid)
+        if posting:
+            self.postings[term] = posting
+        else:
+            self.postings.pop(term, None)
+
+    def _reindex(self, story: Story, old: set[int]) -> None:
+        new = story.index_terms(self.config)
+        for t in old - new:
+            self._unpost(t, story.story_id)
+        for t in new - old:
+            self._post(t, story.story_id)
+
+    def _unindex(self, story: Story) -> None:
+        for t in story.index_terms(self.config):
+            self._unpost(t, story.story_id)
+
+    def evict(self, cutoff: int, alias_cutoff: int | None = None) -> int:
+        """Forget stories last seen before ``cutoff`` and merges older than ``alias_cutoff``
+        (no article that names the absorbed id is left); returns how many stories."""
         old = [sid for sid, s in self.stories.items() if s.last_seen < cutoff]
         for sid in old:
-            for t in self.stories.pop(sid).centroid:
-                posting = self.postings.get(t)
-                if posting is not None:
-                    posting.discard(sid)
-                    if not posting:
-                        del self.postings[t]
+            self._unindex(self.stories.pop(sid))
+        if alias_cutoff is not None:
+            self.aliases = {k: v for k, v in self.aliases.items() if v[1] >= alias_cutoff}
         return len(old)
 
-    # -- persistence -----------------------------------------------------------------
+    # -- size and persistence ----------------------------------------------------------
+
+    def nbytes(self) -> dict[str, int]:
+        """Approximate bytes: stories (with their index entries), and the df table."""
+        stories = sum(s.nbytes() + 100 for s in self.stories.values())  # + dict entry, id
+        entries = sum(len(p) for p in self.postings.values())
+        postings = len(self.postings) * (36 + 40 + 48) + entries * 8
+        aliases = len(self.aliases) * 250
+        df = len(self.df) * 100
+        return {"stories": stories + postings + aliases, "df": df}
 
     def dump(self) -> dict[str, Any]:
         return {
             "docs": self.docs,
-            "df": self.df,
+            "df": [[t, c] for t, c in self.df.items()],
+            "aliases": [[k, v, at] for k, (v, at) in self.aliases.items()],
             "stories": [
                 {
                     **s.to_json(),
                     "rep_score": s.rep_score,
                     "originals": s.originals,
-                    "centroid": s.centroid,
+                    "weight": s.weight,
+                    "parts": [[p.ids.tolist(), p.w.tolist()] for p in s.parts()],
                 }
                 for s in self.stories.values()
             ],
@@ -228,8 +460,13 @@ class StoryClusterer:
     def load(cls, data: dict[str, Any], config: ClusterConfig | None = None) -> StoryClusterer:
         out = cls(config)
         out.docs = int(data["docs"])
-        out.df = {str(k): int(v) for k, v in data["df"].items()}
+        out.df = {int(t): int(c) for t, c in data["df"]}
+        out.aliases = {str(k): (str(v), int(at)) for k, v, at in data["aliases"]}
         for raw in data["stories"]:
+            parts = [
+                SparseVec(np.asarray(i, dtype=np.uint64), np.asarray(w, dtype=np.float32))
+                for i, w in raw["parts"]
+            ]
             story = Story(
                 story_id=raw["story_id"],
                 first_seen=raw["first_seen"],
@@ -239,11 +476,12 @@ class StoryClusterer:
                 rep_score=raw["rep_score"],
                 articles=raw["articles"],
                 originals=raw["originals"],
-                outlets=list(raw["outlets"]),
-                centroid={str(k): float(v) for k, v in raw["centroid"].items()},
+                outlets=[sys.intern(o) for o in raw["outlets"]],
+                centroid=parts[0],
+                members=parts[1:],
+                weight=raw["weight"],
             )
-            story.norm = _norm(story.centroid)
             out.stories[story.story_id] = story
-            for t in story.centroid:
-                out.postings.setdefault(t, set()).add(story.story_id)
+            for t in story.index_terms(out.config):
+                out._post(t, story.story_id)
         return out

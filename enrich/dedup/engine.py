@@ -20,14 +20,18 @@ import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from enrich.dedup.boilerplate import BoilerplateModel
-from enrich.dedup.cluster import ClusterConfig, StoryClusterer
+from enrich.dedup.cluster import ClusterConfig, Story, StoryClusterer
 from enrich.dedup.minhash import MinHasher, Signature, containment, jaccard_many
 from enrich.dedup.store import ArticleStore, Segment
 from enrich.dedup.text import U64, TextFeatures, features, stable_hash64
 from newsflow.urls import InvalidURLError, normalize_url
 
 Reason = Literal["new", "replay", "version", "url", "exact", "near"]
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: compact story clusters with merges
+
+
+class SnapshotFormatError(ValueError):
+    """A snapshot written by another version of the engine: rebuild from the log instead."""
 
 
 class DedupInput(BaseModel):
@@ -55,6 +59,7 @@ class StoryUpdate(BaseModel):
     title: str
     articles: int
     outlets: list[str]
+    merged_from: list[str] = Field(default_factory=list)  # stories this article merged in
 
 
 class DedupDecision(BaseModel):
@@ -164,7 +169,7 @@ class DedupEngine:
             assert located is not None
             seg, row = located
             root = seg.dup_of[row] or seg.ids[row]
-            story_id = seg.stories[row]
+            story_id = self.clusterer.resolve(seg.stories[row])
             self.store.append(
                 article_id=item.id,
                 story_id=story_id,
@@ -189,9 +194,8 @@ class DedupEngine:
             )
 
         self.boilerplate.learn(item.outlet, feats.lines)
-        assigned, is_new, score = self.clusterer.assign(
-            item.id, item.title or "", item.text, item.outlet, now
-        )
+        placed = self.clusterer.assign(item.id, item.title or "", item.text, item.outlet, now)
+        assigned = placed.story
         self.store.append(
             article_id=item.id,
             story_id=assigned.story_id,
@@ -208,10 +212,10 @@ class DedupEngine:
             duplicate_of=None,
             story_id=assigned.story_id,
             version=1,
-            is_new_story=is_new,
+            is_new_story=placed.is_new,
             reason="new",
-            similarity=None if is_new else round(score, 4),
-            story=self._story_update(assigned),
+            similarity=None if placed.is_new else round(placed.score, 4),
+            story=self._story_update(assigned, placed.merged_from),
         )
 
     # -- layers ----------------------------------------------------------------------
@@ -221,7 +225,7 @@ class DedupEngine:
         located = self.store.locate(seq)
         assert located is not None
         seg, row = located
-        story_id, dup = seg.stories[row], seg.dup_of[row]
+        story_id, dup = self.clusterer.resolve(seg.stories[row]), seg.dup_of[row]
         story = self.clusterer.stories.get(story_id)
         if int(seg.chash[row]) == feats.content_hash:
             return DedupDecision(
@@ -355,10 +359,11 @@ class DedupEngine:
         return int(moment.timestamp()) if moment is not None else self.watermark
 
     @staticmethod
-    def _story_update(story: Any) -> StoryUpdate | None:
+    def _story_update(story: Story | None, merged_from: tuple[str, ...] = ()) -> StoryUpdate | None:
         if story is None:
             return None
         data = story.to_json()
+        data["merged_from"] = list(merged_from)
         data["first_seen"] = datetime.fromtimestamp(data["first_seen"], tz=UTC)
         data["last_seen"] = datetime.fromtimestamp(data["last_seen"], tz=UTC)
         return StoryUpdate(**data)
@@ -366,18 +371,25 @@ class DedupEngine:
     def evict(self) -> int:
         """Drop what left the windows (called every ``evict_every`` observations)."""
         dropped = self.store.evict(self.watermark - self.config.window_seconds)
-        self.clusterer.evict(self.watermark - self.config.cluster.window_seconds)
+        self.clusterer.evict(
+            self.watermark - self.config.cluster.window_seconds,
+            alias_cutoff=self.watermark - self.config.window_seconds,
+        )
         return dropped
 
     # -- size and persistence --------------------------------------------------------
 
     def memory_bytes(self) -> dict[str, int]:
-        """Approximate bytes held, by part (the article window, the fixed-size filters)."""
+        """Approximate bytes held, by part: the article window, the story clusters (with
+        their index and merge aliases), document frequencies, the fixed-size filters."""
+        clusters = self.clusterer.nbytes()
         return {
             "articles": len(self.store),
             "store": self.store.nbytes(),
-            "boilerplate_filters": self.boilerplate.nbytes,
             "stories": len(self.clusterer.stories),
+            "story_bytes": clusters["stories"],
+            "df_bytes": clusters["df"],
+            "boilerplate_filters": self.boilerplate.nbytes,
         }
 
     def snapshot(self) -> bytes:
@@ -406,7 +418,7 @@ class DedupEngine:
             blobs = {k: z[k].tobytes() for k in z.files}
         meta = json.loads(blobs["meta"])
         if meta["format"] != SNAPSHOT_FORMAT:
-            raise ValueError(f"unknown dedup snapshot format {meta['format']!r}")
+            raise SnapshotFormatError(f"unknown dedup snapshot format {meta['format']!r}")
         raw = dict(meta["config"])
         raw["cluster"] = ClusterConfig(**raw["cluster"])
         engine = cls(DedupConfig(**raw))

@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 from kafka import TopicPartition
 
-from enrich.dedup.engine import DedupConfig, DedupDecision, DedupEngine, DedupInput, StoryUpdate
+from enrich.dedup.engine import (
+    DedupConfig,
+    DedupDecision,
+    DedupEngine,
+    DedupInput,
+    SnapshotFormatError,
+    StoryUpdate,
+)
 from newsflow.contracts import Article, StorySummary
 from newsflow.runtime import Done, Inbound, Output, Result, Stage
 
@@ -99,7 +106,13 @@ def read_snapshot(path: Path, topic: str) -> tuple[DedupEngine, dict[int, int]] 
         log.warning("dedup: snapshot %s is for topic %s, not %s; ignored", path, meta, topic)
         return None
     offsets = {int(p): int(o) for p, o in meta["offsets"].items()}
-    return DedupEngine.restore(engine_bytes), offsets
+    try:
+        engine = DedupEngine.restore(engine_bytes)
+    except SnapshotFormatError as exc:
+        # Written by another engine version: the log from the start rebuilds the state.
+        log.warning("dedup: snapshot %s not usable (%s); rebuilding from the log", path, exc)
+        return None
+    return engine, offsets
 
 
 class DedupStage(Stage[Article]):
@@ -161,6 +174,8 @@ class DedupStage(Stage[Article]):
             article = item.message
             if article.is_article:
                 article = deduped_article(article, self.engine.observe(dedup_input(article)))
+                if self.metrics is not None:
+                    self.metrics.dedup_outcomes.labels(article.dedup_reason or "none").inc()
             results.append(Done((Output(self.output_topic, article.id, article),)))
             if item.topic == self.input_topic:
                 self.observed[item.partition] = max(

@@ -15,8 +15,15 @@ from newsflow.settings import get_settings
 
 pytestmark = pytest.mark.e2e
 
-# The sample outlets that carry the seed story (samples/outlets/*/articles).
-SEED_OUTLETS = ["kestrel-wire", "northern-ledger", "harbour-gazette"]
+# The sample outlets that report the seed story (samples/outlets/*/articles): the wire's
+# text at three of them (copies), its own coverage at the other two (story clustering).
+SEED_OUTLETS = [
+    "kestrel-wire",
+    "northern-ledger",
+    "harbour-gazette",
+    "daily-klaxon",
+    "backbench-notes",
+]
 
 
 def test_outlet_dags_run_by_the_scheduler_make_one_searchable_story(full_stack: None) -> None:

@@ -28,6 +28,14 @@ from newsflow.urls import url_id
 pytestmark = pytest.mark.integration
 
 BASE_TIME = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+# The sample outlets that report the seed event: three carry the wire's text, two their own.
+SEED_OUTLETS = {
+    "kestrel-wire",
+    "northern-ledger",
+    "harbour-gazette",
+    "daily-klaxon",
+    "backbench-notes",
+}
 
 
 def _words(seed: str, count: int) -> list[str]:
@@ -267,6 +275,7 @@ def test_sample_outlets_seed_event_is_one_story_through_the_pipeline(
         producer.send(settings.topic_raw_pages, key=page.id.encode(), value=encode(page))
     producer.flush()
     producer.close()
+    decisions: dict[str, float] = {}
     for stage in ("enrich", "dedup", "index"):
         runner = build_runner(stage, settings, group_id=f"{settings.index_prefix}-{stage}")
         try:
@@ -275,6 +284,16 @@ def test_sample_outlets_seed_event_is_one_story_through_the_pipeline(
             runner.stage.close()
             runner.consumer.close()
             runner.producer.close()
+        if stage == "dedup":  # what the worker's /metrics would show
+            decisions = {
+                sample.labels["outcome"]: sample.value
+                for family in runner.metrics.registry.collect()
+                if family.name == "newsflow_dedup_outcomes"
+                for sample in family.samples
+                if sample.name.endswith("_total")
+            }
+    assert decisions.get("new", 0) >= 1 and decisions.get("exact", 0) >= 1, decisions
+    assert sum(decisions.values()) <= len(pages)
     es = make_client(settings)
     try:
         names = IndexNames(settings.index_prefix)
@@ -283,7 +302,77 @@ def test_sample_outlets_seed_event_is_one_story_through_the_pipeline(
     finally:
         es.close()
     assert hits
-    # The wire copies are one story. (The held-back own coverage in samples/*/upcoming/ does
-    # not yet join it in every arrival order, so it is not served.)
-    assert set(hits[0].outlets) == {"kestrel-wire", "northern-ledger", "harbour-gazette"}, hits[0]
-    assert all(hit.story_id != hits[0].story_id for hit in hits[1:])
+    # The wire's copies and the other outlets' own coverage are one story, whatever order the
+    # crawl delivered them in (a story that started apart was merged, and its articles moved).
+    seed = hits[0]
+    assert set(seed.outlets) == set(SEED_OUTLETS), seed
+    assert seed.articles == 6, seed
+    assert all(hit.story_id != seed.story_id for hit in hits[1:])
+    es = make_client(settings)
+    try:
+        es.indices.refresh(index=names.stories)
+        story = es.get(index=names.stories, id=seed.story_id)["_source"]
+    finally:
+        es.close()
+    assert set(story["outlets"]) == set(SEED_OUTLETS) and story["articles"] == 6, story
+
+
+def test_a_merge_moves_the_absorbed_storys_articles_in_the_index(infra_settings: Settings) -> None:
+    """Dedup decides, in log order, two stories and then an article bridging them; the index
+    stage sees the decisions in another order (partitions), and search shows one story."""
+    from enrich.dedup.engine import DedupEngine
+    from enrich.dedup.stage import dedup_input, deduped_article
+    from index.es import IndexNames, make_client
+    from index.search import search_stories
+    from index.worker import IndexStage
+    from newsflow.runtime import Inbound
+
+    settings = infra_settings
+    left, right = _words("left", 60), _words("right", 60)
+    mixed = [w for pair in zip(left, right, strict=True) for w in pair]
+
+    def make(outlet: str, words: list[str], minutes: int) -> Article:
+        url = f"http://{outlet}.example/news/{words[0]}"
+        text = "\n\n".join(" ".join(words[i : i + 20]) + "." for i in range(0, len(words), 20))
+        when = BASE_TIME + timedelta(minutes=minutes)
+        return Article(
+            id=url_id(url),
+            url=url,
+            outlet=outlet,
+            title=f"{words[0]} {words[1]} {words[2]} common",
+            text=text,
+            published_at=when,
+            content_hash=content_hash(text),
+            fetched_at=when,
+            extractor="test",
+        )
+
+    inputs = [make("a", left, 0), make("b", right, 1), make("c", mixed, 2)]
+    engine = DedupEngine()
+    decided = [deduped_article(a, engine.observe(dedup_input(a))) for a in inputs]
+    bridge = decided[2]
+    assert bridge.story is not None and bridge.story.merged_from == [decided[1].story_id]
+    names = IndexNames(settings.index_prefix)
+    es = make_client(settings)
+    try:
+        stage = IndexStage(es, names)
+
+        def index(articles: list[Article]) -> None:
+            batch = [Inbound("t", 0, i, a.id, encode(a), a) for i, a in enumerate(articles)]
+            stage.process(batch)
+
+        index([decided[0], decided[1]])
+        index([bridge])
+        index([decided[1]])  # a redelivery of a decision from before the merge
+        es.indices.refresh(index=f"{names.articles},{names.stories}")
+        hits = search_stories(es, names, "common")
+        assert [(h.story_id, h.articles, set(h.outlets)) for h in hits] == [
+            (decided[0].story_id, 3, {"a", "b", "c"})
+        ]
+        survivor, absorbed = decided[0].story_id, decided[1].story_id
+        assert survivor is not None and absorbed is not None
+        assert not es.exists(index=names.stories, id=absorbed)
+        story = es.get(index=names.stories, id=survivor)["_source"]
+        assert story["articles"] == 3 and "merged_from" not in story
+    finally:
+        es.close()

@@ -1,10 +1,14 @@
-"""Story clustering: distinct articles about one event share a story; others do not."""
+"""Story clustering: distinct articles about one event share a story, in any arrival order;
+others do not."""
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
-from enrich.dedup import ClusterConfig, DedupEngine, DedupInput, StoryClusterer
+import pytest
+
+from enrich.dedup import ClusterConfig, DedupDecision, DedupEngine, DedupInput, StoryClusterer
 from samples.content import Article, load_outlets
 
 PHILLIPS = {
@@ -30,15 +34,129 @@ def _articles() -> list[Article]:
     return sorted(every, key=lambda a: (a.published, a.outlet, a.slug))
 
 
-def _input(article: Article, shift: timedelta = timedelta(0)) -> DedupInput:
+def _input(
+    article: Article, shift: timedelta = timedelta(0), *, standfirst: bool = False
+) -> DedupInput:
+    """As the pipeline sees it; ``standfirst``: the extracted text starts with it, as on pages
+    that print one above the body."""
+    lines = [b.text for b in article.blocks]
+    if standfirst and article.standfirst:
+        lines.insert(0, article.standfirst)
     return DedupInput(
         id=f"{article.outlet}/{article.slug}",
         url=f"https://{article.outlet}.example/{article.slug}",
         outlet=article.outlet,
         title=article.headline,
-        text="\n".join(b.text for b in article.blocks),
+        text="\n".join(lines),
         published_at=article.published + shift,
     )
+
+
+def _orders() -> dict[str, list[Article]]:
+    """Registry order (outlet by outlet, as a crawl produces), its reverse, publication
+    order, its reverse, and 50 seeded shuffles."""
+    outlets = load_outlets(include_upcoming=True)
+    registry = ["northern-ledger", "harbour-gazette", "kestrel-wire", "daily-klaxon"]
+    registry.append("backbench-notes")
+    crawl = [a for name in registry for a in outlets[name].articles]
+    by_time = _articles()
+    orders = {"registry": crawl, "registry-reversed": crawl[::-1]}
+    orders |= {"published": by_time, "published-reversed": by_time[::-1]}
+    for seed in range(50):
+        shuffled = list(by_time)
+        random.Random(seed).shuffle(shuffled)
+        orders[f"shuffle-{seed}"] = shuffled
+    return orders
+
+
+@pytest.mark.parametrize("standfirst", [False, True], ids=["body", "standfirst+body"])
+def test_events_are_one_story_each_in_every_arrival_order(standfirst: bool) -> None:
+    """Every sample article, the held-back ones too: each event ends as exactly one story
+    (merges resolved) holding exactly its articles, whatever the order of arrival."""
+    failures = []
+    for name, order in _orders().items():
+        engine = DedupEngine()
+        decisions: dict[str, DedupDecision] = {}
+        for article in order:
+            decision = engine.observe(_input(article, standfirst=standfirst))
+            decisions[decision.id] = decision
+        final = {key: engine.clusterer.resolve(d.story_id) for key, d in decisions.items()}
+        for event in (PHILLIPS, STORM, COPPER):
+            stories = {final[key] for key in event}
+            members = {key for key, story in final.items() if story in stories}
+            if len(stories) != 1 or members != event:
+                failures.append((name, sorted(event)[0], len(stories), sorted(members - event)))
+        # The survivor is live and counts every article of its event.
+        story = engine.clusterer.stories[final[next(iter(PHILLIPS))]]
+        assert story.articles == len(PHILLIPS), name
+        assert set(story.outlets) == {key.split("/")[0] for key in PHILLIPS}, name
+    assert not failures, failures
+
+
+def _words(seed: str, count: int) -> list[str]:
+    """Distinct pseudo-words per seed (vocabulary no other seed shares)."""
+    rng = random.Random(seed)
+    return [
+        "".join(rng.choice("bcdfghjklmnprstvz") + rng.choice("aeiou") for _ in range(4))
+        for _ in range(count)
+    ]
+
+
+LEFT, RIGHT = _words("left", 40), _words("right", 40)
+
+
+def test_an_article_that_bridges_two_stories_merges_them_into_the_older() -> None:
+    """Two stories with nothing in common, then an article matching both: one story."""
+    clusterer = StoryClusterer()
+    t = 1_800_000_000
+    a = clusterer.assign("a", " ".join(LEFT[:6]), " ".join(LEFT), "o1", t)
+    b = clusterer.assign("b", " ".join(RIGHT[:6]), " ".join(RIGHT), "o2", t + 60)
+    assert a.is_new and b.is_new
+    both = " ".join(w for pair in zip(LEFT, RIGHT, strict=True) for w in pair)
+    c = clusterer.assign("c", " ".join(LEFT[:3] + RIGHT[:3]), both, "o3", t + 120)
+    assert (c.story.story_id, c.is_new, c.merged_from) == ("a", False, ("b",))
+    assert set(clusterer.stories) == {"a"} and clusterer.resolve("b") == "a"
+    assert (c.story.articles, c.story.outlets, c.story.first_seen) == (3, ["o1", "o2", "o3"], t)
+    assert not any("b" in posting for posting in clusterer.postings.values())
+    # A later copy of the absorbed story's article lands in the survivor.
+    copy = clusterer.add_copy("b", "o4", t + 180)
+    assert copy is c.story and copy.articles == 4
+    # The alias outlives the clustering window (the article window still names "b")…
+    assert clusterer.evict(t + 10**6, alias_cutoff=t) == 1
+    assert clusterer.resolve("b") == "a"
+    # …and leaves with the article window.
+    clusterer.evict(t + 10**6, alias_cutoff=t + 121)
+    assert clusterer.resolve("b") == "b"
+    # Dumped and loaded, merges included.
+    assert StoryClusterer.load(clusterer.dump()).dump() == clusterer.dump()
+
+
+def test_a_merge_is_reported_and_copies_of_absorbed_articles_follow() -> None:
+    """Through the engine: the decision names the absorbed story; copies resolve to it."""
+    engine = DedupEngine()
+    t0 = _articles()[0].published
+
+    def item(key: str, words: list[str], minutes: int) -> DedupInput:
+        text = "\n".join(" ".join(words[i : i + 10]) + "." for i in range(0, len(words), 10))
+        return DedupInput(
+            id=key,
+            url=f"https://x.example/{key}",
+            outlet=key,
+            title=" ".join(words[:6]),
+            text=text,
+            published_at=t0 + timedelta(minutes=minutes),
+        )
+
+    first = engine.observe(item("left", LEFT, 0))
+    second = engine.observe(item("right", RIGHT, 1))
+    both = [w for pair in zip(LEFT, RIGHT, strict=True) for w in pair]
+    bridge = engine.observe(item("bridge", both, 2))
+    assert first.story_id == "left" and second.story_id == "right"
+    assert bridge.story is not None and bridge.story.merged_from == ["right"]
+    assert bridge.story_id == "left" and bridge.story.articles == 3
+    copy = engine.observe(item("right", RIGHT, 3).model_copy(update={"id": "copy"}))
+    assert (copy.duplicate_of, copy.story_id) == ("right", "left")
+    assert copy.story is not None and copy.story.merged_from == [] and copy.story.articles == 4
 
 
 def test_sample_outlets_events_are_one_story_each_and_nothing_else_joins() -> None:
@@ -85,12 +203,12 @@ def test_an_article_after_the_window_starts_a_new_story() -> None:
     t = int(wire.published.timestamp())
     body = "\n".join(wire.paragraphs)
     clusterer.assign("w", wire.headline, body, "kestrel-wire", t)
-    same, is_new, _ = clusterer.assign(
+    same = clusterer.assign(
         "k", klaxon.headline, "\n".join(klaxon.paragraphs), "daily-klaxon", t + 3600
     )
-    assert (same.story_id, is_new) == ("w", False)
-    later, is_new, _ = clusterer.assign("late", wire.headline, body, "x", t + 3 * 86400)
-    assert (later.story_id, is_new) == ("late", True)
+    assert (same.story.story_id, same.is_new) == ("w", False)
+    later = clusterer.assign("late", wire.headline, body, "x", t + 3 * 86400)
+    assert (later.story.story_id, later.is_new) == ("late", True)
     assert clusterer.evict(t + 3 * 86400 - 86400) == 1
     assert set(clusterer.stories) == {"late"}
 
