@@ -33,6 +33,7 @@ from bench.corpus import (
     title_matches,
     words,
 )
+from bench.progress import progress
 from enrich.extract import Extraction, ExtractionError, extract_page
 
 # Issue 4's targets, shown next to the scores.
@@ -127,7 +128,7 @@ def run(pages: Sequence[Page], *, baseline: bool = True, metadata: bool = True) 
         ours(page, html)
         if baseline:
             trafilatura_body(html)
-    for page in pages:
+    for page in progress(pages, f"{pages[0].set if pages else ''} pages"):
         html = page.html()
         if baseline:
             started = time.perf_counter()

@@ -8,10 +8,13 @@ method. The heavy libraries are imported on first use, not when this module is i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
+
+from enrich.body_vote import capturing_readability, trim_edges
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +25,11 @@ class BodyExtractor(Protocol):
     @property
     def name(self) -> str: ...
 
-    def extract(self, tree: Any, url: str | None) -> str | None:
+    def extract(self, tree: Any, url: str | None) -> str | Body | None:
         """The page's main text (paragraphs separated by newlines), or ``None``.
 
+        A :class:`Body` instead of a string names the method that produced this page's text,
+        for a backend that chooses between methods per page (else ``name`` is recorded).
         Must not modify ``tree``: the next backend in the cascade gets the same one.
         """
         ...
@@ -44,28 +49,45 @@ def trafilatura_version() -> str:
 
 
 class TrafilaturaBody:
-    """trafilatura's main extractor, without comments."""
+    """trafilatura's main extractor, without comments; short edge lines checked by readability.
 
-    def __init__(self, *, favor_precision: bool = False) -> None:
+    ``check_edges``: drop the short lines at the start and end of the text that readability
+    (run by trafilatura anyway, see :mod:`enrich.body_vote`) did not find, at most two.
+    Measured after the plain-text rendering: +0.002 shingle F1 on zyte, unchanged word F1 on
+    WCXB articles, -0.002 or less on WCXB's other page types.
+    """
+
+    def __init__(self, *, favor_precision: bool = False, check_edges: bool = True) -> None:
         self.favor_precision = favor_precision
+        self.check_edges = check_edges
 
     @property
     def name(self) -> str:
         return f"trafilatura/{trafilatura_version()}"
 
-    def extract(self, tree: Any, url: str | None) -> str | None:
+    def extract(self, tree: Any, url: str | None) -> str | Body | None:
         from trafilatura import bare_extraction
 
-        document = bare_extraction(
-            tree,  # trafilatura works on its own copy of the tree
-            url=url,
-            favor_precision=self.favor_precision,
-            include_comments=False,
-            include_tables=True,
-            with_metadata=False,
-        )
+        with capturing_readability() as readability:
+            document = bare_extraction(
+                tree,  # trafilatura works on its own copy of the tree
+                url=url,
+                favor_precision=self.favor_precision,
+                include_comments=False,
+                include_tables=True,
+                with_metadata=False,
+            )
         text = getattr(document, "text", None)  # a Document, or None when nothing was found
-        return str(text) if text else None
+        if not text:
+            return None
+        if not self.check_edges or not readability:
+            return str(text)
+        cleaned = clean_text(str(text))
+        # the first run is the main pass's; later ones belong to trafilatura's recall retry
+        trimmed = trim_edges(cleaned, readability[0])
+        if trimmed == cleaned:
+            return cleaned
+        return Body(text=trimmed, backend=f"trafilatura+readability-edges/{trafilatura_version()}")
 
 
 class TrafilaturaBaseline:
@@ -105,13 +127,41 @@ def run_cascade(
         except Exception:
             log.warning("extractor %s failed on %s", backend.name, url, exc_info=True)
             continue
-        text = clean_text(raw) if raw else ""
+        method = backend.name
+        if isinstance(raw, Body):
+            raw_text: str | None = raw.text
+            method = raw.backend
+        else:
+            raw_text = raw
+        text = clean_text(raw_text) if raw_text else ""
         if text:
-            return Body(text=text, backend=backend.name)
+            return Body(text=text, backend=method)
     return None
 
 
 def clean_text(text: str) -> str:
-    """Trim each line, drop blank ones: one paragraph (or list item, heading) per line."""
-    lines = (" ".join(line.split()) for line in text.splitlines())
+    """Plain text, one paragraph (or list item, heading, table row) per line.
+
+    trafilatura renders lists and tables as Markdown (``- item``, ``| a | b |``); the body is
+    plain text, so the markers go: they are not the publisher's words, and they split the
+    sentences around them for every consumer that counts words or word sequences.
+    """
+    lines = (_plain_line(" ".join(line.split())) for line in text.splitlines())
     return "\n".join(line for line in lines if line)
+
+
+_LIST_BULLET = re.compile(r"^(?:[-*•]\s+)+")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+_RULE_CELL = re.compile(r":?-{3,}:?")
+
+
+def _plain_line(line: str) -> str:
+    """One Markdown-rendered line as plain text: a row's cells joined by spaces, no bullet."""
+    if len(line) > 1 and line.startswith("|") and line.endswith("|"):
+        cells = [cell.strip().replace("\\|", "|") for cell in _CELL_SPLIT.split(line[1:-1])]
+        if all(_RULE_CELL.fullmatch(cell) for cell in cells if cell):
+            return ""  # the rule under a header row
+        return " ".join(cell for cell in cells if cell)
+    if line in ("-", "*", "•"):
+        return ""  # an empty list item
+    return _LIST_BULLET.sub("", line)

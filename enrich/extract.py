@@ -6,9 +6,11 @@
 1. decode (bytes: BOM, ``<meta charset>``, else UTF-8 with replacement) and parse the page;
 2. read what the publisher declares: canonical URL, Open Graph / schema.org page type,
    machine-readable publication time (:mod:`enrich.pagemeta`);
-3. metadata (:mod:`enrich.metadata`): JSON-LD/meta first, then trafilatura's byline and title
-   heuristics, the URL's date, htmldate; each field records its source;
-4. body text from the first backend of the cascade that finds some (:mod:`enrich.backends`);
+3. metadata (:mod:`enrich.metadata`): the visible headline, byline and header date checked
+   against what the page declares (JSON-LD, Open Graph, ``<meta>``), then the URL's date and
+   htmldate's quick search; each field records its source;
+4. body text from the cascade (:mod:`enrich.backends`), or the outlet's registry selectors
+   (:mod:`enrich.overrides`), which win over every generic rule;
 5. language (py3langid) and the article/non-article verdict.
 
 Feed hints fill gaps only: the feed's title when the page has none, the feed's time when the
@@ -18,6 +20,7 @@ with a stable ``reason``, which the worker uses to route the page to the dead-le
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import threading
@@ -55,7 +58,7 @@ from enrich.pagemeta import (
 log = logging.getLogger(__name__)
 
 # Bump when a change here (not in a backend) changes what pages extract to.
-NEWSFLOW_EXTRACTION_REVISION = 1
+NEWSFLOW_EXTRACTION_REVISION = 2
 
 ExtractionErrorReason = Literal["unparseable_html", "empty_text"]
 
@@ -283,12 +286,29 @@ def _clean_title(title: Any) -> str | None:
 
 
 _AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\||&|\band\b|\bund\b)\s*", re.IGNORECASE)
-_CREDIT = re.compile(r"\s+[·•]\s+")
-_BYLINE_PREFIX = re.compile(r"^(?:written\s+)?by\b\s*:?\s*", re.IGNORECASE)
-_NOT_A_NAME = re.compile(r"https?://|www\.|@|\d")
+_CREDIT = re.compile(r"\s+[·•∙]\s*|\s*[·•∙]\s+")
+_BYLINE_PREFIX = re.compile(
+    r"^(?:(?:written|posted|published|reviewed|text)\s+)?(?:by|author|autor|autorin)\b\s*:?\s*",
+    re.IGNORECASE,
+)
+# What follows the names in a byline line: its date, time, "Updated ...", reading time.
+_BYLINE_TAIL = re.compile(
+    r"\s*(?:\bon\s+)?\b(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?"
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d.*$"
+    r"|\s*\b(?:last\s+)?(?:updated|published|posted|modified)\b.*$"
+    r"|\s*\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b.*$"
+    r"|\s*\b\d+\s+min(?:ute)?s?\b.*$",
+    re.IGNORECASE,
+)
+# Editor's short sign in parentheses after a name: "Elena Oberholzer (obe)".
+_SIGN = re.compile(r"\s*\([a-zäöü]{2,4}\.?\)$")
+_NOT_A_NAME = re.compile(r"https?://|www\.|@|\d|%")
+_WORD = re.compile(r"\w+")
 _MAX_AUTHOR_WORDS = 5
 # Page furniture that byline heuristics pick up: never a name.
-_JUNK_WORDS = frozenset({"by", "home", "menu", "updated", "published", "posted", "subscribe"})
+_JUNK_WORDS = frozenset(
+    {"by", "home", "menu", "updated", "published", "posted", "subscribe", "image", "images"}
+)
 # Job titles: dropped when they follow a name ("Ann Lee, Staff Writer"), kept when they are
 # the whole byline ("Herald Staff").
 _ROLE_WORDS = frozenset(
@@ -304,25 +324,44 @@ _ROLE_WORDS = frozenset(
         "writer",
     }
 )
+# Role words that end a name when they trail it: "Rasmus Barslund Founder" ("Herald staff" is
+# a whole byline, so "staff" is not one of them).
+_TRAILING_ROLES = frozenset(
+    {"founder", "co-founder", "ceo", "cto", "director", "manager", "former", "senior", "head"}
+    | (_ROLE_WORDS - {"staff"})
+)
 
 
 def split_authors(raw: str | None) -> list[str]:
-    """``"By Ann Lee and Bo Chan"`` -> ``["Ann Lee", "Bo Chan"]``; drops non-names, dedupes."""
+    """``"By Ann Lee and Bo Chan"`` -> ``["Ann Lee", "Bo Chan"]``; drops non-names, dedupes.
+
+    A byline's trailing date or "Updated ..." is cut first, and a role that trails a name
+    ("Ann Lee Tech Reporter") is dropped from it.
+    """
     if not raw:
         return []
     names: list[str] = []
     seen: set[str] = set()
+    raw = html.unescape(raw)
     # "Ann Lee · Kestrel Wire", "Ann Lee • March 3": what follows a middle dot is a credit
-    raw = _CREDIT.split(raw)[0]
-    for part in _AUTHOR_SPLIT.split(normalize_space(raw)):
+    raw = _CREDIT.split(normalize_space(raw))[0]
+    raw = _BYLINE_TAIL.sub("", _BYLINE_PREFIX.sub("", raw))
+    for part in _AUTHOR_SPLIT.split(raw):
         name = part.strip(" .:-–—·•")
         while (stripped := _BYLINE_PREFIX.sub("", name).strip()) != name:
             name = stripped
+        name = _SIGN.sub("", name)
         words = name.casefold().split()
+        cut = next((i for i, w in enumerate(words) if i >= 2 and w in _TRAILING_ROLES), None)
+        if cut is not None:
+            name = " ".join(name.split()[:cut])
+            words = words[:cut]
         if not words or len(words) > _MAX_AUTHOR_WORDS or _NOT_A_NAME.search(name):
             continue
-        if _JUNK_WORDS.intersection(words) or name.casefold() in seen:
+        if _JUNK_WORDS.intersection(_WORD.findall(name.casefold())) or name.casefold() in seen:
             continue
+        if name.isupper() and len(name) > 3 and " " in name:
+            name = name.title()  # "ANN LEE" -> "Ann Lee"
         seen.add(name.casefold())
         names.append(name)
     people = [name for name in names if not _ROLE_WORDS.intersection(name.casefold().split())]
@@ -335,7 +374,8 @@ def _published_at(
     heuristic_source: str | None,
     feed_published_at: datetime | None,
 ) -> tuple[datetime | None, date | None, str | None]:
-    """Page's declared time > htmldate's date > feed's time: (UTC time, local day, source).
+    """Header's visible date > page's declared time > URL or htmldate's date > feed's time:
+    (UTC time, local day, source).
 
     A bare page date (no time of day) is midnight UTC, unless the feed gives a time within a
     day of it, which is then more precise and taken instead (the day stays the page's).
@@ -346,9 +386,17 @@ def _published_at(
     page: datetime | None = None
     page_has_time = False
     source: str | None = None
-    if signals.published is not None:
-        page, page_has_time = signals.published.value, signals.published.has_time
-        source = signals.published.source
+    declared = signals.published
+    # The date printed in the article's header is what readers see (often the last update):
+    # it wins over a declared date on another day, and a declared time on that day refines it.
+    visible = heuristic_date if (heuristic_source or "").startswith("visible") else None
+    if visible is not None and declared is not None:
+        if (heuristic_source or "").endswith(":updated"):
+            visible = None  # an "Updated ..." line does not replace the declared publication
+        elif abs(declared.value.date() - visible) <= timedelta(days=1):
+            visible = None  # the same moment, read in another time zone
+    if declared is not None and (visible is None or declared.value.date() == visible):
+        page, page_has_time, source = declared.value, declared.has_time, declared.source
     elif heuristic_date is not None:
         page, source = datetime.combine(heuristic_date, time(), UTC), heuristic_source
     if page is None:

@@ -1,9 +1,17 @@
 """Article metadata (title, authors, publication date), each with the method that found it.
 
-What the publisher declares (schema.org JSON-LD, Open Graph, ``<meta>``) comes first, then
-trafilatura's heuristics (byline XPaths, the ``<h1>``), and htmldate's page search only when
-nothing declared a date: that search is the costliest step, and declared dates are more often
-right. Only trafilatura's pieces that matter are run (no license, tags or categories).
+Conventions, chosen to match what a reader sees on the page:
+
+- title: the visible headline (the article's ``<h1>``) when the page has one that is about the
+  same thing as the declared titles; else the declared title (JSON-LD ``headline``, Open
+  Graph, ``<title>``);
+- authors: the declared people (JSON-LD ``author``), else ``<meta>``, else the visible byline;
+- date: the date printed in the article's header (often "Updated ..."), else the declared
+  one (read in :mod:`enrich.pagemeta`), else the URL's, else htmldate's quick search.
+
+Everything here reads the already parsed tree and the signals of :mod:`enrich.pagemeta`; no
+trafilatura metadata pass runs (its byline search deep-copies the tree, and htmldate's
+extensive search runs dateparser, together about half of a page's extraction time).
 """
 
 from __future__ import annotations
@@ -28,10 +36,57 @@ class Metadata:
     title_source: str | None = None
     author: str | None = None  # raw, "; "-separated (split by the caller)
     authors_source: str | None = None
-    heuristic_date: date | None = None  # URL's or htmldate's, only when the page declares none
-    heuristic_date_source: str | None = None  # "url" or "htmldate"
+    # The header's visible date, else (only when the page declares none) the URL's or
+    # htmldate's: the caller weighs it against the declared date.
+    heuristic_date: date | None = None
+    heuristic_date_source: str | None = None  # "visible:...", "url" or "htmldate"
     sitename: str | None = None
     pagetype: str | None = None
+
+
+def read_metadata(tree: Any, url: str | None, signals: PageSignals) -> Metadata:
+    """Title, author and a heuristic date, with the method that found each."""
+    try:
+        return _read(tree, url, signals)
+    except Exception:  # a metadata bug must not cost the page its text
+        log.warning("metadata extraction failed on %s", url, exc_info=True)
+        return Metadata()
+
+
+def _read(tree: Any, url: str | None, signals: PageSignals) -> Metadata:
+    articles = _article_objects(signals)
+    sitename = signals.site_name or _publisher_name(articles)
+    title, title_source, heading = choose_title(signals, articles, [sitename], url)
+
+    people = json_ld_people(articles, exclude=[sitename])
+    author: str | None
+    if people:
+        author, authors_source = "; ".join(people), "json-ld:author"
+    else:
+        author, authors_source = meta_author(signals), "meta"
+        if not author:
+            author, authors_source = visible_byline(tree, heading), "byline"
+    if not author:
+        authors_source = ""
+
+    heuristic, heuristic_source = visible_date(tree, heading, url)
+    if heuristic is None and signals.published is None:
+        heuristic, heuristic_source = url_date(url), "url"
+        if heuristic is None:
+            heuristic, heuristic_source = find_date(tree, url), "htmldate"
+    return Metadata(
+        title=title,
+        title_source=title_source,
+        author=author or None,
+        authors_source=authors_source or None,
+        heuristic_date=heuristic,
+        heuristic_date_source=heuristic_source if heuristic else None,
+        sitename=sitename,
+        pagetype=signals.og_type,
+    )
+
+
+# --- JSON-LD ------------------------------------------------------------------------------
 
 
 def _article_objects(signals: PageSignals) -> list[dict[str, Any]]:
@@ -49,34 +104,57 @@ def _text(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("name") or value.get("@value")
     if isinstance(value, str):
-        cleaned = normalize_space(value)
+        cleaned = normalize_space(html.unescape(value))
         return cleaned or None
+    return None
+
+
+def _publisher_name(articles: Sequence[dict[str, Any]]) -> str | None:
+    for obj in articles:
+        name = _text(obj.get("publisher"))
+        if name:
+            return name
     return None
 
 
 _PERSON_KEYS = ("author", "creator")
 
 
-def json_ld_people(objects: Iterable[dict[str, Any]]) -> list[str]:
-    """Names of the ``Person`` authors of the page's article objects (organizations skipped:
-    a publisher's name is not a byline)."""
+def _key(text: str) -> str:
+    return _ALNUM.sub("", text.casefold())
+
+
+def json_ld_people(
+    objects: Iterable[dict[str, Any]], exclude: Sequence[str | None] = ()
+) -> list[str]:
+    """Names of the authors of the page's article objects.
+
+    A ``Person`` always counts; an ``Organization`` only when it is not the publisher itself
+    (a news agency such as "dpa" is a byline, the site's own name is not).
+    """
+    excluded = {_key(name) for name in exclude if name}
     names: list[str] = []
     for obj in objects:
+        excluded |= {_key(name) for name in [_text(obj.get("publisher"))] if name}
         for key in _PERSON_KEYS:
             raw = obj.get(key)
             for item in raw if isinstance(raw, list) else [raw]:
+                name: str | None = None
                 if isinstance(item, str):
-                    name: str | None = normalize_space(item)
+                    name = normalize_space(html.unescape(item))
+                    if _NOT_A_NAME_VALUE.search(name):
+                        name = None
                 elif isinstance(item, dict):
                     kinds = item.get("@type")
                     kinds = kinds if isinstance(kinds, list) else [kinds]
-                    if any(isinstance(k, str) and k.lower() == "organization" for k in kinds):
-                        continue
+                    organization = any(
+                        isinstance(k, str) and k.lower() == "organization" for k in kinds
+                    )
                     name = _text(item.get("name"))
                     if not name and item.get("givenName") and item.get("familyName"):
                         name = f"{item['givenName']} {item['familyName']}"
-                else:
-                    name = None
+                    if organization and name and _key(name) in excluded:
+                        name = None
                 if name and name not in names:
                     names.append(name)
         if names:
@@ -84,73 +162,257 @@ def json_ld_people(objects: Iterable[dict[str, Any]]) -> list[str]:
     return names
 
 
-def read_metadata(tree: Any, url: str | None, signals: PageSignals) -> Metadata:
-    """Title, author and (when the page declares none) a heuristic date, with sources."""
-    from trafilatura.metadata import (
-        examine_meta,
-        extract_author,
-        extract_meta_json,
-        extract_sitename,
-        extract_title,
-    )
+_NOT_A_NAME_VALUE = re.compile(r"^https?://|^@")
 
-    try:
-        doc = examine_meta(tree)
-        meta_author = doc.author if doc.author and " " in doc.author else None
-        meta_title = doc.title
-        doc = extract_meta_json(tree, doc)
-    except Exception:  # a metadata bug must not cost the page its text
-        log.warning("metadata extraction failed on %s", url, exc_info=True)
-        return Metadata()
 
-    articles = _article_objects(signals)
+# --- title --------------------------------------------------------------------------------
+
+_WORDS = re.compile(r"\w+")
+_ALNUM = re.compile(r"[\W_]+")
+MIN_SHARED_WORDS = 0.8  # an <h1> with this share of its words in a declared title is it
+MIN_RELATED_WORDS = 0.3  # ... with less, but at least this share, it is a reworded headline
+MIN_RELATED_COUNT = 2
+MIN_HEADLINE_WORDS = 2
+# <h1>s inside these containers are the site's logo or navigation, not the headline.
+_NOT_HEADLINE_CONTAINERS = frozenset({"nav", "footer", "aside", "button", "label", "form"})
+_NOT_HEADLINE_CLASS = re.compile(r"logo|brand|site-?title|site-?name|menu|navbar|modal", re.I)
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORDS.findall(html.unescape(text).casefold()))
+
+
+def _declared_titles(
+    signals: PageSignals, articles: Sequence[dict[str, Any]]
+) -> list[tuple[str, str]]:
     headline = next((t for o in articles if (t := _text(o.get("headline") or o.get("name")))), None)
+    found = [
+        (headline, "json-ld:headline"),
+        (signals.meta.get("og:title"), "og:title"),
+        (signals.meta.get("twitter:title"), "twitter:title"),
+        (signals.meta.get("dc.title"), "dc.title"),
+        (signals.title_tag, "title"),
+    ]
+    titles: list[tuple[str, str]] = []
+    for value, source in found:
+        if value and (cleaned := normalize_space(html.unescape(value))):
+            titles.append((cleaned, source))
+    return titles
 
-    title, title_source = headline, "json-ld:headline"
-    if not title and meta_title:
-        title, title_source = meta_title, "meta"
-    if not title and doc.title:
-        title, title_source = doc.title, "json-ld"
-    if not title:
-        title, title_source = extract_title(tree), "heuristic"
-    visible = headline_on_page(signals.headings, [headline, meta_title, doc.title, title])
-    if visible:
-        title, title_source = visible, "h1"
-    if title:
-        title = html.unescape(title)  # JSON-LD often carries entities (&quot;, &#8216;)
 
-    people = json_ld_people(articles)
-    if people:
-        author: str | None = "; ".join(people)
-        authors_source: str | None = "json-ld:author"
-    elif meta_author:
-        author, authors_source = meta_author, "meta"
-    elif doc.author:
-        author, authors_source = doc.author, "json-ld"
-    else:
-        author, authors_source = extract_author(tree), "byline"
-    if not author:
-        authors_source = None
+def _untruncated(title: str, source: str, declared: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """JSON-LD headlines are often cut at 110 characters: a declared title that continues
+    the same text is the full one."""
+    stem = title.rstrip(" .…")
+    for other, other_source in declared:
+        if len(other) > len(title) and other.startswith(stem):
+            return other, other_source
+    return title, source
 
-    heuristic: date | None = None
-    heuristic_source: str | None = None
-    if signals.published is None:
-        heuristic, heuristic_source = url_date(url), "url"
-        if heuristic is None:
-            heuristic, heuristic_source = find_date(tree, url), "htmldate"
 
-    sitename = doc.sitename or extract_sitename(tree)
-    return Metadata(
-        title=title or None,
-        title_source=title_source if title else None,
-        author=author,
-        authors_source=authors_source,
-        heuristic_date=heuristic,
-        heuristic_date_source=heuristic_source if heuristic else None,
-        sitename=sitename,
-        pagetype=doc.pagetype,
-    )
+def _headline_node_ok(node: Any) -> bool:
+    for ancestor in node.iterancestors():
+        if ancestor.tag in _NOT_HEADLINE_CONTAINERS:
+            return False
+        if ancestor.tag in ("body", "article", "main"):
+            break
+        marker = f"{ancestor.get('class', '')} {ancestor.get('id', '')}"
+        if _NOT_HEADLINE_CLASS.search(marker):
+            return False
+    marker = f"{node.get('class', '')} {node.get('id', '')}"
+    return not _NOT_HEADLINE_CLASS.search(marker)
 
+
+def _without_kicker(node: Any, text: str, declared: Sequence[tuple[str, str]]) -> str:
+    """``<h1><span>Kicker</span> Headline</h1>``: the headline without the separately set
+    kicker, when a declared title confirms where the headline starts."""
+    for child in node:
+        kicker = normalize_space(child.text_content())
+        if not kicker or not text.startswith(kicker) or kicker == text:
+            return text
+        rest = text[len(kicker) :].lstrip(" :|–—-")
+        if any(_key(rest) == _key(t) for t, _ in declared):
+            return rest
+        return text
+    return text
+
+
+def choose_title(
+    signals: PageSignals,
+    articles: Sequence[dict[str, Any]],
+    site_names: Sequence[str | None],
+    url: str | None,
+) -> tuple[str | None, str | None, Any]:
+    """The headline, its source, and its ``<h1>`` element (``None`` when not from one).
+
+    Declared titles (JSON-LD ``headline``, ``og:title``, ``<title>``) are often an SEO
+    variant; the visible ``<h1>`` is what readers see. An ``<h1>`` counts when it is not the
+    logo or navigation and shares words with a declared title (a logo or a section name
+    shares at most one), or when nothing is declared.
+    """
+    declared = _declared_titles(signals, articles)
+    sites = {_key(s) for s in [*site_names, signals.site_name] if s}
+    host = (urlsplit(url).hostname or "") if url else ""
+    sites |= {_key(label) for label in host.split(".") if len(label) >= 4}
+    sites.discard("")
+    references = [_words(t) for t, _ in declared]
+    candidates: list[tuple[float, int, Any, str]] = []
+    for index, (node, text) in enumerate(zip(signals.h1_nodes, signals.headings, strict=False)):
+        words = _words(text)
+        if len(words) < MIN_HEADLINE_WORDS or _key(text) in sites:
+            continue
+        if not _headline_node_ok(node):
+            continue
+        best = max((len(words & ref) for ref in references if ref), default=0)
+        share = best / len(words)
+        if share >= MIN_SHARED_WORDS or (share >= MIN_RELATED_WORDS and best >= MIN_RELATED_COUNT):
+            candidates.append((share, -index, node, text))
+        elif not references:
+            candidates.append((0.0, -index, node, text))
+    if candidates:
+        # the first confirmed <h1>; a later one only when it is a much closer match
+        candidates.sort(key=lambda c: -c[1])
+        first = candidates[0]
+        closer = [c for c in candidates if c[0] >= MIN_SHARED_WORDS]
+        share, _, node, text = first if first[0] >= MIN_SHARED_WORDS or not closer else closer[0]
+        return _without_kicker(node, text, declared), "h1", node
+    if declared:
+        title, source = _untruncated(*declared[0], declared)
+        return title, source, None
+    return None, None, None
+
+
+# --- authors ------------------------------------------------------------------------------
+
+_META_AUTHOR_KEYS = (
+    "author",
+    "article:author",
+    "parsely-author",
+    "sailthru.author",
+    "dc.creator",
+    "dcterms.creator",
+    "byl",
+)
+
+
+def meta_author(signals: PageSignals) -> str | None:
+    """The ``<meta>`` author, when it is a name (not a URL or a handle)."""
+    for key in _META_AUTHOR_KEYS:
+        value = signals.meta.get(key)
+        if value and not _NOT_A_NAME_VALUE.search(value):
+            return normalize_space(html.unescape(value))
+    return None
+
+
+# Byline markup, read in one XPath pass; ``_byline_tier`` ranks it, most specific first.
+_BYLINE_XPATH = (
+    "//*[@itemprop='author' or @rel='author' or @href[contains(.,'/author')]"
+    " or @class[contains(.,'uthor') or contains(.,'yline')]"
+    " or @id[contains(.,'author') or contains(.,'byline')]]"
+)
+_AUTHOR_NAME_CLASS = re.compile(r"author-?_{0,2}name", re.I)
+_BYLINE_CLASS = re.compile(r"byline", re.I)
+_AUTHOR_CLASS = re.compile(r"author", re.I)
+_AUTHOR_HREF = re.compile(r"/authors?/")
+
+
+def _byline_tier(node: Any) -> int | None:
+    """0 ``itemprop=author``, 1 ``rel=author``, 2 a link to an author page, 3 an author-name
+    class, 4 a byline class, 5 an author class; ``None``: not a byline."""
+    if node.get("itemprop") == "author":
+        return 0
+    if node.tag == "a" and node.get("rel") == "author":
+        return 1
+    if node.tag == "a" and _AUTHOR_HREF.search(node.get("href") or ""):
+        return 2
+    marker = f"{node.get('class', '')} {node.get('id', '')}"
+    if _AUTHOR_NAME_CLASS.search(marker):
+        return 3
+    if _BYLINE_CLASS.search(marker):
+        return 4
+    if _AUTHOR_CLASS.search(marker):
+        return 5
+    return None
+
+
+_BYLINE_SKIP = re.compile(r"(?<![a-z])(?:comment|related|sidebar|widget|share)", re.I)
+_BYLINE_NOT_NAME_CLASS = re.compile(r"\bbio|avatar|image|img|photo|desc|about", re.I)
+_BYLINE_PREFIXES = re.compile(
+    r"^(?:(?:written|posted|published|reviewed|insights|words|text)\s+(?:by|from)|by|von|par|por|"
+    r"door|av|af|di|autor(?:in)?|author|auteur)\b\s*:?\s*",
+    re.I,
+)
+MAX_BYLINE_CHARS = 120
+MAX_BYLINE_ANCESTORS = 8  # how far up a byline's containers are checked for comments etc.
+BYLINE_WINDOW = 400  # elements after the headline (and a quarter before) that can be a byline
+
+
+def visible_byline(tree: Any, heading: Any) -> str | None:
+    """The byline nearest the headline: ``itemprop=author``, ``rel=author``, author links,
+    then elements whose class says author name, byline or author. Returns its text."""
+    body = tree.find("body")
+    if body is None:
+        return None
+    order: dict[Any, int] | None = None  # document order, built once a candidate needs it
+    anchor = 0
+    best: tuple[int, int, str] | None = None  # tier, distance from the headline, text
+    for node in tree.xpath(_BYLINE_XPATH):
+        tier = _byline_tier(node)
+        if tier is None or (best is not None and tier > best[0]) or not _byline_node_ok(node):
+            continue
+        text = _byline_text(node)
+        if not text:
+            continue
+        if heading is None:
+            rank = 0
+        else:
+            if order is None:
+                order = {el: i for i, el in enumerate(body.iter())}
+                anchor = order.get(heading, 0)
+            position = order.get(node)
+            if position is None:
+                continue
+            distance = position - anchor
+            if distance < -BYLINE_WINDOW // 4 or distance > BYLINE_WINDOW:
+                continue
+            rank = distance if distance >= 0 else BYLINE_WINDOW - distance
+        if best is None or (tier, rank) < best[:2]:
+            best = (tier, rank, text)
+    return best[2] if best is not None else None
+
+
+def _byline_node_ok(node: Any) -> bool:
+    """Not a comment's author, a related article's, or one in the page's sidebar or footer."""
+    if node.tag in ("meta", "link", "script", "style", "img", "body", "html"):
+        return False
+    marker = f"{node.get('class', '')} {node.get('id', '')}"
+    if _BYLINE_NOT_NAME_CLASS.search(marker) and node.get("itemprop") != "author":
+        return False
+    page_footer = False
+    for depth, ancestor in enumerate(node.iterancestors()):
+        if ancestor.tag in ("article", "main"):
+            return True  # a footer inside the article is its meta line
+        if ancestor.tag in ("aside", "nav"):
+            return False
+        page_footer = page_footer or ancestor.tag == "footer"
+        if depth < MAX_BYLINE_ANCESTORS and _BYLINE_SKIP.search(
+            f"{ancestor.get('class', '')} {ancestor.get('id', '')}"
+        ):
+            return False
+    return not page_footer
+
+
+def _byline_text(node: Any) -> str | None:
+    names = node.xpath(".//*[@itemprop='name']")
+    target = names[0] if names else node
+    text = normalize_space(" ".join(target.itertext()))
+    text = _BYLINE_PREFIXES.sub("", text)
+    if not text or len(text) > MAX_BYLINE_CHARS or not any(c.isalpha() for c in text):
+        return None
+    return text
+
+
+# --- dates --------------------------------------------------------------------------------
 
 _URL_DATE = re.compile(
     r"/((?:19|20)\d{2})[/-](0[1-9]|1[0-2])[/-](0[1-9]|[12]\d|3[01])(?:/|$|-)"
@@ -175,7 +437,8 @@ def url_date(url: str | None) -> date | None:
 
 
 def find_date(tree: Any, url: str | None) -> date | None:
-    """htmldate's publication date (original, not last-modified; extensive search)."""
+    """htmldate's publication date (original, not last-modified), quick search only: the
+    extensive one runs dateparser over page text, slow and more often wrong than right."""
     from htmldate import find_date as htmldate_find
 
     tomorrow = datetime.now(UTC) + timedelta(days=1)
@@ -184,7 +447,7 @@ def find_date(tree: Any, url: str | None) -> date | None:
             tree,
             url=url,
             original_date=True,
-            extensive_search=True,
+            extensive_search=False,
             max_date=tomorrow.strftime("%Y-%m-%d"),
         )
     except Exception:
@@ -198,39 +461,70 @@ def find_date(tree: Any, url: str | None) -> date | None:
         return None
 
 
-_NOT_HEADLINE = re.compile(r"^\W*$")
-_WORDS = re.compile(r"\w+")
-MIN_HEADLINE_WORDS = 3
-MIN_SHARED_WORDS = 0.8
+_DATE_CLASS = re.compile(r"date|time|publish|posted|updated|modified|meta|byline|info", re.I)
+_DATE_TEXT_CUE = re.compile(r"\d{4}|\d{1,2}[./-]\d{1,2}[./-]\d{2}")
+MAX_DATE_TEXT = 80
+DATE_WINDOW_AFTER = 40  # elements after the headline that may hold its date line
+DATE_WINDOW_BEFORE = 15  # ... and before it (kicker lines, date above the headline)
+# "Updated ...": a page's last change, not its publication (used only when nothing is declared)
+_UPDATED = re.compile(
+    r"updat|modif|revis|aktualisiert|mis à jour|actualiza|aggiorn|bijgewerkt|opdateret", re.I
+)
 
 
-def _words(text: str) -> set[str]:
-    return set(_WORDS.findall(html.unescape(text).casefold()))
+def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None, str | None]:
+    """The date printed next to the headline ("Updated Dec 4, 2025", ``<time>``).
 
-
-def headline_on_page(headings: Sequence[str], declared: Sequence[str | None]) -> str | None:
-    """The ``<h1>`` readers see, when it is this article's headline.
-
-    Declared titles (JSON-LD ``headline``, ``og:title``, ``<title>``) are often an SEO variant
-    with a kicker ("Topic: Headline") or a site name; the visible ``<h1>`` is the headline.
-    An ``<h1>`` counts when it is sentence-like and has most of its words in a declared
-    title, which tells it from a logo or a section name.
+    Only the elements just after (or a few just before) the headline ``<h1>`` are read, so
+    the dates of related articles and comments further down do not count.
     """
-    references = [_words(t) for t in declared if t]
-    for heading in headings:
-        words = _words(heading)
-        if len(words) < MIN_HEADLINE_WORDS:
+    if heading is None:
+        return None, None
+    from htmldate.extractors import try_date_expr
+
+    body = tree.find("body")
+    if body is None:
+        return None, None
+    elements = list(body.iter())
+    try:
+        at = elements.index(heading)
+    except ValueError:
+        return None, None
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    earliest = datetime(1995, 1, 1)
+    latest = tomorrow.replace(tzinfo=None)
+    after = elements[at + 1 : at + 1 + DATE_WINDOW_AFTER]
+    before = elements[max(0, at - DATE_WINDOW_BEFORE) : at][::-1]
+    inside = set(heading.iter())
+    for element in [*after, *before]:
+        if not isinstance(element.tag, str) or element in inside:
             continue
-        for ref in references:
-            shared = len(words & ref)
-            if ref and shared >= MIN_SHARED_WORDS * len(words):
-                return heading
-    return None
-
-
-def best_title(candidates: Sequence[tuple[str | None, str]]) -> tuple[str | None, str | None]:
-    """The first usable candidate and its source."""
-    for value, source in candidates:
-        if value and not _NOT_HEADLINE.match(value):
-            return value, source
+        if element.tag in ("script", "style", "a", "noscript"):
+            continue
+        value: str | None = None
+        source = "visible:text"
+        if element.tag == "time":
+            value, source = element.get("datetime") or element.text_content(), "visible:time"
+        else:
+            text = element.text_content()
+            if len(text) > MAX_DATE_TEXT or not _DATE_TEXT_CUE.search(text):
+                continue
+            marker = f"{element.get('class', '')} {element.get('id', '')}"
+            if len(element) and not _DATE_CLASS.search(marker):
+                continue  # a container: its own date-like child is read on its own
+            value = text
+        if not value:
+            continue
+        found = try_date_expr(value, "%Y-%m-%d", False, earliest, latest)
+        if not found:
+            continue
+        try:
+            day = date.fromisoformat(found)
+        except ValueError:
+            continue
+        parent = element.getparent()
+        context = parent.text_content() if parent is not None else element.text_content()
+        if _UPDATED.search(context[: MAX_DATE_TEXT * 2]):
+            source = f"{source}:updated"
+        return day, source
     return None, None

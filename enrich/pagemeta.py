@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -99,6 +99,9 @@ class PageSignals:
     headings: tuple[str, ...] = ()  # the first few <h1> texts, whitespace-normalized
     site_name: str | None = None  # og:site_name / application-name
     json_ld: tuple[dict[str, Any], ...] = ()  # every JSON-LD object, @graph flattened
+    meta: Mapping[str, str] = field(default_factory=dict)  # <meta> key (lower-cased) -> content
+    title_tag: str | None = None  # the document's <title>, whitespace-normalized
+    h1_nodes: tuple[Any, ...] = ()  # the <h1> elements behind ``headings``
 
     @property
     def declares_article(self) -> bool:
@@ -114,20 +117,31 @@ def normalize_space(text: str) -> str:
 
 
 def read_signals(tree: Any, url: str | None) -> PageSignals:
-    """Read the explicit page signals from a parsed lxml document."""
+    """Read the explicit page signals from a parsed lxml document.
+
+    ``<meta>`` tags are read in one pass into a map; every later lookup uses the map, not
+    another walk over the tree.
+    """
     base = _base_url(tree, url)
     objects = list(_json_ld_objects(tree))
     schema_types = frozenset(t for obj in objects for t in _types_of(obj))
-    og_type = _meta_content(tree, "og:type")
+    meta = meta_map(tree)
+    og_type = meta.get("og:type")
+    h1_nodes, headings = _headings(tree)
+    titles = tree.xpath("//head/title|//title")
+    title_tag = normalize_space(titles[0].text_content()) if titles else ""
     return PageSignals(
-        canonical_url=_canonical(tree, base, url),
+        canonical_url=_canonical(tree, base, url, meta),
         og_type=og_type.lower() if og_type else None,
         schema_types=schema_types,
-        published=_published(tree, objects),
+        published=_published(tree, objects, meta),
         anchor_texts=_anchor_texts(tree),
-        headings=_headings(tree),
-        site_name=_meta_content(tree, "og:site_name") or _meta_content(tree, "application-name"),
+        headings=headings,
+        site_name=meta.get("og:site_name") or meta.get("application-name"),
         json_ld=tuple(objects),
+        meta=meta,
+        title_tag=title_tag or None,
+        h1_nodes=h1_nodes,
     )
 
 
@@ -154,12 +168,12 @@ def _base_url(tree: Any, url: str | None) -> str | None:
     return url
 
 
-def _canonical(tree: Any, base: str | None, url: str | None) -> str | None:
+def _canonical(tree: Any, base: str | None, url: str | None, meta: Mapping[str, str]) -> str | None:
     candidates: list[str] = []
     for link in tree.xpath("//link[@rel][@href]"):
         if "canonical" in str(link.get("rel", "")).lower().split():
             candidates.append(str(link.get("href")))
-    og_url = _meta_content(tree, "og:url")
+    og_url = meta.get("og:url")
     if og_url:
         candidates.append(og_url)
     for candidate in candidates:
@@ -177,14 +191,18 @@ def _canonical(tree: Any, base: str | None, url: str | None) -> str | None:
 # --- <meta> -------------------------------------------------------------------------------
 
 
-def _meta_content(tree: Any, key: str) -> str | None:
+def meta_map(tree: Any) -> dict[str, str]:
+    """Every ``<meta>`` key (``property``, ``name`` or ``itemprop``, lower-cased) with its
+    first non-empty content."""
+    found: dict[str, str] = {}
     for meta in tree.xpath("//meta[@content]"):
         name = meta.get("property") or meta.get("name") or meta.get("itemprop") or ""
-        if str(name).strip().lower() == key:
+        key = str(name).strip().lower()
+        if key and key not in found:
             content = str(meta.get("content")).strip()
             if content:
-                return content
-    return None
+                found[key] = content
+    return found
 
 
 # --- JSON-LD ------------------------------------------------------------------------------
@@ -260,7 +278,9 @@ def plausible(when: datetime, now: datetime | None = None) -> bool:
     return _EARLIEST <= when <= now + timedelta(days=1)
 
 
-def _published(tree: Any, objects: list[dict[str, Any]]) -> PageDate | None:
+def _published(
+    tree: Any, objects: list[dict[str, Any]], meta: Mapping[str, str]
+) -> PageDate | None:
     # 1. JSON-LD datePublished, article objects first.
     ranked = sorted(objects, key=lambda o: 0 if set(_types_of(o)) & ARTICLE_TYPES else 1)
     for obj in ranked:
@@ -271,17 +291,11 @@ def _published(tree: Any, objects: list[dict[str, Any]]) -> PageDate | None:
                 if found:
                     return found
     # 2. <meta> publication tags, best key first.
-    best: tuple[int, PageDate] | None = None
-    for meta in tree.xpath("//meta[@content]"):
-        name = str(meta.get("property") or meta.get("name") or meta.get("itemprop") or "")
-        rank = _DATE_META_RANK.get(name.strip().lower())
-        if rank is None or (best is not None and rank >= best[0]):
-            continue
-        found = _page_date(str(meta.get("content")), f"meta:{name.strip().lower()}")
+    for key in _DATE_META_KEYS:
+        content = meta.get(key)
+        found = _page_date(content, f"meta:{key}") if content else None
         if found:
-            best = (rank, found)
-    if best is not None:
-        return best[1]
+            return found
     # 3. <time itemprop=datePublished> / <time pubdate>.
     for node in tree.xpath("//time[@datetime][@itemprop='datePublished' or @pubdate]"):
         found = _page_date(str(node.get("datetime")), "time")
@@ -300,13 +314,15 @@ def _page_date(value: str, source: str) -> PageDate | None:
 # --- headings -----------------------------------------------------------------------------
 
 
-def _headings(tree: Any, limit: int = 3) -> tuple[str, ...]:
-    found = []
+def _headings(tree: Any, limit: int = 5) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """The first ``<h1>`` elements with text, and their texts."""
+    nodes, texts = [], []
     for node in tree.xpath("//body//h1")[:limit]:
         text = normalize_space(node.text_content())
         if text:
-            found.append(text)
-    return tuple(found)
+            nodes.append(node)
+            texts.append(text)
+    return tuple(nodes), tuple(texts)
 
 
 # --- links --------------------------------------------------------------------------------

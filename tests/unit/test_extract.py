@@ -15,6 +15,7 @@ import pytest
 
 from enrich.decoding import decode_html, sniff_encoding
 from enrich.extract import (
+    NEWSFLOW_EXTRACTION_REVISION,
     Extraction,
     ExtractionError,
     article_like_url,
@@ -162,7 +163,7 @@ def test_article_metadata(article: Extraction) -> None:
     assert article.is_article is True
     assert "declared article" in article.article_reason
     assert article.extractor.startswith("trafilatura/2.") and article.extractor.endswith(
-        "+newsflow/1"
+        f"+newsflow/{NEWSFLOW_EXTRACTION_REVISION}"
     )
 
 
@@ -511,7 +512,7 @@ class _Fixed:
 def test_cascade_falls_through_failing_backends() -> None:
     page = extract_page(ARTICLE_HTML, ARTICLE_URL, cascade=(_Broken(), _Fixed()))
     assert page.text == "First paragraph.\nSecond paragraph."
-    assert page.extractor == "fixed/1+newsflow/1"
+    assert page.extractor == f"fixed/1+newsflow/{NEWSFLOW_EXTRACTION_REVISION}"
     assert page.title == "Harbour bridge reopens after two years of repairs"  # metadata still
     with pytest.raises(ExtractionError) as caught:
         extract_page(ARTICLE_HTML, ARTICLE_URL, cascade=(_Broken(),))

@@ -1,0 +1,108 @@
+"""The body cascade's text handling: plain-text rendering and the readability check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from enrich.backends import Body, TrafilaturaBody, clean_text, run_cascade
+from enrich.body_vote import capturing_readability, ngrams, support, trim_edges, words
+from enrich.extract import parse_html
+
+PARAGRAPHS = [
+    "The harbour bridge reopened on Monday after two years of repairs to its steel deck.",
+    "Engineers replaced more than four hundred rivets and repainted the whole span twice.",
+    "Traffic is expected to return to its old level within a month, the council said.",
+    "Cyclists get a separate lane on the north side for the first time since it opened.",
+]
+
+
+def _article_html() -> str:
+    body = "".join(f"<p>{p}</p>" for p in PARAGRAPHS)
+    return (
+        "<html><head><title>Bridge reopens</title></head><body>"
+        "<nav><a href='/'>Home</a> <a href='/news'>News</a></nav>"
+        f"<article><h1>Bridge reopens</h1>{body}</article>"
+        "<footer><p>Copyright 2024 Coastal Herald</p></footer></body></html>"
+    )
+
+
+def test_clean_text_renders_markdown_lists_and_tables_as_plain_text() -> None:
+    raw = (
+        "Intro line.\n- first item\n  - nested item\n-\n| Pos | Name |\n|---|---|\n| 1 | A \\| B |"
+    )
+    assert clean_text(raw) == "Intro line.\nfirst item\nnested item\nPos Name\n1 A | B"
+
+
+def test_clean_text_keeps_hyphens_inside_lines() -> None:
+    assert clean_text("Rates rose - slightly - in May.") == "Rates rose - slightly - in May."
+
+
+def test_support_counts_shared_trigrams() -> None:
+    found = ngrams(words("the quick brown fox jumps over the lazy dog"))
+    assert support(words("The quick brown fox"), found) == 1.0
+    assert support(words("the quick brown fox sat down"), found) == 0.5
+    assert support(words("lazy dog"), found) == 1.0  # shorter than a trigram: looked up whole
+    assert support(words("lazy cat"), found) == 0.0
+
+
+def test_trim_edges_drops_unconfirmed_short_lines_at_both_ends() -> None:
+    text = "\n".join(["Share this article", *PARAGRAPHS, "Sign up for our newsletter"])
+    assert trim_edges(text, " ".join(PARAGRAPHS)) == "\n".join(PARAGRAPHS)
+
+
+def test_trim_edges_drops_two_lines_at_most() -> None:
+    text = "\n".join(["Menu", "Share this article", *PARAGRAPHS, "Sign up for our newsletter"])
+    assert trim_edges(text, " ".join(PARAGRAPHS)) == text
+
+
+def test_trim_edges_keeps_unconfirmed_lines_inside_the_text() -> None:
+    inner = [PARAGRAPHS[0], "Key figures", PARAGRAPHS[1], PARAGRAPHS[2]]
+    assert trim_edges("\n".join(inner), " ".join(PARAGRAPHS)) == "\n".join(inner)
+
+
+def test_trim_edges_ignores_a_confirming_text_about_something_else() -> None:
+    text = "\n".join(["Share this article", *PARAGRAPHS])
+    assert trim_edges(text, "") == text
+    # readability found another part of the page: it would drop most of the text
+    assert trim_edges(text, PARAGRAPHS[3]) == text
+
+
+def test_trafilatura_body_leaves_the_tree_alone_and_names_its_method() -> None:
+    tree = parse_html(_article_html())
+    before = _serialized(tree)
+    body = run_cascade(tree, "https://herald.example/2024/05/bridge-reopens", (TrafilaturaBody(),))
+    assert body is not None
+    assert _serialized(tree) == before
+    for paragraph in PARAGRAPHS:
+        assert paragraph in body.text
+    assert "Copyright" not in body.text
+    assert body.backend.startswith(("trafilatura/", "trafilatura+readability-edges/"))
+
+
+def test_readability_is_captured_per_context_only() -> None:
+    from trafilatura import bare_extraction
+
+    tree = parse_html(_article_html())
+    with capturing_readability() as seen:
+        bare_extraction(tree, include_comments=False, with_metadata=False)
+    assert seen and PARAGRAPHS[0] in " ".join(seen[0].split())
+    with capturing_readability() as again:
+        pass
+    assert again == []
+
+
+def test_a_backend_can_name_the_method_per_page() -> None:
+    class Chooser:
+        name = "chooser/1"
+
+        def extract(self, tree: Any, url: str | None) -> Body:
+            return Body(text="  One.\n\n- Two.", backend="chooser-b/1")
+
+    body = run_cascade(parse_html(_article_html()), None, (Chooser(),))
+    assert body == Body(text="One.\nTwo.", backend="chooser-b/1")
+
+
+def _serialized(tree: Any) -> bytes:
+    from lxml import etree
+
+    return bytes(etree.tostring(tree))

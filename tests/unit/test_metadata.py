@@ -1,0 +1,128 @@
+"""Metadata on small hand-written pages: visible headline, header date, byline, author names."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from enrich.extract import _published_at, parse_html, split_authors
+from enrich.metadata import Metadata, json_ld_people, read_metadata
+from enrich.pagemeta import PageSignals, read_signals
+
+URL = "https://herald.example/news/bridge-reopens-after-repairs"
+
+
+def _page(head: str, body: str) -> str:
+    return f"<html><head>{head}</head><body>{body}</body></html>"
+
+
+def _read(page: str) -> tuple[PageSignals, Metadata]:
+    tree = parse_html(page)
+    signals = read_signals(tree, URL)
+    return signals, read_metadata(tree, URL, signals)
+
+
+def test_visible_headline_wins_over_a_reworded_declared_title() -> None:
+    page = _page(
+        '<meta property="og:title" content="Using machine learning to personalize shopping">',
+        "<header><div class='logo'><h1>Herald</h1></div></header>"
+        "<article><h1>How machine learning personalizes shopping</h1><p>Text.</p></article>",
+    )
+    _, meta = _read(page)
+    assert meta.title == "How machine learning personalizes shopping"
+    assert meta.title_source == "h1"
+
+
+def test_unrelated_h1_is_not_the_headline() -> None:
+    page = _page(
+        '<meta property="og:title" content="Bridge reopens after two years of repairs">',
+        "<h1>A message from our sponsor today</h1><p>Text.</p>",
+    )
+    _, meta = _read(page)
+    assert meta.title == "Bridge reopens after two years of repairs"
+    assert meta.title_source == "og:title"
+
+
+def test_truncated_json_ld_headline_is_completed_from_og_title() -> None:
+    page = _page(
+        '<script type="application/ld+json">{"@type": "NewsArticle", '
+        '"headline": "Bridge reopens after two years of"}</script>'
+        '<meta property="og:title" content="Bridge reopens after two years of repairs">',
+        "<p>Text.</p>",
+    )
+    _, meta = _read(page)
+    assert meta.title == "Bridge reopens after two years of repairs"
+
+
+def test_header_date_wins_over_a_declared_date_on_another_day() -> None:
+    page = _page(
+        '<meta property="article:published_time" content="2013-03-11T11:00:00-07:00">',
+        "<article><h1>Nine food myths debunked</h1>"
+        "<div class='meta'><span>March 20, 2023 | Wellness</span></div><p>Text.</p></article>",
+    )
+    signals, meta = _read(page)
+    assert meta.heuristic_date == date(2023, 3, 20)
+    _, day, source = _published_at(
+        signals,
+        meta.heuristic_date,
+        meta.heuristic_date_source,
+        None,
+    )
+    assert day == date(2023, 3, 20)
+    assert source == "visible:text"
+
+
+def test_updated_line_does_not_replace_the_declared_publication() -> None:
+    page = _page(
+        '<meta property="article:published_time" content="2024-10-15T18:50:03Z">',
+        "<article><h1>Nine food myths debunked</h1>"
+        "<p class='byline'>By Mirel Zaman</p><p>Updated on June 18, 2025</p></article>",
+    )
+    signals, meta = _read(page)
+    _, day, source = _published_at(
+        signals,
+        meta.heuristic_date,
+        meta.heuristic_date_source,
+        None,
+    )
+    assert day == date(2024, 10, 15)
+    assert source == "meta:article:published_time"
+
+
+def test_byline_near_the_headline_not_a_comment_author() -> None:
+    page = _page(
+        "",
+        "<article><h1>Bridge reopens after repairs</h1>"
+        "<div class='post-author'>By Haley Hoekstra • March 12, 2025</div><p>Text.</p>"
+        "<div class='comments'><span class='comment-author'>Troll</span></div></article>",
+    )
+    _, meta = _read(page)
+    assert split_authors(meta.author) == ["Haley Hoekstra"]
+    assert meta.authors_source == "byline"
+
+
+def test_agency_is_an_author_the_publisher_is_not() -> None:
+    objects = [
+        {
+            "@type": "NewsArticle",
+            "publisher": {"@type": "Organization", "name": "Stuttgarter Zeitung"},
+            "author": [{"@type": "Organization", "name": "Stuttgarter Zeitung"}],
+        }
+    ]
+    assert json_ld_people(objects) == []
+    objects[0]["author"] = [{"@type": "Organization", "name": "dpa"}]
+    assert json_ld_people(objects) == ["dpa"]
+
+
+def test_split_authors_cuts_dates_roles_and_signs() -> None:
+    assert split_authors("Matt Miller on Dec 16, 2025 at 11:00 AM") == ["Matt Miller"]
+    assert split_authors("Posted by BeauHD on Friday December 19, 2025") == ["BeauHD"]
+    assert split_authors("Charlie Hills Nov 02, 2025 ∙ Paid") == ["Charlie Hills"]
+    assert split_authors("Rasmus Barslund Founder") == ["Rasmus Barslund"]
+    assert split_authors("Elena Oberholzer (obe), Oliver Maksan (oma)") == [
+        "Elena Oberholzer",
+        "Oliver Maksan",
+    ]
+    assert split_authors("Maria &amp; Katerina") == ["Maria", "Katerina"]
+    assert split_authors("(Image: Getty Images)") == []
+    assert split_authors("Kestrel Wire staff") == ["Kestrel Wire staff"]
+    assert split_authors("JAMIE COLQUHOUN") == ["Jamie Colquhoun"]
