@@ -27,7 +27,7 @@ from enrich.dedup.text import U64, TextFeatures, features, stable_hash64
 from newsflow.urls import InvalidURLError, normalize_url
 
 Reason = Literal["new", "replay", "version", "url", "exact", "near"]
-SNAPSHOT_FORMAT = 2  # 2: compact story clusters with merges
+SNAPSHOT_FORMAT = 3  # 2: compact story clusters with merges; 3: first 1,000 words
 
 
 class SnapshotFormatError(ValueError):

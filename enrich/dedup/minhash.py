@@ -59,7 +59,7 @@ class MinHasher:
         self, shingles: U64, keep: npt.NDArray[np.bool_] | None
     ) -> tuple[Signature, Signature]:
         """MinHash of the kept shingles and of all of them, permuting each shingle once."""
-        unique = np.unique(shingles)
+        unique = _unique(shingles)
         if unique.size == 0:
             empty = Signature(np.full(self.num_perm, EMPTY, dtype=np.uint32), 0)
             return empty, empty
@@ -67,7 +67,7 @@ class MinHasher:
         whole = Signature(permuted.min(axis=0).astype(np.uint32), int(unique.size))
         if keep is None or keep.all():
             return whole, whole
-        kept = np.unique(shingles[keep])
+        kept = _unique(shingles[keep])
         if kept.size == 0:
             return Signature(np.full(self.num_perm, EMPTY, dtype=np.uint32), 0), whole
         rows = np.searchsorted(unique, kept)
@@ -79,6 +79,18 @@ class MinHasher:
         rows = sig.full[: self.bands * self.rows].astype(np.uint64).reshape(self.bands, self.rows)
         acc = (rows * self._band_mult[None, :]).sum(axis=1, dtype=np.uint64)
         return self._band_tag | (_mix64(acc) >> np.uint64(32))
+
+
+def _unique(values: U64) -> U64:
+    """Sorted distinct values: a sort and a mask, cheaper than ``np.unique`` on the few
+    thousand hashes of one article."""
+    ordered = np.sort(values)
+    if ordered.size < 2:
+        return ordered
+    distinct = np.empty(ordered.size, dtype=bool)
+    distinct[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
+    return ordered[distinct]
 
 
 def jaccard(a: U16, b: U16) -> float:

@@ -213,18 +213,22 @@ def test_one_alert_per_new_story_one_update_nothing_on_replay(
     drain(settings, "dedup", expected=len(articles))
     drain(settings, "alert", expected=len(articles))
     alerts = read_alerts(settings)
-    story_of = {a.article.id: a.story_id for a in alerts}
-    assert sorted((a.kind, a.article.outlet, a.story_articles) for a in alerts) == [
-        ("new_story", "kestrel", 1),  # story A, at its first article
-        ("new_story", "kestrel", 1),  # story B
-        ("story_update", "klaxon", 4),  # story A reached the update size
-    ], alerts
+    # The deduplicated topic has several partitions, so the alert stage may see a story's
+    # articles in another order than they arrived: which copy carries the alert may vary,
+    # that each story alerts once (and updates once) may not.
+    story_a_ids = {a.id for a in articles if a.text == story_a}
+    on_a = [a for a in alerts if a.article.id in story_a_ids]
+    on_b = [a for a in alerts if a.article.id == articles[3].id]
+    assert sorted(a.kind for a in on_a) == ["new_story", "story_update"], alerts
+    assert [a.kind for a in on_b] == ["new_story"], alerts
+    assert len(alerts) == 3 and len({a.id for a in alerts}) == 3, alerts
     assert {a.watch_id for a in alerts} == {zeppelin}
-    assert len({a.id for a in alerts}) == 3
-    assert story_of[articles[0].id] != story_of[articles[3].id]
-    first = next(a for a in alerts if a.article.id == articles[0].id)
+    assert len({a.story_id for a in on_a}) == 1 and on_a[0].story_id != on_b[0].story_id
+    update = next(a for a in on_a if a.kind == "story_update")
+    assert update.story_articles >= 4  # the update size
+    first = next(a for a in on_a if a.kind == "new_story")
     assert first.watch_name == "zeppelins"
-    assert first.article.url == articles[0].url
+    assert first.article.url in {a.url for a in articles if a.id in story_a_ids}
     assert (first.matched_at - first.arrived_at).total_seconds() < 120
 
     es = make_client(settings)
