@@ -33,13 +33,21 @@
 
   // Highlights come HTML-escaped with <mark> tags (Elasticsearch's html encoder); build DOM
   // nodes from them instead of assigning innerHTML, so nothing else can become markup.
+  // A detached <textarea> decodes entities as text (RCDATA: no markup, whitespace kept; an
+  // HTML document parser would drop a fragment's leading space).
+  const entityDecoder = document.createElement("textarea");
+  function decodeEntities(text) {
+    entityDecoder.innerHTML = text;
+    return entityDecoder.value;
+  }
+
   function highlighted(fragment) {
     const out = document.createDocumentFragment();
     let marked = false;
     for (const part of fragment.split(/(<\/?mark>)/)) {
       if (part === "<mark>") { marked = true; continue; }
       if (part === "</mark>") { marked = false; continue; }
-      const text = new DOMParser().parseFromString(part, "text/html").documentElement.textContent;
+      const text = decodeEntities(part);
       if (marked) {
         const m = document.createElement("mark");
         m.textContent = text;

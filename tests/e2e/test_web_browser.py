@@ -115,6 +115,13 @@ def test_search_page_in_chromium(site: tuple[str, Settings]) -> None:
             expect(story).to_have_attribute("data-story-id", "s-flood")
             expect(story.locator(".count")).to_have_text("3 articles · 3 outlets")
             expect(story.locator("mark").first).to_be_visible()
+            # Highlighted words keep the spaces around them ("the <mark>weir</mark> gates").
+            glued = story.evaluate(
+                """(node) => [...node.querySelectorAll("mark")].filter(
+                    (m) => m.nextSibling && /^\\w/.test(m.nextSibling.textContent)
+                ).length"""
+            )
+            assert glued == 0, story.inner_text()
 
             # Open the story: its three articles.
             story.locator("button.expand").click()
