@@ -74,7 +74,9 @@ def _check_selector(value: str) -> str:
     return value
 
 
-def _check_pattern(value: str) -> str:
+def check_regex(value: str) -> str:
+    """A regular expression that compiles, or a validation error saying why (shared with the
+    outlets registry's URL patterns)."""
     try:
         re.compile(value)
     except re.error as exc:
@@ -85,7 +87,7 @@ def _check_pattern(value: str) -> str:
 
 
 Selector = Annotated[str, AfterValidator(_check_selector)]
-URLPattern = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_check_pattern)]
+URLPattern = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_regex)]
 
 
 class ExtractionOverrides(BaseModel):

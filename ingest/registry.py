@@ -53,7 +53,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from enrich.overrides import ExtractionOverrides
+from enrich.overrides import ExtractionOverrides, check_regex
 from newsflow.urls import InvalidURLError, normalize_url
 
 __all__ = [
@@ -192,13 +192,7 @@ def _check_pattern(value: str) -> str:
             "regular expression too long (at most {limit} characters)",
             {"limit": _MAX_PATTERN_LENGTH},
         )
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise PydanticCustomError(
-            "regex", "not a valid regular expression: {error}", {"error": str(exc)}
-        ) from None
-    return value
+    return check_regex(value)
 
 
 URL = Annotated[str, AfterValidator(_check_url)]
