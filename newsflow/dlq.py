@@ -38,21 +38,34 @@ def read_letters(settings: Settings, *, timeout_seconds: float = 30.0) -> Iterat
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout_seconds
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError("timed out reading the dead-letter topic")
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    if record.offset >= end[TopicPartition(record.topic, record.partition)]:
-                        continue
-                    try:
-                        letter = decode(DeadLetter, record.value)
-                    except ContractError:
-                        continue
-                    yield StoredLetter(record.partition, record.offset, letter)
+        for partition, offset, letter in _read_to(consumer, tps, end, timeout_seconds):
+            if letter is not None:
+                yield StoredLetter(partition, offset, letter)
     finally:
         consumer.close()
+
+
+def _read_to(
+    consumer: KafkaConsumer,
+    tps: Sequence[TopicPartition],
+    end: dict[TopicPartition, int],
+    timeout_seconds: float,
+) -> Iterator[tuple[int, int, DeadLetter | None]]:
+    """Every record from the consumer's positions up to ``end``: (partition, offset, letter),
+    the letter ``None`` where the value is not a valid dead letter."""
+    deadline = time.monotonic() + timeout_seconds
+    while any(consumer.position(tp) < end[tp] for tp in tps):
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out reading the dead-letter topic")
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                if record.offset >= end[TopicPartition(record.topic, record.partition)]:
+                    continue
+                try:
+                    letter: DeadLetter | None = decode(DeadLetter, record.value)
+                except ContractError:
+                    letter = None
+                yield record.partition, record.offset, letter
 
 
 def select_letters(
@@ -158,40 +171,14 @@ def replay_new_letters(
                 consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, committed)
-        selected: list[DeadLetter] = []
-        deadline = time.monotonic() + timeout_seconds
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError("timed out reading the dead-letter topic")
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    if record.offset >= end[TopicPartition(record.topic, record.partition)]:
-                        continue
-                    read += 1
-                    try:
-                        letter = decode(DeadLetter, record.value)
-                    except ContractError:
-                        continue
-                    if letter.error_kind in error_kinds:
-                        selected.append(letter)
-        if selected:
-            producer = make_producer(settings, client_id="newsflow-dlq-replay")
-            try:
-                futures = [
-                    producer.send(
-                        letter.source_topic,
-                        key=letter.key.encode() if letter.key else None,
-                        value=letter.value.encode("utf-8"),
-                    )
-                    for letter in selected
-                ]
-                producer.flush(timeout=60)
-                for future in futures:
-                    future.get(timeout=60)
-            finally:
-                producer.close()
-            for letter in selected:
-                replayed[letter.reason] = replayed.get(letter.reason, 0) + 1
+        selected: list[StoredLetter] = []
+        for partition, offset, letter in _read_to(consumer, tps, end, timeout_seconds):
+            read += 1
+            if letter is not None and letter.error_kind in error_kinds:
+                selected.append(StoredLetter(partition, offset, letter))
+        send_back(settings, selected)
+        for stored in selected:
+            replayed[stored.letter.reason] = replayed.get(stored.letter.reason, 0) + 1
         consumer.commit({tp: OffsetAndMetadata(end[tp], "", -1) for tp in tps})
     finally:
         consumer.close()
