@@ -26,13 +26,14 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, run_cascade
+from enrich.dates import published_at
 from enrich.decoding import decode_html
 from enrich.language import detect_language
 from enrich.metadata import read_metadata
@@ -51,7 +52,6 @@ from enrich.pagemeta import (
     OG_ARTICLE_TYPES,
     PageSignals,
     normalize_space,
-    plausible,
     read_signals,
 )
 
@@ -139,7 +139,7 @@ def extract_page(
     text = _without_title(body.text, title)
     verdict, reason = classify_page(signals, text, page_url, meta.pagetype)
     authors = split_authors(meta.author)
-    published, published_day, date_source = _published_at(
+    published, published_day, date_source = published_at(
         signals, meta.heuristic_date, meta.heuristic_date_source, feed_published_at
     )
     authors_source = meta.authors_source
@@ -366,52 +366,6 @@ def split_authors(raw: str | None) -> list[str]:
         names.append(name)
     people = [name for name in names if not _ROLE_WORDS.intersection(name.casefold().split())]
     return people or names
-
-
-def _published_at(
-    signals: PageSignals,
-    heuristic_date: date | None,
-    heuristic_source: str | None,
-    feed_published_at: datetime | None,
-) -> tuple[datetime | None, date | None, str | None]:
-    """Header's visible date > page's declared time > URL or htmldate's date > feed's time:
-    (UTC time, local day, source).
-
-    A bare page date (no time of day) is midnight UTC, unless the feed gives a time within a
-    day of it, which is then more precise and taken instead (the day stays the page's).
-    """
-    feed = _aware(feed_published_at) if feed_published_at else None
-    if feed is not None and not plausible(feed):
-        feed = None
-    page: datetime | None = None
-    page_has_time = False
-    source: str | None = None
-    declared = signals.published
-    # The date printed in the article's header is what readers see (often the last update):
-    # it wins over a declared date on another day, and a declared time on that day refines it.
-    visible = heuristic_date if (heuristic_source or "").startswith("visible") else None
-    if visible is not None and declared is not None:
-        if (heuristic_source or "").endswith(":updated"):
-            visible = None  # an "Updated ..." line does not replace the declared publication
-        elif abs(declared.value.date() - visible) <= timedelta(days=1):
-            visible = None  # the same moment, read in another time zone
-    if declared is not None and (visible is None or declared.value.date() == visible):
-        page, page_has_time, source = declared.value, declared.has_time, declared.source
-    elif heuristic_date is not None:
-        page, source = datetime.combine(heuristic_date, time(), UTC), heuristic_source
-    if page is None:
-        if feed is None:
-            return None, None, None
-        return feed.astimezone(UTC), feed.date(), "feed"
-    if not page_has_time and feed is not None and abs(feed - page) <= timedelta(days=1):
-        return feed.astimezone(UTC), page.date(), f"{source}+feed-time"
-    return page.astimezone(UTC), page.date(), source
-
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 # --- article or not -------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from enrich.extract import _published_at, parse_html, split_authors
+from enrich.dates import published_at
+from enrich.extract import parse_html, split_authors
 from enrich.metadata import Metadata, json_ld_people, read_metadata
 from enrich.pagemeta import PageSignals, read_signals
 
@@ -61,7 +62,7 @@ def test_header_date_wins_over_a_declared_date_on_another_day() -> None:
     )
     signals, meta = _read(page)
     assert meta.heuristic_date == date(2023, 3, 20)
-    _, day, source = _published_at(
+    _, day, source = published_at(
         signals,
         meta.heuristic_date,
         meta.heuristic_date_source,
@@ -78,7 +79,7 @@ def test_updated_line_does_not_replace_the_declared_publication() -> None:
         "<p class='byline'>By Mirel Zaman</p><p>Updated on June 18, 2025</p></article>",
     )
     signals, meta = _read(page)
-    _, day, source = _published_at(
+    _, day, source = published_at(
         signals,
         meta.heuristic_date,
         meta.heuristic_date_source,
