@@ -2,8 +2,10 @@
 
 Order of precedence: a byte-order mark, then an encoding the caller got from the HTTP
 ``Content-Type`` header, then an XML declaration or a ``<meta charset>`` (or ``http-equiv``)
-declaration in the first bytes of the document, then UTF-8. Undecodable bytes become U+FFFD
-rather than failing: a page with a few broken characters is still worth extracting.
+declaration in the first bytes of the document, then UTF-8; but bytes that are valid UTF-8
+with multi-byte sequences are read as UTF-8 whatever the label says (:func:`is_utf8_text`).
+Undecodable bytes become U+FFFD rather than failing: a page with a few broken characters is
+still worth extracting.
 """
 
 from __future__ import annotations
@@ -84,8 +86,27 @@ def sniff_encoding(data: bytes) -> str | None:
     return normalize_encoding(match.group(1).decode("ascii", "replace"))
 
 
+def is_utf8_text(data: bytes) -> bool:
+    """Non-ASCII bytes that decode strictly as UTF-8: then the page is UTF-8, whatever its
+    label says.
+
+    Text in a legacy encoding (windows-1252, GBK, Shift_JIS...) almost never forms valid
+    UTF-8 sequences by chance, while pages converted to UTF-8 by a CMS, a proxy or an archive
+    often keep their old ``<meta charset>``, and servers often send a default ``iso-8859-1``.
+    Reading those by the label turns every accented letter into mojibake ("fÃ¼r").
+    """
+    if data.isascii():
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def decode_html(data: bytes, declared: str | None = None) -> str:
-    """Decode a page: BOM, then ``declared`` (HTTP header), then ``<meta>``, then UTF-8.
+    """Decode a page: BOM, then ``declared`` (HTTP header), then ``<meta>``, then UTF-8;
+    valid UTF-8 bytes are UTF-8 whatever the label.
 
     Never raises on bad bytes: they become U+FFFD.
     """
@@ -93,4 +114,6 @@ def decode_html(data: bytes, declared: str | None = None) -> str:
         if data.startswith(bom):
             return data[len(bom) :].decode(name, errors="replace")
     encoding = normalize_encoding(declared) or sniff_encoding(data) or "utf-8"
+    if encoding != "utf-8" and is_utf8_text(data):
+        encoding = "utf-8"
     return data.decode(encoding, errors="replace")

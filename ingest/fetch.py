@@ -48,6 +48,7 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 
+from enrich.decoding import is_utf8_text
 from newsflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -309,7 +310,8 @@ def _codec(label: str | None) -> str | None:
 
 
 def decode_html(body: bytes, declared: str | None = None) -> str:
-    """Decode an HTML body: BOM, declared charset, ``<meta charset>``, UTF-8, windows-1252.
+    """Decode an HTML body: BOM, declared charset, ``<meta charset>``, UTF-8, windows-1252;
+    valid UTF-8 bytes are UTF-8 whatever the label (:func:`enrich.decoding.is_utf8_text`).
 
     Raises ``UnicodeError`` when nothing yields plausible text (binary data).
     """
@@ -318,6 +320,8 @@ def decode_html(body: bytes, declared: str | None = None) -> str:
         if body.startswith(bom):
             candidates.append(name)
             break
+    if not candidates and is_utf8_text(body):
+        candidates.append("utf-8")
     meta = _META_CHARSET.search(body[:4096])
     for label in (declared, meta.group(1).decode("ascii", "ignore") if meta else None):
         codec = _codec(label)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from enrich.decoding import decode_html, sniff_encoding
+from enrich.decoding import decode_html, is_utf8_text, sniff_encoding
 from enrich.extract import (
     NEWSFLOW_EXTRACTION_REVISION,
     Extraction,
@@ -523,3 +523,16 @@ def test_xml_declaration_encoding() -> None:
     data = '<?xml version="1.0" encoding="ISO-8859-1"?><html><p>café</p></html>'.encode("latin-1")
     assert sniff_encoding(data) == "cp1252"
     assert "café" in decode_html(data)
+
+
+def test_valid_utf8_wins_over_a_stale_legacy_label() -> None:
+    # Converted to UTF-8 by the CMS, still labelled iso-8859-1 (in <meta> or by the server)
+    page = '<meta charset="iso-8859-1"><h1>Größe für 5,99 €</h1>'.encode()
+    assert is_utf8_text(page)
+    assert "Größe für 5,99 €" in decode_html(page)
+    assert "Größe für 5,99 €" in decode_html(page, declared="iso-8859-1")
+    gbk = '<meta charset="gb2312"><p>中国航天</p>'.encode()
+    assert "中国航天" in decode_html(gbk)
+    # real legacy bytes are not valid UTF-8, and plain ASCII says nothing either way
+    assert not is_utf8_text("Größe".encode("cp1252"))
+    assert not is_utf8_text(b"<p>plain</p>")

@@ -545,3 +545,14 @@ def test_every_reason_is_a_known_code() -> None:
         "robots_disallowed",
         "rate_limited",
     } == REASONS
+
+
+def test_utf8_body_with_a_stale_legacy_label_is_read_as_utf8() -> None:
+    body = '<meta charset="iso-8859-15"><p>sanción, für</p>'.encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return html_response(body, "text/html; charset=iso-8859-1")
+
+    with make_fetcher(handler) as fetcher:
+        result = fetcher.fetch_page("https://news.example/a", policy())
+    assert result.text is not None and "sanción, für" in result.text
