@@ -20,7 +20,6 @@ with a stable ``reason``, which the worker uses to route the page to the dead-le
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 import threading
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from enrich.authors import split_authors
 from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, run_cascade
 from enrich.dates import published_at
 from enrich.decoding import decode_html
@@ -283,89 +283,6 @@ def _clean_title(title: Any) -> str | None:
     if not isinstance(title, str):
         return None
     return normalize_space(title) or None
-
-
-_AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\||&|\band\b|\bund\b)\s*", re.IGNORECASE)
-_CREDIT = re.compile(r"\s+[·•∙]\s*|\s*[·•∙]\s+")
-_BYLINE_PREFIX = re.compile(
-    r"^(?:(?:written|posted|published|reviewed|text)\s+)?(?:by|author|autor|autorin)\b\s*:?\s*",
-    re.IGNORECASE,
-)
-# What follows the names in a byline line: its date, time, "Updated ...", reading time.
-_BYLINE_TAIL = re.compile(
-    r"\s*(?:\bon\s+)?\b(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?"
-    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d.*$"
-    r"|\s*\b(?:last\s+)?(?:updated|published|posted|modified)\b.*$"
-    r"|\s*\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b.*$"
-    r"|\s*\b\d+\s+min(?:ute)?s?\b.*$",
-    re.IGNORECASE,
-)
-# Editor's short sign in parentheses after a name: "Elena Oberholzer (obe)".
-_SIGN = re.compile(r"\s*\([a-zäöü]{2,4}\.?\)$")
-_NOT_A_NAME = re.compile(r"https?://|www\.|@|\d|%")
-_WORD = re.compile(r"\w+")
-_MAX_AUTHOR_WORDS = 5
-# Page furniture that byline heuristics pick up: never a name.
-_JUNK_WORDS = frozenset(
-    {"by", "home", "menu", "updated", "published", "posted", "subscribe", "image", "images"}
-)
-# Job titles: dropped when they follow a name ("Ann Lee, Staff Writer"), kept when they are
-# the whole byline ("Herald Staff").
-_ROLE_WORDS = frozenset(
-    {
-        "attorney",
-        "columnist",
-        "contributor",
-        "correspondent",
-        "editor",
-        "expert",
-        "reporter",
-        "staff",
-        "writer",
-    }
-)
-# Role words that end a name when they trail it: "Rasmus Barslund Founder" ("Herald staff" is
-# a whole byline, so "staff" is not one of them).
-_TRAILING_ROLES = frozenset(
-    {"founder", "co-founder", "ceo", "cto", "director", "manager", "former", "senior", "head"}
-    | (_ROLE_WORDS - {"staff"})
-)
-
-
-def split_authors(raw: str | None) -> list[str]:
-    """``"By Ann Lee and Bo Chan"`` -> ``["Ann Lee", "Bo Chan"]``; drops non-names, dedupes.
-
-    A byline's trailing date or "Updated ..." is cut first, and a role that trails a name
-    ("Ann Lee Tech Reporter") is dropped from it.
-    """
-    if not raw:
-        return []
-    names: list[str] = []
-    seen: set[str] = set()
-    raw = html.unescape(raw)
-    # "Ann Lee · Kestrel Wire", "Ann Lee • March 3": what follows a middle dot is a credit
-    raw = _CREDIT.split(normalize_space(raw))[0]
-    raw = _BYLINE_TAIL.sub("", _BYLINE_PREFIX.sub("", raw))
-    for part in _AUTHOR_SPLIT.split(raw):
-        name = part.strip(" .:-–—·•")
-        while (stripped := _BYLINE_PREFIX.sub("", name).strip()) != name:
-            name = stripped
-        name = _SIGN.sub("", name)
-        words = name.casefold().split()
-        cut = next((i for i, w in enumerate(words) if i >= 2 and w in _TRAILING_ROLES), None)
-        if cut is not None:
-            name = " ".join(name.split()[:cut])
-            words = words[:cut]
-        if not words or len(words) > _MAX_AUTHOR_WORDS or _NOT_A_NAME.search(name):
-            continue
-        if _JUNK_WORDS.intersection(_WORD.findall(name.casefold())) or name.casefold() in seen:
-            continue
-        if name.isupper() and len(name) > 3 and " " in name:
-            name = name.title()  # "ANN LEE" -> "Ann Lee"
-        seen.add(name.casefold())
-        names.append(name)
-    people = [name for name in names if not _ROLE_WORDS.intersection(name.casefold().split())]
-    return people or names
 
 
 # --- article or not -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
+from enrich.authors import look_like_people, split_authors
 from enrich.dates import find_date, url_date, visible_date
 from enrich.pagemeta import ARTICLE_TYPES, PageSignals, normalize_space
 
@@ -59,16 +60,7 @@ def _read(tree: Any, url: str | None, signals: PageSignals) -> Metadata:
     sitename = signals.site_name or _publisher_name(articles)
     title, title_source, heading = choose_title(signals, articles, [sitename], url)
 
-    people = json_ld_people(articles, exclude=[sitename])
-    author: str | None
-    if people:
-        author, authors_source = "; ".join(people), "json-ld:author"
-    else:
-        author, authors_source = meta_author(signals), "meta"
-        if not author:
-            author, authors_source = visible_byline(tree, heading), "byline"
-    if not author:
-        authors_source = ""
+    author, authors_source = choose_authors(tree, heading, signals, articles, sitename, url)
 
     heuristic, heuristic_source = visible_date(tree, heading, url)
     if heuristic is None and signals.published is None:
@@ -78,8 +70,8 @@ def _read(tree: Any, url: str | None, signals: PageSignals) -> Metadata:
     return Metadata(
         title=title,
         title_source=title_source,
-        author=author or None,
-        authors_source=authors_source or None,
+        author=author,
+        authors_source=authors_source,
         heuristic_date=heuristic,
         heuristic_date_source=heuristic_source if heuristic else None,
         sitename=sitename,
@@ -126,17 +118,22 @@ def _key(text: str) -> str:
 
 
 def json_ld_people(
-    objects: Iterable[dict[str, Any]], exclude: Sequence[str | None] = ()
+    objects: Iterable[dict[str, Any]],
+    exclude: Sequence[str | None] = (),
+    *,
+    keep_publisher: bool = False,
 ) -> list[str]:
     """Names of the authors of the page's article objects.
 
     A ``Person`` always counts; an ``Organization`` only when it is not the publisher itself
-    (a news agency such as "dpa" is a byline, the site's own name is not).
+    (a news agency such as "dpa" is a byline, the site's own name is not), unless
+    ``keep_publisher``.
     """
     excluded = {_key(name) for name in exclude if name}
     names: list[str] = []
     for obj in objects:
-        excluded |= {_key(name) for name in [_text(obj.get("publisher"))] if name}
+        if not keep_publisher:
+            excluded |= {_key(name) for name in [_text(obj.get("publisher"))] if name}
         for key in _PERSON_KEYS:
             raw = obj.get(key)
             for item in raw if isinstance(raw, list) else [raw]:
@@ -305,6 +302,67 @@ def meta_author(signals: PageSignals) -> str | None:
     return None
 
 
+def _site_keys(signals: PageSignals, names: Sequence[str | None], url: str | None) -> set[str]:
+    """The site's own names (``og:site_name``, publisher, host labels), as :func:`_key`s."""
+    keys = {_key(name) for name in [*names, signals.site_name] if name}
+    host = (urlsplit(url).hostname or "") if url else ""
+    labels = [label for label in host.split(".") if label not in ("www", "m")]
+    keys |= {_key(label) for label in labels[:-1] if len(label) >= 3}
+    keys |= {_key(host), _key(".".join(labels))}
+    keys.discard("")
+    return keys
+
+
+def _only_the_site(raw: str, sites: set[str]) -> bool:
+    """A declared author that is the site itself ("Herald", "herald.example"): a page whose
+    template fills the author field with the publisher; its visible byline names people."""
+    names = split_authors(raw)
+    return bool(names) and all(
+        (key := _key(name)) in sites or any(len(s) >= 4 and s in key for s in sites)
+        for name in names
+    )
+
+
+def choose_authors(
+    tree: Any,
+    heading: Any,
+    signals: PageSignals,
+    articles: Sequence[dict[str, Any]],
+    sitename: str | None,
+    url: str | None,
+) -> tuple[str | None, str | None]:
+    """The raw author string and its source: JSON-LD people, else ``<meta>``, else the
+    visible byline. A declared author that yields no name, or names only the site, gives way
+    to the next source; the site's name is kept only when nothing else names anyone."""
+    sites = _site_keys(signals, [sitename, _publisher_name(articles)], url)
+    fallback: tuple[str | None, str | None] = (None, None)
+    people = json_ld_people(articles, exclude=[sitename])
+    # the site as its own author: the last resort
+    publisher = json_ld_people(articles, keep_publisher=True) if not people else []
+    declared = [
+        ("; ".join(people) if people else None, "json-ld:author"),
+        (meta_author(signals), "meta"),
+    ]
+    for raw, source in declared:
+        if not raw or not split_authors(raw):
+            continue
+        if not _only_the_site(raw, sites):
+            return raw, source
+        if fallback[0] is None:
+            fallback = (raw, source)
+    bylines = [text for text in byline_candidates(tree, heading) if split_authors(text)]
+    for text in bylines:
+        if not _only_the_site(text, sites) and (
+            fallback[0] is None or look_like_people(split_authors(text))
+        ):
+            return text, "byline"
+    if fallback[0] is None and bylines:
+        return bylines[0], "byline"
+    if fallback[0] is None and publisher:
+        return "; ".join(publisher), "json-ld:author"
+    return fallback
+
+
 # Byline markup, read in one XPath pass; ``_byline_tier`` ranks it, most specific first.
 _BYLINE_XPATH = (
     "//*[@itemprop='author' or @rel='author' or @href[contains(.,'/author')]"
@@ -336,7 +394,10 @@ def _byline_tier(node: Any) -> int | None:
     return None
 
 
-_BYLINE_SKIP = re.compile(r"(?<![a-z])(?:comment|related|sidebar|widget|share)", re.I)
+# (Elementor, a common page builder, puts every block in an "elementor-widget" container.)
+_BYLINE_SKIP = re.compile(
+    r"(?<![a-z])(?<!elementor-)(?:comment|related|sidebar|widget|share)", re.I
+)
 _BYLINE_NOT_NAME_CLASS = re.compile(r"\bbio|avatar|image|img|photo|desc|about", re.I)
 _BYLINE_PREFIXES = re.compile(
     r"^(?:(?:written|posted|published|reviewed|insights|words|text)\s+(?:by|from)|by|von|par|por|"
@@ -345,21 +406,22 @@ _BYLINE_PREFIXES = re.compile(
 )
 MAX_BYLINE_CHARS = 120
 MAX_BYLINE_ANCESTORS = 8  # how far up a byline's containers are checked for comments etc.
-BYLINE_WINDOW = 400  # elements after the headline (and a quarter before) that can be a byline
+BYLINE_WINDOW = 700  # elements after the headline (and a quarter before) that can be a byline
 
 
-def visible_byline(tree: Any, heading: Any) -> str | None:
-    """The byline nearest the headline: ``itemprop=author``, ``rel=author``, author links,
-    then elements whose class says author name, byline or author. Returns its text."""
+def byline_candidates(tree: Any, heading: Any) -> list[str]:
+    """Texts of the bylines near the headline, best first: ``itemprop=author``,
+    ``rel=author``, author links, elements whose class says author name, byline or author,
+    then short lines that start with "By" just after the headline."""
     body = tree.find("body")
     if body is None:
-        return None
+        return []
     order: dict[Any, int] | None = None  # document order, built once a candidate needs it
     anchor = 0
-    best: tuple[int, int, str] | None = None  # tier, distance from the headline, text
+    found: list[tuple[int, int, str]] = []  # tier, distance from the headline, text
     for node in tree.xpath(_BYLINE_XPATH):
         tier = _byline_tier(node)
-        if tier is None or (best is not None and tier > best[0]) or not _byline_node_ok(node):
+        if tier is None or not _byline_node_ok(node):
             continue
         text = _byline_text(node)
         if not text:
@@ -377,9 +439,76 @@ def visible_byline(tree: Any, heading: Any) -> str | None:
             if distance < -BYLINE_WINDOW // 4 or distance > BYLINE_WINDOW:
                 continue
             rank = distance if distance >= 0 else BYLINE_WINDOW - distance
-        if best is None or (tier, rank) < best[:2]:
-            best = (tier, rank, text)
-    return best[2] if best is not None else None
+        found.append((tier, rank, text))
+    found.sort(key=lambda c: c[:2])
+    return [text for _, _, text in found] + _by_lines(heading)
+
+
+_BY_LINE = re.compile(
+    r"^\s*(?:(?:written|posted|published|article|story|words|reporting)\s+)?"
+    r"(?:by|von|par|por|door|av|af)\b\s*:?\s*\w",
+    re.I,
+)
+BY_LINE_WINDOW = 60  # elements after the headline where an unmarked "By ..." line is looked for
+# Words of a sentence, not of a name: "By the end of the year" is no byline.
+_SENTENCE_WORDS = frozenset(
+    {"the", "a", "an", "to", "of", "in", "for", "with", "this", "that", "it", "is", "was"}
+)
+
+
+def _is_by_line(text: str) -> bool:
+    if len(text) > MAX_BYLINE_CHARS or not _BY_LINE.match(text):
+        return False
+    names = split_authors(text)
+    return bool(names) and all(
+        len(words := name.casefold().split()) <= 4 and not _SENTENCE_WORDS.intersection(words)
+        for name in names
+    )
+
+
+def _by_lines(heading: Any) -> list[str]:
+    """Unmarked "By Ann Lee" lines just after the headline (no author class or link)."""
+    if heading is None:
+        return []
+    lines: list[str] = []
+    for count, element in enumerate(heading.itersiblings()):
+        if count >= 3:
+            break
+        for seen, node in enumerate(element.iter()):
+            if seen >= BY_LINE_WINDOW:
+                break
+            if not isinstance(node.tag, str) or node.tag in ("script", "style", "a"):
+                continue
+            if _is_by_line(text := normalize_space(node.text_content())):
+                lines.append(text)
+    if lines:
+        return lines
+    parent = heading.getparent()
+    grandparent = parent.getparent() if parent is not None else None
+    if grandparent is None or parent is None:
+        return lines
+    for element in list(parent.itersiblings())[:3]:
+        for count, node in enumerate(element.iter()):
+            if count >= BY_LINE_WINDOW:
+                break
+            if not isinstance(node.tag, str) or node.tag in ("script", "style", "a"):
+                continue
+            if _is_by_line(text := normalize_space(node.text_content())):
+                lines.append(text)
+    return lines
+
+
+def visible_byline(tree: Any, heading: Any) -> str | None:
+    """The best byline near the headline that names someone."""
+    return next((text for text in byline_candidates(tree, heading) if split_authors(text)), None)
+
+
+def _names_of(element: Any) -> str:
+    """Class names and id, without utility classes (``lg:mr-[--sidebar-width]``), which say
+    how an element looks, not what it is."""
+    classes = (element.get("class") or "").split()
+    kept = [c for c in classes if "[" not in c and ":" not in c]
+    return f"{' '.join(kept)} {element.get('id', '')}"
 
 
 def _byline_node_ok(node: Any) -> bool:
@@ -393,12 +522,12 @@ def _byline_node_ok(node: Any) -> bool:
     for depth, ancestor in enumerate(node.iterancestors()):
         if ancestor.tag in ("article", "main"):
             return True  # a footer inside the article is its meta line
+        if ancestor.tag == "body":
+            break  # the body's classes describe the page, not this element
         if ancestor.tag in ("aside", "nav"):
             return False
         page_footer = page_footer or ancestor.tag == "footer"
-        if depth < MAX_BYLINE_ANCESTORS and _BYLINE_SKIP.search(
-            f"{ancestor.get('class', '')} {ancestor.get('id', '')}"
-        ):
+        if depth < MAX_BYLINE_ANCESTORS and _BYLINE_SKIP.search(_names_of(ancestor)):
             return False
     return not page_footer
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enrich.authors import split_authors
 from enrich.decoding import decode_html, is_utf8_text, sniff_encoding
 from enrich.extract import (
     NEWSFLOW_EXTRACTION_REVISION,
@@ -21,7 +22,6 @@ from enrich.extract import (
     article_like_url,
     extract_page,
     refine_title,
-    split_authors,
 )
 from enrich.language import detect_language
 from enrich.pagemeta import parse_datetime

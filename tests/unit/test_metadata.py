@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
+from enrich.authors import split_authors
 from enrich.dates import published_at
-from enrich.extract import parse_html, split_authors
+from enrich.extract import parse_html
 from enrich.metadata import Metadata, json_ld_people, read_metadata
 from enrich.pagemeta import PageSignals, read_signals
 
@@ -127,3 +128,81 @@ def test_split_authors_cuts_dates_roles_and_signs() -> None:
     assert split_authors("(Image: Getty Images)") == []
     assert split_authors("Kestrel Wire staff") == ["Kestrel Wire staff"]
     assert split_authors("JAMIE COLQUHOUN") == ["Jamie Colquhoun"]
+
+
+def test_split_authors_reads_dates_lead_ins_and_roles_around_names() -> None:
+    assert split_authors("Nov 25, 2025 Julia Arni") == ["Julia Arni"]
+    assert split_authors("Dec. 19, 2025 · Niko Ruiz on behalf of the docs group") == ["Niko Ruiz"]
+    assert split_authors("Andrew Lee 4 August 2010") == ["Andrew Lee"]
+    assert split_authors("Nick van Mead 2022-11-23T08:10+02:00") == ["Nick van Mead"]
+    assert split_authors("capital von Jemima Kelly 05. November 2024 15:36 Uhr") == ["Jemima Kelly"]
+    assert split_authors("This post was written by Dana Park, Head of Marketing and Growth") == [
+        "Dana Park"
+    ]
+    assert split_authors("Justin Moss, Trial Attorney at Moss & Moss") == ["Justin Moss"]
+    assert split_authors("Harry Rabin Tech Reporter") == ["Harry Rabin"]
+    assert split_authors("Written by Emma Ryan Researched by Oliver Sim") == ["Emma Ryan"]
+    assert split_authors("Newsdesk news@herald.example") == ["Newsdesk"]
+    assert split_authors("CM Craig McCarthy Last updated on 17 December 2025") == ["Craig McCarthy"]
+    assert split_authors("Trine Jørgensen og Tôrtia Reimer-Johansen") == [
+        "Trine Jørgensen",
+        "Tôrtia Reimer-Johansen",
+    ]
+    # credentials stay: a reader sees them as part of the byline
+    assert split_authors("Shelby Loos, DVM") == ["Shelby Loos", "DVM"]
+    assert split_authors("Twitter Facebook") == []
+
+
+def test_author_that_is_the_site_gives_way_to_the_byline() -> None:
+    page = _page(
+        '<meta property="og:site_name" content="Herald"><meta name="author" content="Herald">',
+        "<article><h1>Bridge reopens after repairs</h1>"
+        "<p class='meta'><span class='byline-name'>Ann Lee</span></p><p>Text.</p></article>",
+    )
+    _, meta = _read(page)
+    assert (meta.author, meta.authors_source) == ("Ann Lee", "byline")
+    # ... and stays when no byline names anyone
+    alone = _page(
+        '<meta property="og:site_name" content="Herald"><meta name="author" content="Herald">',
+        "<article><h1>Bridge reopens after repairs</h1><p>Text.</p></article>",
+    )
+    assert _read(alone)[1].author == "Herald"
+
+
+def test_publisher_as_its_own_author_is_the_last_resort() -> None:
+    ld = (
+        '<script type="application/ld+json">{"@type": "NewsArticle", '
+        '"publisher": {"@type": "Organization", "name": "Herald Digital"}, '
+        '"author": {"@type": "Organization", "name": "Herald Digital"}}</script>'
+    )
+    _, meta = _read(_page(ld, "<h1>Bridge reopens after repairs</h1><p>Text.</p>"))
+    assert meta.author == "Herald Digital"
+    with_byline = _page(
+        ld, "<h1>Bridge reopens after repairs</h1><p class='author'>Ann Lee</p><p>Text.</p>"
+    )
+    assert _read(with_byline)[1].author == "Ann Lee"
+
+
+def test_unmarked_by_line_after_the_headline_and_not_a_sentence() -> None:
+    page = _page(
+        "",
+        "<article><h1>Bridge reopens after repairs</h1><div><p>By Ann Lee</p></div>"
+        "<p>By the end of the year the bridge will carry trams.</p></article>",
+    )
+    assert _read(page)[1].author == "By Ann Lee"
+    sentence = _page(
+        "",
+        "<article><h1>Bridge reopens after repairs</h1>"
+        "<p>By the end of the year the bridge will carry trams.</p></article>",
+    )
+    assert _read(sentence)[1].author is None
+
+
+def test_byline_inside_page_builder_widgets_and_utility_classes() -> None:
+    page = _page(
+        "",
+        "<div class='elementor-widget-container'><h1>Bridge reopens after repairs</h1>"
+        "<div class='lg:mr-[--sidebar-width] flex'><h4 class='author-box__name'>Ann Lee</h4>"
+        "</div></div><p>Text.</p>",
+    )
+    assert _read(page)[1].author == "Ann Lee"

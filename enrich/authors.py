@@ -1,0 +1,217 @@
+"""Author names from a byline or a declared author: split, cleaned of what is not a name.
+
+``"By Ann Lee and Bo Chan, Staff Writers · Updated May 3"`` -> ``["Ann Lee", "Bo Chan"]``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from enrich.pagemeta import normalize_space
+
+_AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\||&|\b(?:and|und|og|och|en)\b)\s*", re.IGNORECASE)
+_CREDIT = re.compile(r"\s+[·•∙]\s*|\s*[·•∙]\s+")
+_BYLINE_PREFIX = re.compile(
+    r"^(?:(?:written|posted|published|reviewed|text|article|story|words|reporting)\s+)?"
+    r"(?:by|von|authored\s+by|authors?|autor(?:in|en)?)\b\s*:?\s*",
+    re.IGNORECASE,
+)
+# "This post was written by Ann Lee", "capital von Ann Lee": the names follow a "by" that
+# comes after a few words of lead-in.
+_INNER_BY = re.compile(r"^(?:\S+\s+){1,5}?(?:by|von|par|por|door)\s*:?\s+(?=\S)", re.IGNORECASE)
+_MONTH = r"(?:jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]*\.?"
+_WEEKDAY = (
+    r"(?:mon|tue|wed|thu|fri|sat|sun|dienstag|mittwoch|donnerstag|freitag|samstag)[a-z]*\.?,?"
+)
+# A date that opens a byline line: "Nov 25, 2025 Ann Lee", "Sat, 20 Dec, 2025 - 06:36".
+_BYLINE_HEAD_DATE = re.compile(
+    rf"^(?:{_WEEKDAY}\s+)?(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+    rf"|\d{{1,2}}\.?\s+{_MONTH},?\s+\d{{4}}|\d{{4}}-\d{{2}}-\d{{2}})\S*\s*[-–—|:]?\s*",
+    re.IGNORECASE,
+)
+# What follows the names in a byline line: its date, time, "Updated ...", reading time.
+_BYLINE_TAIL = re.compile(
+    rf"\s*(?:\bon\s+)?\b(?:{_WEEKDAY}\s+)?{_MONTH},?\s+\d.*$"
+    rf"|\s*\b\d{{1,2}}\.?\s+{_MONTH},?\s+\d{{4}}.*$"
+    r"|\s*\b(?:last\s+)?(?:updated|published|posted|modified|stand|aktualisiert)\b.*$"
+    r"|\s+(?:medically\s+)?(?:reviewed|researched|edited|fact[- ]checked|photos?|illustrations?)"
+    r"\s+by\b.*$"
+    r"|\s*\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:\b|T).*$"
+    r"|\s*\b\d+\s+min(?:ute)?s?\b.*$"
+    r"|\s+on\s+behalf\s+of\b.*$",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"\S+@\S+\.\w+")
+# Editor's short sign in parentheses after a name: "Elena Oberholzer (obe)".
+_SIGN = re.compile(r"\s*\([a-zäöü]{2,4}\.?\)$")
+_NOT_A_NAME = re.compile(r"https?://|www\.|@|\d|%")
+_WORD = re.compile(r"\w+")
+_MAX_AUTHOR_WORDS = 5
+# Page furniture that byline heuristics pick up: never a name.
+_JUNK_WORDS = frozenset(
+    {
+        "by",
+        "home",
+        "menu",
+        "updated",
+        "published",
+        "posted",
+        "subscribe",
+        "image",
+        "images",
+        "read",
+        "share",
+        "follow",
+        "learn",
+        "more",
+        "written",
+        "articles",
+        "profile",
+        "view",
+        "posts",
+        "folgen",
+        "quelle",
+        "author",
+        "twitter",
+        "facebook",
+        "linkedin",
+        "instagram",
+        "email",
+        "print",
+        "comments",
+    }
+)
+# Job titles: dropped when they follow a name ("Ann Lee, Staff Writer"), kept when they are
+# the whole byline ("Herald Staff").
+_ROLE_WORDS = frozenset(
+    {
+        "attorney",
+        "columnist",
+        "contributor",
+        "correspondent",
+        "editor",
+        "expert",
+        "reporter",
+        "staff",
+        "writer",
+    }
+)
+# Role words that end a name when they trail it: "Rasmus Barslund Founder", "Ann Lee Tech
+# Reporter" ("Herald staff" is a whole byline, so "staff" is not one of them).
+_TRAILING_ROLES = frozenset(
+    {
+        "founder",
+        "co-founder",
+        "ceo",
+        "cto",
+        "director",
+        "manager",
+        "former",
+        "senior",
+        "head",
+        "chief",
+        "lead",
+        "associate",
+        "assistant",
+        "managing",
+        "executive",
+        "coordinator",
+        "consultant",
+        "specialist",
+        "analyst",
+        "strategist",
+        "producer",
+        "journalist",
+        "photographer",
+        "president",
+        "officer",
+        "partner",
+        "owner",
+        "certified",
+        "content",
+        "tech",
+        "technology",
+        "science",
+        "health",
+        "sports",
+        "business",
+        "political",
+        "politics",
+        "news",
+    }
+    | (_ROLE_WORDS - {"staff"})
+)
+_ROLE_PART = _ROLE_WORDS | (_TRAILING_ROLES - {"content", "tech", "technology", "news"})
+
+
+def _byline_core(raw: str) -> str:
+    """The part of a byline line that holds the names: without prefix, dates and credits."""
+    raw = _EMAIL.sub(" ", normalize_space(html.unescape(raw))).strip()
+    # "Ann Lee · Kestrel Wire", "Ann Lee • March 3": what follows a middle dot is a credit;
+    # "Dec 19, 2025 · Ann Lee": a segment that is only a date is skipped
+    for segment in _CREDIT.split(raw):
+        segment = _BYLINE_HEAD_DATE.sub("", segment.strip())
+        without_prefix = _BYLINE_PREFIX.sub("", segment)
+        segment = without_prefix if without_prefix != segment else _INNER_BY.sub("", segment)
+        segment = _BYLINE_TAIL.sub("", segment).strip(" ,.:;-–—|")
+        if any(c.isalpha() for c in segment):
+            return segment
+    return ""
+
+
+def _is_role(words: list[str]) -> bool:
+    return bool(words) and (words[0] in _ROLE_PART or bool(_ROLE_WORDS.intersection(words)))
+
+
+def split_authors(raw: str | None) -> list[str]:
+    """``"By Ann Lee and Bo Chan"`` -> ``["Ann Lee", "Bo Chan"]``; drops non-names, dedupes.
+
+    A byline's date, "Updated ...", e-mail and credits are cut first; a role that trails a
+    name ("Ann Lee Tech Reporter") is dropped from it, and what follows a role ("Ann Lee,
+    Trial Attorney at Lee & Lee") is the role's, not another name.
+    """
+    if not raw:
+        return []
+    names: list[str] = []
+    seen: set[str] = set()
+    for part in _AUTHOR_SPLIT.split(_byline_core(raw)):
+        name = part.strip(" .:-–—·•")
+        while (stripped := _BYLINE_PREFIX.sub("", name).strip()) != name:
+            name = stripped
+        name = _SIGN.sub("", name)
+        tokens = name.split()
+        if len(tokens) > 2 and tokens[0] == "".join(t[0] for t in tokens[1:]).upper():
+            tokens = tokens[1:]  # an avatar's initials: "AL Ann Lee"
+        words = [t.casefold() for t in tokens]
+        if names and _is_role(words):
+            break  # "Ann Lee, Head of Sales and Marketing"
+        cut = next((i for i, w in enumerate(words) if i >= 2 and w in _TRAILING_ROLES), None)
+        if cut is not None:
+            tokens, words = tokens[:cut], words[:cut]
+        name = " ".join(tokens)
+        if not words or len(words) > _MAX_AUTHOR_WORDS or _NOT_A_NAME.search(name):
+            continue
+        if _JUNK_WORDS.intersection(_WORD.findall(name.casefold())) or name.casefold() in seen:
+            continue
+        if name.isupper() and len(name) > 3 and " " in name:
+            name = name.title()  # "ANN LEE" -> "Ann Lee"
+        seen.add(name.casefold())
+        names.append(name)
+    people = [name for name in names if not _ROLE_WORDS.intersection(name.casefold().split())]
+    return people or names
+
+
+def look_like_people(names: list[str]) -> bool:
+    """Names of people: two to four words, each capitalized ("Ann Lee", "Ann van Lee").
+
+    Asked of a byline that would replace a declared author that is the site's own name,
+    where a wrong pick ("Folgen", "View all posts") costs a right one.
+    """
+    if not names:
+        return False
+    for name in names:
+        words = name.split()
+        if not 2 <= len(words) <= 4 or not words[0][:1].isupper() or not words[-1][:1].isupper():
+            return False
+    return True
