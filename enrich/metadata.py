@@ -235,6 +235,37 @@ def _without_kicker(node: Any, text: str, declared: Sequence[tuple[str, str]]) -
     return text
 
 
+_MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_DATE_WORDS = (
+    rf"(?:{_MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}|\d{{1,2}}\.?\s+{_MONTHS},?\s+\d{{4}}"
+    r"|\d{1,4}[./-]\d{1,2}[./-]\d{2,4})"
+)
+# What a template sets inside the <h1> around the headline: a date line or a byline.
+_FURNITURE_AFTER = re.compile(
+    rf"{_DATE_WORDS}|\b(?:posted|published|updated|comments?)\b|\bby\s+\w", re.I
+)
+_FURNITURE_BEFORE = re.compile(rf"^\W*{_DATE_WORDS}\W*$", re.I)
+MAX_FURNITURE_WORDS = 8
+
+
+def _without_furniture(text: str, declared: Sequence[tuple[str, str]]) -> str:
+    """``<h1>Headline <small>Posted on July 1, 2024 by Ann</small></h1>`` and
+    ``<h1><time>Dec 18 2025</time> Headline</h1>``: the headline a declared title confirms,
+    without the date or byline set inside the same ``<h1>``."""
+    folded = text.casefold()
+    for title, _ in declared:
+        stem = title.casefold()
+        if len(stem.split()) < 3 or len(stem) >= len(folded):
+            continue
+        if folded.startswith(stem):
+            rest = text[len(stem) :]
+            if len(rest.split()) <= MAX_FURNITURE_WORDS and _FURNITURE_AFTER.search(rest):
+                return text[: len(stem)].strip()
+        elif folded.endswith(stem) and _FURNITURE_BEFORE.match(text[: -len(stem)]):
+            return text[-len(stem) :].strip()
+    return text
+
+
 def choose_title(
     signals: PageSignals,
     articles: Sequence[dict[str, Any]],
@@ -252,6 +283,7 @@ def choose_title(
     sites = {_key(s) for s in [*site_names, signals.site_name] if s}
     host = (urlsplit(url).hostname or "") if url else ""
     sites |= {_key(label) for label in host.split(".") if len(label) >= 4}
+    sites |= {_key(host), _key(host.removeprefix("www."))}  # an <h1> "example.com" logo
     sites.discard("")
     references = [_words(t) for t, _ in declared]
     candidates: list[tuple[float, int, Any, str]] = []
@@ -273,7 +305,7 @@ def choose_title(
         first = candidates[0]
         closer = [c for c in candidates if c[0] >= MIN_SHARED_WORDS]
         share, _, node, text = first if first[0] >= MIN_SHARED_WORDS or not closer else closer[0]
-        return _without_kicker(node, text, declared), "h1", node
+        return _without_furniture(_without_kicker(node, text, declared), declared), "h1", node
     if declared:
         title, source = _untruncated(*declared[0], declared)
         return title, source, None
@@ -317,10 +349,20 @@ def _only_the_site(raw: str, sites: set[str]) -> bool:
     """A declared author that is the site itself ("Herald", "herald.example"): a page whose
     template fills the author field with the publisher; its visible byline names people."""
     names = split_authors(raw)
-    return bool(names) and all(
-        (key := _key(name)) in sites or any(len(s) >= 4 and s in key for s in sites)
-        for name in names
-    )
+    return bool(names) and all(_is_site(name, sites) for name in names)
+
+
+def _is_site(name: str, sites: set[str]) -> bool:
+    key = _key(name)
+    return key in sites or any(len(site) >= 4 and site in key for site in sites)
+
+
+def _without_the_site(raw: str, sites: set[str]) -> str:
+    """ "Ann Lee and Bo Chan, The Herald" -> "Ann Lee; Bo Chan": the publication named after
+    its writers is not one of them."""
+    names = split_authors(raw)
+    people = [name for name in names if not _is_site(name, sites)]
+    return "; ".join(people) if people and len(people) < len(names) else raw
 
 
 def choose_authors(
@@ -347,7 +389,7 @@ def choose_authors(
         if not raw or not split_authors(raw):
             continue
         if not _only_the_site(raw, sites):
-            return raw, source
+            return _without_the_site(raw, sites), source
         if fallback[0] is None:
             fallback = (raw, source)
     bylines = [text for text in byline_candidates(tree, heading) if split_authors(text)]
@@ -355,7 +397,7 @@ def choose_authors(
         if not _only_the_site(text, sites) and (
             fallback[0] is None or look_like_people(split_authors(text))
         ):
-            return text, "byline"
+            return _without_the_site(text, sites), "byline"
     if fallback[0] is None and bylines:
         return bylines[0], "byline"
     if fallback[0] is None and publisher:

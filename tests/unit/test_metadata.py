@@ -206,3 +206,32 @@ def test_byline_inside_page_builder_widgets_and_utility_classes() -> None:
         "</div></div><p>Text.</p>",
     )
     assert _read(page)[1].author == "Ann Lee"
+
+
+def test_date_or_byline_set_inside_the_h1_is_not_the_headline() -> None:
+    og = '<meta property="og:title" content="Top strategies to secure a harbour bridge">'
+    after = _page(
+        og,
+        "<h1>Top strategies to secure a harbour bridge "
+        "<small>Posted on July 1, 2024 by ann</small></h1><p>Text.</p>",
+    )
+    assert _read(after)[1].title == "Top strategies to secure a harbour bridge"
+    before = _page(
+        og, "<h1><time>Dec 18 2025</time> Top strategies to secure a harbour bridge</h1>"
+    )
+    assert _read(before)[1].title == "Top strategies to secure a harbour bridge"
+    # a number that belongs to the headline stays
+    kept = _page(
+        '<meta property="og:title" content="Best oral care products">',
+        "<h1>The 2024 Beauty Awards: Best oral care products</h1>",
+    )
+    assert _read(kept)[1].title == "The 2024 Beauty Awards: Best oral care products"
+
+
+def test_publication_named_after_its_writers_is_dropped() -> None:
+    page = _page(
+        '<meta property="og:site_name" content="The Herald">'
+        '<meta name="author" content="Ann Lee and Bo Chan, The Herald">',
+        "<h1>Bridge reopens after repairs</h1><p>Text.</p>",
+    )
+    assert split_authors(_read(page)[1].author) == ["Ann Lee", "Bo Chan"]
