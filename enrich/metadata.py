@@ -352,6 +352,10 @@ def _only_the_site(raw: str, sites: set[str]) -> bool:
     return bool(names) and all(_is_site(name, sites) for name in names)
 
 
+# A CMS login, not a name: "andrew.keaveney", "kffnirmitap", "page.head.extra.author".
+_HANDLE = re.compile(r"^(?=\S*[._]\S)\S+$|^[a-z]{7,}$")
+
+
 def _is_site(name: str, sites: set[str]) -> bool:
     key = _key(name)
     return key in sites or any(len(site) >= 4 and site in key for site in sites)
@@ -388,7 +392,7 @@ def choose_authors(
     for raw, source in declared:
         if not raw or not split_authors(raw):
             continue
-        if not _only_the_site(raw, sites):
+        if not _only_the_site(raw, sites) and not _HANDLE.match(raw):
             return _without_the_site(raw, sites), source
         if fallback[0] is None:
             fallback = (raw, source)

@@ -235,3 +235,11 @@ def test_publication_named_after_its_writers_is_dropped() -> None:
         "<h1>Bridge reopens after repairs</h1><p>Text.</p>",
     )
     assert split_authors(_read(page)[1].author) == ["Ann Lee", "Bo Chan"]
+
+
+def test_declared_login_gives_way_to_the_bylines_name() -> None:
+    page = _page(
+        '<meta name="author" content="ann.lee">',
+        "<h1>Bridge reopens after repairs</h1><p class='author-name'>Ann Lee</p><p>Text.</p>",
+    )
+    assert _read(page)[1].author == "Ann Lee"
