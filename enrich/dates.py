@@ -1,6 +1,6 @@
 """Publication dates read from the page: the date printed next to the headline, the URL's
-date, and htmldate's quick search; and the choice between them, the page's declared time and
-the feed's time (:func:`published_at`).
+date, the first date in the body text and htmldate's quick search; and the choice between
+them, the page's declared time and the feed's time (:func:`published_at`).
 
 Declared times (JSON-LD, ``<meta>``, ``<time pubdate>``) are read in :mod:`enrich.pagemeta`.
 """
@@ -66,15 +66,70 @@ def find_date(tree: Any, url: str | None) -> date | None:
         return None
 
 
+def text_date(tree: Any) -> date | None:
+    """The first date printed as a short text in the page's body, outside navigation, links,
+    forms and asides: the last resort for pages that declare no date and print theirs
+    away from the headline (or have no headline element)."""
+    from htmldate.extractors import try_date_expr
+
+    body = tree.find("body")
+    if body is None:
+        return None
+    earliest = datetime(1995, 1, 1)
+    latest = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None)
+    for element in body.iter():
+        if not isinstance(element.tag, str) or element.tag in _NOT_TEXT:
+            continue
+        text = _short_text(_own_text(element))
+        if text is None or not _DATE_TEXT_CUE.search(text):
+            continue
+        if any(parent.tag in _NOT_TEXT for parent in element.iterancestors()):
+            continue
+        day, _ = _numeric_date(text, tree, None, earliest, latest)
+        if day is not None:
+            return day
+        found = try_date_expr(text, "%Y-%m-%d", False, earliest, latest)
+        if found:
+            try:
+                return date.fromisoformat(found)
+            except ValueError:
+                continue
+    return None
+
+
 _DATE_CLASS = re.compile(r"date|time|publish|posted|updated|modified|meta|byline|info", re.I)
 _DATE_TEXT_CUE = re.compile(r"\d{4}|\d{1,2}[./-]\d{1,2}[./-]\d{2}")
 MAX_DATE_TEXT = 80
 DATE_WINDOW_AFTER = 40  # elements after the headline that may hold its date line
 DATE_WINDOW_BEFORE = 15  # ... and before it (kicker lines, date above the headline)
-# "Updated ...": a page's last change, not its publication (used only when nothing is declared)
+PUBLISHED_AFTER_UPDATED = 8  # elements after an "Updated" date where its publication may be
+MAX_LABEL = 40  # characters before a date that may hold its label ("Updated on")
+# "Updated ...": a page's last change, not its publication (it gives way to a declared date)
 _UPDATED = re.compile(
     r"updat|modif|revis|aktualisiert|mis à jour|actualiza|aggiorn|bijgewerkt|opdateret", re.I
 )
+# A numeric day (14.11.2024, 8/1/25): day-month or month-day, by the outlet's convention.
+_NUMERIC_DATE = re.compile(
+    r"(?<![\d./-])(\d{1,2})([./-])(\d{1,2})\2((?:19|20)\d{2}|\d{2})(?![\d/-]|\.\d)"
+)
+_MONTH = r"(?:jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])"
+# Where a date starts in a line ("by Ann Lee 16 min read Updated: August 19, 2025")
+_DATE_AT = re.compile(
+    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\.?\s*(?:of\s+)?{_MONTH}|{_MONTH}[a-z]*\.?\s*\d{{1,2}}\b"
+    r"|\b(?:19|20)\d{2}[-/.]\d{1,2}|\b\d{1,2}[./-]\d{1,2}[./-]\d{2,4}",
+    re.I,
+)
+_DATE_START = re.compile(
+    r"\d|jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz]|mon|tue|wed|thu|fri|sat|sun",
+    re.I,
+)
+# Elements whose dates are not the page's own: navigation, teasers, forms, site header.
+_NOT_TEXT = frozenset(
+    {"script", "style", "noscript", "template", "nav", "footer", "aside", "header", "a", "form"}
+    | {"select", "option", "button"}
+)
+# Swappable day and month in a numeric visible date: the caller may read it the other way.
+AMBIGUOUS = ":ambiguous"
 
 
 def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None, str | None]:
@@ -101,7 +156,11 @@ def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None,
     after = elements[at + 1 : at + 1 + DATE_WINDOW_AFTER]
     before = elements[max(0, at - DATE_WINDOW_BEFORE) : at][::-1]
     inside = set(heading.iter())
-    for element in [*after, *before]:
+    updated: tuple[date, str] | None = None  # an "Updated ..." date, kept while looking on
+    updated_at = 0
+    for index, element in enumerate([*after, *before]):
+        if updated is not None and index - updated_at > PUBLISHED_AFTER_UPDATED:
+            break
         if not isinstance(element.tag, str) or element in inside:
             continue
         if element.tag in ("script", "style", "a", "noscript"):
@@ -111,28 +170,155 @@ def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None,
         if element.tag == "time":
             value, source = element.get("datetime") or element.text_content(), "visible:time"
         else:
-            text = element.text_content()
-            if len(text) > MAX_DATE_TEXT or not _DATE_TEXT_CUE.search(text):
+            text = _short_text(element.text_content())
+            if text is None or not _DATE_TEXT_CUE.search(text):
                 continue
             marker = f"{element.get('class', '')} {element.get('id', '')}"
             if len(element) and not _DATE_CLASS.search(marker):
-                continue  # a container: its own date-like child is read on its own
+                # a container: its date-like child is read on its own, unless the date is
+                # the container's own text (beside an icon or a label element)
+                text = _short_text(_own_text(element)) or ""
+                if not _DATE_TEXT_CUE.search(text):
+                    continue
             value = text
+            if len(element):
+                # a date line with both dates ("May 21, 2025 April 24, 2025"): the part the
+                # markup calls published (hAtom ``entry-date published``) is the publication
+                part = _published_part(element)
+                if part is not None:
+                    element, value = part, part.get("datetime") or part.text_content()
         if not value:
             continue
-        found = try_date_expr(value, "%Y-%m-%d", False, earliest, latest)
-        if not found:
+        day, ambiguous = _numeric_date(value, tree, url, earliest, latest)
+        if day is None:
+            found = try_date_expr(value, "%Y-%m-%d", False, earliest, latest)
+            if not found:
+                continue
+            try:
+                day = date.fromisoformat(found)
+            except ValueError:
+                continue
+        marker = AMBIGUOUS if ambiguous else ""
+        label = _label(element, element.text_content() if element.tag == "time" else value)
+        if not _UPDATED.search(label):
+            return day, source + marker
+        if updated is None:
+            # "Updated May 2 · Originally published April 9": the publication may follow
+            updated, updated_at = (day, f"{source}:updated{marker}"), index
+    if updated is not None:
+        return updated
+    return None, None
+
+
+_PUBLISHED_CLASS = re.compile(r"publish", re.I)
+_UPDATED_CLASS = re.compile(r"updat|modif", re.I)
+
+
+def _published_part(element: Any) -> Any:
+    """The descendant whose class says published and not updated, if any."""
+    for node in element.iterdescendants():
+        if not isinstance(node.tag, str):
             continue
+        marker = str(node.get("class", ""))
+        if not _PUBLISHED_CLASS.search(marker) or _UPDATED_CLASS.search(marker):
+            continue
+        if _DATE_TEXT_CUE.search(node.get("datetime") or node.text_content()):
+            return node
+    return None
+
+
+def _short_text(raw: str) -> str | None:
+    """The text with its whitespace collapsed, or ``None`` when it is too long for a date
+    line (templates indent a short date line with hundreds of spaces)."""
+    if len(raw) > MAX_DATE_TEXT * 5:
+        return None
+    text = " ".join(raw.split())
+    return text if len(text) <= MAX_DATE_TEXT else None
+
+
+def _own_text(element: Any) -> str:
+    """The element's text outside its children."""
+    return (element.text or "") + "".join(child.tail or "" for child in element)
+
+
+def _label(element: Any, value: str) -> str:
+    """The words just before the date: its own text's start ("Updated on June 4"), else the
+    text before the element in its parent ("<b>Updated</b> <time>June 4</time>")."""
+    start = _DATE_AT.search(value) or _DATE_START.search(value)
+    label = " ".join(value[: start.start()].split()) if start else ""
+    if sum(c.isalpha() for c in label) >= 3:
+        return label[-MAX_LABEL:]
+    parts: list[str] = []
+    node = element
+    while len(" ".join(parts)) < MAX_LABEL and node is not None:
+        previous = node.getprevious()
+        if previous is not None:
+            parts.insert(0, " ".join((previous.text_content() + (previous.tail or "")).split()))
+            node = previous
+            continue
+        parent = node.getparent()
+        if parent is None:
+            break
+        parts.insert(0, " ".join((parent.text or "").split()))
+        node = parent if not "".join(parts) else None
+    return " ".join(parts)[-MAX_LABEL:]
+
+
+def _numeric_date(
+    value: str, tree: Any, url: str | None, earliest: datetime, latest: datetime
+) -> tuple[date | None, bool]:
+    """A numeric date (``8/1/2025``, ``09.10.24``) read in the outlet's order, and whether
+    the other order was also a valid day.
+
+    Day-month (htmldate's reading, most of the world) unless the URL's date, other dates on
+    the page (``12/18/2025``) or the page's ``en-US`` language say month-day.
+    """
+    match = _NUMERIC_DATE.search(value)
+    if match is None:
+        return None, False
+    first, separator, second, year_text = match.groups()
+    year = int(year_text) + (2000 if len(year_text) == 2 else 0)
+    readings = []
+    for month, day in ((int(second), int(first)), (int(first), int(second))):
         try:
-            day = date.fromisoformat(found)
+            found = date(year, month, day)
         except ValueError:
             continue
-        parent = element.getparent()
-        context = parent.text_content() if parent is not None else element.text_content()
-        if _UPDATED.search(context[: MAX_DATE_TEXT * 2]):
-            source = f"{source}:updated"
-        return day, source
-    return None, None
+        if earliest.date() <= found <= latest.date():
+            readings.append(found)
+    if not readings:
+        return None, False
+    if len(readings) == 1 or readings[0] == readings[1]:
+        return readings[0], False
+    day_month, month_day = readings
+    filed = url_date(url)
+    if filed in readings:
+        return filed, False
+    if _month_first(tree, separator):
+        return month_day, True
+    return day_month, True
+
+
+def _month_first(tree: Any, separator: str) -> bool:
+    """Whether the page writes numeric dates month first (a US habit, so only on pages not
+    declared in another language): an unambiguous date on the page (a second number above
+    12) decides, else an ``en-US`` page language."""
+    root = tree.getroot() if hasattr(tree, "getroot") else tree
+    lang = str(root.get("lang", "")).lower().replace("_", "-")
+    if lang and not lang.startswith("en"):
+        return False
+    votes = 0
+    for match in _NUMERIC_DATE.finditer(root.text_content()):
+        if match.group(2) != separator:
+            continue
+        first, second = int(match.group(1)), int(match.group(3))
+        if first <= 12 < second <= 31:
+            votes += 1
+        elif second <= 12 < first <= 31:
+            votes -= 1
+    if votes:
+        return votes > 0
+    return lang == "en-us"
 
 
 def published_at(
@@ -141,8 +327,9 @@ def published_at(
     heuristic_source: str | None,
     feed_published_at: datetime | None,
 ) -> tuple[datetime | None, date | None, str | None]:
-    """Header's visible date > page's declared time > URL or htmldate's date > feed's time:
-    (UTC time, local day, source).
+    """Header's visible date > page's declared time > URL, body text or htmldate's date >
+    feed's time: (UTC time, local day, source). A date found only somewhere in the body text
+    ranks below the feed's time.
 
     A bare page date (no time of day) is midnight UTC, unless the feed gives a time within a
     day of it, which is then more precise and taken instead (the day stays the page's).
@@ -150,18 +337,25 @@ def published_at(
     feed = _aware(feed_published_at) if feed_published_at else None
     if feed is not None and not plausible(feed):
         feed = None
+    if heuristic_source == "text" and feed is not None:
+        heuristic_date = None  # the first date in the text may be anything's (an event's)
     page: datetime | None = None
     page_has_time = False
     source: str | None = None
     declared = signals.published
     # The date printed in the article's header is what readers see (often the last update):
     # it wins over a declared date on another day, and a declared time on that day refines it.
+    heuristic_source, ambiguous = _without_marker(heuristic_source)
     visible = heuristic_date if (heuristic_source or "").startswith("visible") else None
     if visible is not None and declared is not None:
+        readings = [visible, *([_swapped(visible)] if ambiguous else [])]
         if (heuristic_source or "").endswith(":updated"):
             visible = None  # an "Updated ..." line does not replace the declared publication
-        elif abs(declared.value.date() - visible) <= timedelta(days=1):
-            visible = None  # the same moment, read in another time zone
+        elif any(
+            reading is not None and abs(declared.value.date() - reading) <= timedelta(days=1)
+            for reading in readings
+        ):
+            visible = None  # the same moment, read in another time zone (or order: 3/4 4/3)
     if declared is not None and (visible is None or declared.value.date() == visible):
         page, page_has_time, source = declared.value, declared.has_time, declared.source
     elif heuristic_date is not None:
@@ -173,6 +367,21 @@ def published_at(
     if not page_has_time and feed is not None and abs(feed - page) <= timedelta(days=1):
         return feed.astimezone(UTC), page.date(), f"{source}+feed-time"
     return page.astimezone(UTC), page.date(), source
+
+
+def _without_marker(source: str | None) -> tuple[str | None, bool]:
+    """The source without the :data:`AMBIGUOUS` marker, and whether it was there."""
+    if source and source.endswith(AMBIGUOUS):
+        return source[: -len(AMBIGUOUS)], True
+    return source, False
+
+
+def _swapped(day: date) -> date | None:
+    """The day with day and month read the other way round (``4/3`` for ``3/4``)."""
+    try:
+        return date(day.year, day.day, day.month)
+    except ValueError:
+        return None
 
 
 def _aware(value: datetime) -> datetime:

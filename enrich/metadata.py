@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from enrich.authors import look_like_people, split_authors
-from enrich.dates import find_date, url_date, visible_date
+from enrich.dates import find_date, text_date, url_date, visible_date
 from enrich.pagemeta import ARTICLE_TYPES, PageSignals, normalize_space
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Metadata:
     # The header's visible date, else (only when the page declares none) the URL's or
     # htmldate's: the caller weighs it against the declared date.
     heuristic_date: date | None = None
-    heuristic_date_source: str | None = None  # "visible:...", "url" or "htmldate"
+    heuristic_date_source: str | None = None  # "visible:...", "url", "text" or "htmldate"
     sitename: str | None = None
     pagetype: str | None = None
 
@@ -65,6 +65,8 @@ def _read(tree: Any, url: str | None, signals: PageSignals) -> Metadata:
     heuristic, heuristic_source = visible_date(tree, heading, url)
     if heuristic is None and signals.published is None:
         heuristic, heuristic_source = url_date(url), "url"
+        if heuristic is None:
+            heuristic, heuristic_source = text_date(tree), "text"
         if heuristic is None:
             heuristic, heuristic_source = find_date(tree, url), "htmldate"
     return Metadata(
