@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from enrich.backends import Body, TrafilaturaBody, clean_text, run_cascade
-from enrich.body_vote import capturing_readability, ngrams, support, trim_edges, words
+from enrich.backends import DEFAULT_CASCADE, Body, TrafilaturaBody, clean_text, run_cascade
+from enrich.body_vote import (
+    capturing_readability,
+    drop_trailing_links,
+    ngrams,
+    support,
+    trim_edges,
+    words,
+)
 from enrich.extract import parse_html
 
 PARAGRAPHS = [
@@ -50,9 +57,23 @@ def test_trim_edges_drops_unconfirmed_short_lines_at_both_ends() -> None:
     assert trim_edges(text, " ".join(PARAGRAPHS)) == "\n".join(PARAGRAPHS)
 
 
-def test_trim_edges_drops_two_lines_at_most() -> None:
-    text = "\n".join(["Menu", "Share this article", *PARAGRAPHS, "Sign up for our newsletter"])
+def test_trim_edges_drops_whole_runs_of_furniture_readability_lacks() -> None:
+    related = ["Related", "Council approves new ferry timetable", "Storm closes coastal road"]
+    text = "\n".join(["Menu", "Share this article", *PARAGRAPHS, *related])
+    assert trim_edges(text, " ".join(PARAGRAPHS)) == "\n".join(PARAGRAPHS)
+
+
+def test_trim_edges_needs_readability_to_vouch_for_what_is_kept() -> None:
+    # a listing: readability found the long paragraphs only, the short items are content too
+    items = [f"Harbour notice {n}: berth {n} closed for dredging" for n in range(4)]
+    text = "\n".join(["Notices", PARAGRAPHS[0], *items, *PARAGRAPHS[1:], "Archive"])
     assert trim_edges(text, " ".join(PARAGRAPHS)) == text
+
+
+def test_trim_edges_never_drops_most_of_the_text() -> None:
+    lines = ["Menu", *[f"Ferry route {n} runs on the winter timetable" for n in range(6)]]
+    text = "\n".join([*lines, PARAGRAPHS[0]])
+    assert trim_edges(text, PARAGRAPHS[0]) == text
 
 
 def test_trim_edges_keeps_unconfirmed_lines_inside_the_text() -> None:
@@ -67,6 +88,31 @@ def test_trim_edges_ignores_a_confirming_text_about_something_else() -> None:
     assert trim_edges(text, PARAGRAPHS[3]) == text
 
 
+def _page_with_links(*link_texts: str) -> Any:
+    links = "".join(f"<li><a href='/{n}'>{text}</a></li>" for n, text in enumerate(link_texts))
+    return parse_html(f"<html><body><article>x</article><ul>{links}</ul></body></html>")
+
+
+def test_drop_trailing_links_drops_related_headlines_after_the_article() -> None:
+    related = ["Ferry timetable changes in June", "Storm closes the coastal road"]
+    tree = _page_with_links("Home", *related)
+    text = "\n".join([*PARAGRAPHS, "Related", *related])
+    # "Related" is no link: the run of link lines ends there
+    assert drop_trailing_links(text, tree) == "\n".join([*PARAGRAPHS, "Related"])
+
+
+def test_drop_trailing_links_keeps_lines_that_are_not_whole_links() -> None:
+    tree = _page_with_links("Ferry timetable", "council")
+    text = "\n".join([*PARAGRAPHS, "Ferry timetable changes in June"])
+    assert drop_trailing_links(text, tree) == text
+
+
+def test_drop_trailing_links_never_drops_most_of_the_text() -> None:
+    links = [f"Harbour notice {n}: berth {n} closed" for n in range(8)]
+    text = "\n".join([PARAGRAPHS[0], *links])
+    assert drop_trailing_links(text, _page_with_links(*links)) == text
+
+
 def test_trafilatura_body_leaves_the_tree_alone_and_names_its_method() -> None:
     tree = parse_html(_article_html())
     before = _serialized(tree)
@@ -77,6 +123,32 @@ def test_trafilatura_body_leaves_the_tree_alone_and_names_its_method() -> None:
         assert paragraph in body.text
     assert "Copyright" not in body.text
     assert body.backend.startswith(("trafilatura/", "trafilatura+readability-edges/"))
+
+
+def test_recall_mode_is_named_and_tried_before_the_baseline() -> None:
+    assert TrafilaturaBody(favor_recall=True).name.startswith("trafilatura-recall/")
+    assert [backend.name.split("/")[0] for backend in DEFAULT_CASCADE] == [
+        "trafilatura",
+        "trafilatura-recall",
+        "trafilatura-baseline",
+    ]
+
+
+def test_the_cascade_goes_on_when_a_backend_finds_nothing() -> None:
+    class Nothing:
+        name = "nothing/1"
+
+        def extract(self, tree: Any, url: str | None) -> None:
+            return None
+
+    class Something:
+        name = "something/1"
+
+        def extract(self, tree: Any, url: str | None) -> str:
+            return "Found."
+
+    body = run_cascade(parse_html(_article_html()), None, (Nothing(), Something()))
+    assert body == Body(text="Found.", backend="something/1")
 
 
 def test_readability_is_captured_per_context_only() -> None:
