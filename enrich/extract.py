@@ -58,7 +58,7 @@ from enrich.pagemeta import (
 log = logging.getLogger(__name__)
 
 # Bump when a change here (not in a backend) changes what pages extract to.
-NEWSFLOW_EXTRACTION_REVISION = 2
+NEWSFLOW_EXTRACTION_REVISION = 3
 
 ExtractionErrorReason = Literal["unparseable_html", "empty_text"]
 

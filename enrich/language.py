@@ -15,7 +15,7 @@ MIN_LETTERS = 80
 # Posterior probability (py3langid's normalized, length-calibrated score) needed to report.
 MIN_CONFIDENCE = 0.5
 # Identification reads at most this much text: a few paragraphs decide it, and it bounds cost.
-SAMPLE_CHARS = 3000
+SAMPLE_CHARS = 1500
 
 _ISO_639_1 = re.compile(r"^[a-z]{2}$")
 _LETTER = re.compile(r"[^\W\d_]")

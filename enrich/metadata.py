@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -398,14 +398,15 @@ def choose_authors(
             return _without_the_site(raw, sites), source
         if fallback[0] is None:
             fallback = (raw, source)
-    bylines = [text for text in byline_candidates(tree, heading) if split_authors(text)]
-    for text in bylines:
-        if not _only_the_site(text, sites) and (
-            fallback[0] is None or look_like_people(split_authors(text))
-        ):
+    first_byline: str | None = None
+    for text in byline_candidates(tree, heading):
+        if not (names := split_authors(text)):
+            continue
+        first_byline = first_byline or text
+        if not _only_the_site(text, sites) and (fallback[0] is None or look_like_people(names)):
             return _without_the_site(text, sites), "byline"
-    if fallback[0] is None and bylines:
-        return bylines[0], "byline"
+    if fallback[0] is None and first_byline:
+        return first_byline, "byline"
     if fallback[0] is None and publisher:
         return "; ".join(publisher), "json-ld:author"
     return fallback
@@ -457,39 +458,43 @@ MAX_BYLINE_ANCESTORS = 8  # how far up a byline's containers are checked for com
 BYLINE_WINDOW = 700  # elements after the headline (and a quarter before) that can be a byline
 
 
-def byline_candidates(tree: Any, heading: Any) -> list[str]:
+def byline_candidates(tree: Any, heading: Any) -> Iterator[str]:
     """Texts of the bylines near the headline, best first: ``itemprop=author``,
     ``rel=author``, author links, elements whose class says author name, byline or author,
-    then short lines that start with "By" just after the headline."""
+    then short lines that start with "By" just after the headline.
+
+    Lazy, one tier at a time: the caller usually stops at the first tier.
+    """
     body = tree.find("body")
     if body is None:
-        return []
-    order: dict[Any, int] | None = None  # document order, built once a candidate needs it
-    anchor = 0
-    found: list[tuple[int, int, str]] = []  # tier, distance from the headline, text
+        return
+    tiers: dict[int, list[Any]] = {}
     for node in tree.xpath(_BYLINE_XPATH):
         tier = _byline_tier(node)
-        if tier is None or not _byline_node_ok(node):
-            continue
-        text = _byline_text(node)
-        if not text:
-            continue
-        if heading is None:
+        if tier is not None:
+            tiers.setdefault(tier, []).append(node)
+    order: dict[Any, int] = {}  # document order, built once a candidate needs it
+    for tier in sorted(tiers):
+        ranked: list[tuple[int, str]] = []  # distance from the headline, text
+        for node in tiers[tier]:
+            if not _byline_node_ok(node):
+                continue
             rank = 0
-        else:
-            if order is None:
-                order = {el: i for i, el in enumerate(body.iter())}
-                anchor = order.get(heading, 0)
-            position = order.get(node)
-            if position is None:
-                continue
-            distance = position - anchor
-            if distance < -BYLINE_WINDOW // 4 or distance > BYLINE_WINDOW:
-                continue
-            rank = distance if distance >= 0 else BYLINE_WINDOW - distance
-        found.append((tier, rank, text))
-    found.sort(key=lambda c: c[:2])
-    return [text for _, _, text in found] + _by_lines(heading)
+            if heading is not None:
+                if not order:
+                    order = {el: i for i, el in enumerate(body.iter())}
+                position = order.get(node)
+                if position is None:
+                    continue
+                distance = position - order.get(heading, 0)
+                if distance < -BYLINE_WINDOW // 4 or distance > BYLINE_WINDOW:
+                    continue
+                rank = distance if distance >= 0 else BYLINE_WINDOW - distance
+            if text := _byline_text(node):
+                ranked.append((rank, text))
+        ranked.sort(key=lambda c: c[0])
+        yield from (text for _, text in ranked)
+    yield from _by_lines(heading)
 
 
 _BY_LINE = re.compile(
