@@ -124,13 +124,16 @@ def json_ld_people(
     exclude: Sequence[str | None] = (),
     *,
     keep_publisher: bool = False,
+    graph: Iterable[dict[str, Any]] = (),
 ) -> list[str]:
     """Names of the authors of the page's article objects.
 
     A ``Person`` always counts; an ``Organization`` only when it is not the publisher itself
     (a news agency such as "dpa" is a byline, the site's own name is not), unless
-    ``keep_publisher``.
+    ``keep_publisher``. An author given as a reference (``{"@id": ...}``, as Yoast writes
+    it) is looked up among the page's other JSON-LD objects (``graph``).
     """
+    by_id = {obj["@id"]: obj for obj in graph if isinstance(obj.get("@id"), str)}
     excluded = {_key(name) for name in exclude if name}
     names: list[str] = []
     for obj in objects:
@@ -145,6 +148,8 @@ def json_ld_people(
                     if _NOT_A_NAME_VALUE.search(name):
                         name = None
                 elif isinstance(item, dict):
+                    if set(item) == {"@id"} and isinstance(item["@id"], str):
+                        item = by_id.get(item["@id"], item)
                     kinds = item.get("@type")
                     kinds = kinds if isinstance(kinds, list) else [kinds]
                     organization = any(
@@ -384,9 +389,11 @@ def choose_authors(
     to the next source; the site's name is kept only when nothing else names anyone."""
     sites = _site_keys(signals, [sitename, _publisher_name(articles)], url)
     fallback: tuple[str | None, str | None] = (None, None)
-    people = json_ld_people(articles, exclude=[sitename])
+    people = json_ld_people(articles, exclude=[sitename], graph=signals.json_ld)
     # the site as its own author: the last resort
-    publisher = json_ld_people(articles, keep_publisher=True) if not people else []
+    publisher = (
+        json_ld_people(articles, keep_publisher=True, graph=signals.json_ld) if not people else []
+    )
     declared = [
         ("; ".join(people) if people else None, "json-ld:author"),
         (meta_author(signals), "meta"),

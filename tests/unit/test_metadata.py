@@ -243,3 +243,14 @@ def test_declared_login_gives_way_to_the_bylines_name() -> None:
         "<h1>Bridge reopens after repairs</h1><p class='author-name'>Ann Lee</p><p>Text.</p>",
     )
     assert _read(page)[1].author == "Ann Lee"
+
+
+def test_json_ld_author_given_by_reference_is_looked_up() -> None:
+    ld = (
+        '<script type="application/ld+json">{"@graph": ['
+        '{"@type": "Article", "author": {"@id": "https://herald.example/#/person/1"}},'
+        '{"@type": "Person", "@id": "https://herald.example/#/person/1", "name": "Ann Lee"}'
+        "]}</script>"
+    )
+    _, meta = _read(_page(ld, "<h1>Bridge reopens after repairs</h1><p>Text.</p>"))
+    assert (meta.author, meta.authors_source) == ("Ann Lee", "json-ld:author")
