@@ -104,16 +104,25 @@ def is_utf8_text(data: bytes) -> bool:
     return True
 
 
+def encoding_candidates(data: bytes, declared: str | None = None) -> tuple[int, list[str]]:
+    """The length of ``data``'s byte-order mark and the encodings to try, best first: the
+    BOM's; else UTF-8 when the bytes are valid UTF-8 (:func:`is_utf8_text`), then
+    ``declared`` (HTTP header), the document's own declaration, and UTF-8."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return len(bom), [name]
+    candidates = ["utf-8"] if is_utf8_text(data) else []
+    for encoding in (normalize_encoding(declared), sniff_encoding(data), "utf-8"):
+        if encoding and encoding not in candidates:
+            candidates.append(encoding)
+    return 0, candidates
+
+
 def decode_html(data: bytes, declared: str | None = None) -> str:
     """Decode a page: BOM, then ``declared`` (HTTP header), then ``<meta>``, then UTF-8;
     valid UTF-8 bytes are UTF-8 whatever the label.
 
     Never raises on bad bytes: they become U+FFFD.
     """
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            return data[len(bom) :].decode(name, errors="replace")
-    encoding = normalize_encoding(declared) or sniff_encoding(data) or "utf-8"
-    if encoding != "utf-8" and is_utf8_text(data):
-        encoding = "utf-8"
-    return data.decode(encoding, errors="replace")
+    skip, candidates = encoding_candidates(data, declared)
+    return data[skip:].decode(candidates[0], errors="replace")

@@ -31,7 +31,6 @@ whose ``reason`` is one of :data:`REASONS`. Conditional GET: pass validators as 
 from __future__ import annotations
 
 import builtins
-import codecs
 import ipaddress
 import re
 import socket
@@ -48,7 +47,7 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 
-from enrich.decoding import is_utf8_text
+from enrich.decoding import encoding_candidates
 from newsflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -277,62 +276,19 @@ class _Inflater:
         return b"".join(out)
 
 
-_META_CHARSET = re.compile(
-    rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE
-)
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-# WHATWG: these labels mean windows-1252 in practice.
-_CHARSET_ALIASES = {
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "us-ascii": "cp1252",
-    "ascii": "cp1252",
-    "iso8859-1": "cp1252",
-}
-
-
-def _codec(label: str | None) -> str | None:
-    if not label:
-        return None
-    label = label.strip().strip("\"'").lower()
-    label = _CHARSET_ALIASES.get(label, label)
-    try:
-        return codecs.lookup(label).name
-    except LookupError:
-        return None
-
-
 def decode_html(body: bytes, declared: str | None = None) -> str:
-    """Decode an HTML body: BOM, declared charset, ``<meta charset>``, UTF-8, windows-1252;
-    valid UTF-8 bytes are UTF-8 whatever the label (:func:`enrich.decoding.is_utf8_text`).
+    """Decode an HTML body in the order enrich reads pages
+    (:func:`enrich.decoding.encoding_candidates`), but strictly: an encoding the bytes do not
+    fit gives way to the next, then to windows-1252.
 
     Raises ``UnicodeError`` when nothing yields plausible text (binary data).
     """
-    candidates: list[str] = []
-    for bom, name in _BOMS:
-        if body.startswith(bom):
-            candidates.append(name)
-            break
-    if not candidates and is_utf8_text(body):
-        candidates.append("utf-8")
-    meta = _META_CHARSET.search(body[:4096])
-    for label in (declared, meta.group(1).decode("ascii", "ignore") if meta else None):
-        codec = _codec(label)
-        if codec and codec not in candidates:
-            candidates.append(codec)
-    for fallback in ("utf-8", "cp1252"):
-        if fallback not in candidates:
-            candidates.append(fallback)
+    skip, candidates = encoding_candidates(body, declared)
+    if "cp1252" not in candidates:
+        candidates.append("cp1252")
     for name in candidates:
         try:
-            text = body.decode(name)
+            text = body[skip:].decode(name)
         except (UnicodeDecodeError, LookupError):
             continue
         if "\x00" in text:
