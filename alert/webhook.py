@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 from collections.abc import Sequence
 
 import httpx
 
 from alert.matcher import WatchCache
-from ingest.fetch import Resolver, check_address, system_resolver
+from ingest.fetch import Resolver, check_address, resolve_addresses, system_resolver
 from newsflow.contracts import Alert, encode
 from newsflow.errors import PermanentError, RetryableError, StageError
 from newsflow.runtime import Done, Failed, Inbound, Result, Stage
@@ -68,18 +67,10 @@ def check_webhook_url(
         raise BlockedWebhookError("the URL must be http(s)://host/...")
     if target.userinfo:
         raise BlockedWebhookError("credentials in the URL are not allowed")
-    host = target.raw_host.decode("ascii")
-    port = target.port or (443 if target.scheme == "https" else 80)
     try:
-        ipaddress.ip_address(host)
-        addresses = [host]
-    except ValueError:
-        try:
-            addresses = resolver(host, port)
-        except (OSError, UnicodeError) as exc:
-            raise BlockedWebhookError(f"cannot resolve {host}: {exc}") from None
-    if not addresses:
-        raise BlockedWebhookError(f"cannot resolve {host}")
+        host, addresses = resolve_addresses(target, resolver)
+    except LookupError as exc:
+        raise BlockedWebhookError(str(exc)) from None
     for address in addresses:
         problem = check_address(address, private_ok=allow_private)
         if problem is not None:

@@ -51,8 +51,10 @@ from enrich.pagemeta import (
     NON_ARTICLE_TYPES,
     OG_ARTICLE_TYPES,
     PageSignals,
+    names_the_site,
     normalize_space,
     read_signals,
+    site_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -232,7 +234,6 @@ def _without_title(text: str, title: str | None) -> str:
 # " | ", " - ", " – ", " — ", " • ", " · ", " :: ", " » ": what joins a headline and a site name
 _TITLE_SEPARATOR = re.compile(r"(\s+(?:[|•·»–—-]|::)\s+)")
 _TITLE_SEPARATOR_END = re.compile(r"\s+(?:[|•·»–—-]|::)\s+$")
-_ALNUM = re.compile(r"[\W_]+")
 
 
 def refine_title(
@@ -246,15 +247,10 @@ def refine_title(
     """
     if not title:
         return title
-    keys = {_ALNUM.sub("", str(name).casefold()) for name in site_names if name}
-    host = (urlsplit(url).hostname or "") if url else ""
-    labels = [label for label in host.casefold().split(".") if label not in ("www", "m")]
-    keys |= {_ALNUM.sub("", label) for label in labels[:-1] if len(label) >= 4}  # not the TLD
-    keys.discard("")
+    keys = site_keys([str(name) for name in site_names if name], url)
 
     def is_site(segment: str) -> bool:
-        key = _ALNUM.sub("", segment.casefold())
-        return bool(key) and any(k == key or (len(k) >= 4 and k in key) for k in keys)
+        return names_the_site(segment, keys)
 
     folded = title.casefold()
     for heading in headings:

@@ -23,11 +23,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from urllib.parse import urlsplit
 
 from enrich.authors import look_like_people, split_authors
 from enrich.dates import find_date, text_date, url_date, visible_date
-from enrich.pagemeta import ARTICLE_TYPES, PageSignals, normalize_space
+from enrich.pagemeta import (
+    ARTICLE_TYPES,
+    PageSignals,
+    name_key,
+    names_the_site,
+    normalize_space,
+    site_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +121,6 @@ def _publisher_name(articles: Sequence[dict[str, Any]]) -> str | None:
 _PERSON_KEYS = ("author", "creator")
 
 
-def _key(text: str) -> str:
-    return _ALNUM.sub("", text.casefold())
-
-
 def json_ld_people(
     objects: Iterable[dict[str, Any]],
     exclude: Sequence[str | None] = (),
@@ -134,11 +136,11 @@ def json_ld_people(
     it) is looked up among the page's other JSON-LD objects (``graph``).
     """
     by_id = {obj["@id"]: obj for obj in graph if isinstance(obj.get("@id"), str)}
-    excluded = {_key(name) for name in exclude if name}
+    excluded = {name_key(name) for name in exclude if name}
     names: list[str] = []
     for obj in objects:
         if not keep_publisher:
-            excluded |= {_key(name) for name in [_text(obj.get("publisher"))] if name}
+            excluded |= {name_key(name) for name in [_text(obj.get("publisher"))] if name}
         for key in _PERSON_KEYS:
             raw = obj.get(key)
             for item in raw if isinstance(raw, list) else [raw]:
@@ -158,7 +160,7 @@ def json_ld_people(
                     name = _text(item.get("name"))
                     if not name and item.get("givenName") and item.get("familyName"):
                         name = f"{item['givenName']} {item['familyName']}"
-                    if organization and name and _key(name) in excluded:
+                    if organization and name and name_key(name) in excluded:
                         name = None
                 if name and name not in names:
                     names.append(name)
@@ -173,7 +175,6 @@ _NOT_A_NAME_VALUE = re.compile(r"^https?://|^@")
 # --- title --------------------------------------------------------------------------------
 
 _WORDS = re.compile(r"\w+")
-_ALNUM = re.compile(r"[\W_]+")
 MIN_SHARED_WORDS = 0.8  # an <h1> with this share of its words in a declared title is it
 MIN_RELATED_WORDS = 0.3  # ... with less, but at least this share, it is a reworded headline
 MIN_RELATED_COUNT = 2
@@ -236,7 +237,7 @@ def _without_kicker(node: Any, text: str, declared: Sequence[tuple[str, str]]) -
         if not kicker or not text.startswith(kicker) or kicker == text:
             return text
         rest = text[len(kicker) :].lstrip(" :|–—-")
-        if any(_key(rest) == _key(t) for t, _ in declared):
+        if any(name_key(rest) == name_key(t) for t, _ in declared):
             return rest
         return text
     return text
@@ -287,16 +288,12 @@ def choose_title(
     shares at most one), or when nothing is declared.
     """
     declared = _declared_titles(signals, articles)
-    sites = {_key(s) for s in [*site_names, signals.site_name] if s}
-    host = (urlsplit(url).hostname or "") if url else ""
-    sites |= {_key(label) for label in host.split(".") if len(label) >= 4}
-    sites |= {_key(host), _key(host.removeprefix("www."))}  # an <h1> "example.com" logo
-    sites.discard("")
+    sites = site_keys([*site_names, signals.site_name], url)  # an <h1> that is the logo
     references = [_words(t) for t, _ in declared]
     candidates: list[tuple[float, int, Any, str]] = []
     for index, (node, text) in enumerate(zip(signals.h1_nodes, signals.headings, strict=False)):
         words = _words(text)
-        if len(words) < MIN_HEADLINE_WORDS or _key(text) in sites:
+        if len(words) < MIN_HEADLINE_WORDS or name_key(text) in sites:
             continue
         if not _headline_node_ok(node):
             continue
@@ -341,38 +338,22 @@ def meta_author(signals: PageSignals) -> str | None:
     return None
 
 
-def _site_keys(signals: PageSignals, names: Sequence[str | None], url: str | None) -> set[str]:
-    """The site's own names (``og:site_name``, publisher, host labels), as :func:`_key`s."""
-    keys = {_key(name) for name in [*names, signals.site_name] if name}
-    host = (urlsplit(url).hostname or "") if url else ""
-    labels = [label for label in host.split(".") if label not in ("www", "m")]
-    keys |= {_key(label) for label in labels[:-1] if len(label) >= 3}
-    keys |= {_key(host), _key(".".join(labels))}
-    keys.discard("")
-    return keys
-
-
 def _only_the_site(raw: str, sites: set[str]) -> bool:
     """A declared author that is the site itself ("Herald", "herald.example"): a page whose
     template fills the author field with the publisher; its visible byline names people."""
     names = split_authors(raw)
-    return bool(names) and all(_is_site(name, sites) for name in names)
+    return bool(names) and all(names_the_site(name, sites) for name in names)
 
 
 # A CMS login, not a name: "andrew.keaveney", "kffnirmitap", "page.head.extra.author".
 _HANDLE = re.compile(r"^(?=\S*[._]\S)\S+$|^[a-z]{7,}$")
 
 
-def _is_site(name: str, sites: set[str]) -> bool:
-    key = _key(name)
-    return key in sites or any(len(site) >= 4 and site in key for site in sites)
-
-
 def _without_the_site(raw: str, sites: set[str]) -> str:
     """ "Ann Lee and Bo Chan, The Herald" -> "Ann Lee; Bo Chan": the publication named after
     its writers is not one of them."""
     names = split_authors(raw)
-    people = [name for name in names if not _is_site(name, sites)]
+    people = [name for name in names if not names_the_site(name, sites)]
     return "; ".join(people) if people and len(people) < len(names) else raw
 
 
@@ -387,7 +368,7 @@ def choose_authors(
     """The raw author string and its source: JSON-LD people, else ``<meta>``, else the
     visible byline. A declared author that yields no name, or names only the site, gives way
     to the next source; the site's name is kept only when nothing else names anyone."""
-    sites = _site_keys(signals, [sitename, _publisher_name(articles)], url)
+    sites = site_keys([sitename, _publisher_name(articles), signals.site_name], url, min_label=3)
     fallback: tuple[str | None, str | None] = (None, None)
     people = json_ld_people(articles, exclude=[sitename], graph=signals.json_ld)
     # the site as its own author: the last resort

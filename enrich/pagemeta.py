@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -114,6 +114,33 @@ class PageSignals:
 
 def normalize_space(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
+
+
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
+def name_key(text: str) -> str:
+    """A name reduced to its letters and digits, case-folded: "The Herald" -> "theherald"."""
+    return _NOT_ALNUM.sub("", text.casefold())
+
+
+def site_keys(names: Iterable[str | None], url: str | None, *, min_label: int = 4) -> set[str]:
+    """The site's own names as :func:`name_key`s: the given names (``og:site_name``,
+    publisher), the host's labels (not ``www``, ``m`` or the TLD) of at least ``min_label``
+    characters, and the host itself ("herald.example")."""
+    keys = {name_key(name) for name in names if name}
+    host = (urlsplit(url).hostname or "") if url else ""
+    labels = [label for label in host.casefold().split(".") if label not in ("www", "m")]
+    keys |= {name_key(label) for label in labels[:-1] if len(label) >= min_label}
+    keys |= {name_key(host), name_key(".".join(labels))}
+    keys.discard("")
+    return keys
+
+
+def names_the_site(text: str, keys: set[str]) -> bool:
+    """``text`` is one of the site's names, or contains one of four characters or more."""
+    key = name_key(text)
+    return bool(key) and any(k == key or (len(k) >= 4 and k in key) for k in keys)
 
 
 def read_signals(tree: Any, url: str | None) -> PageSignals:

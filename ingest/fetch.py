@@ -132,6 +132,25 @@ def check_address(address: str, *, private_ok: bool) -> str | None:
     return f"{ip} is a private or loopback address"
 
 
+def resolve_addresses(target: httpx.URL, resolve: Resolver) -> tuple[str, list[str]]:
+    """The host as DNS sees it (IDNA-encoded) and the addresses a connection to ``target``
+    would use: the literal address, or what ``resolve`` returns. Raises ``LookupError``."""
+    host = target.raw_host.decode("ascii")
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        ipaddress.ip_address(host)
+        return host, [host]
+    except ValueError:
+        pass
+    try:
+        addresses = resolve(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise LookupError(f"cannot resolve {host}: {exc}") from None
+    if not addresses:
+        raise LookupError(f"cannot resolve {host}: no addresses")
+    return host, addresses
+
+
 # --------------------------------------------------------------------------- policy & result
 
 
@@ -616,18 +635,10 @@ class Fetcher:
             raise _AbortError("offsite", f"{target.host} is not one of the outlet's domains")
 
     def _check_host(self, target: httpx.URL, policy: FetchPolicy) -> list[str]:
-        host = target.raw_host.decode("ascii")  # IDNA-encoded for DNS
-        port = target.port or (443 if target.scheme == "https" else 80)
         try:
-            ipaddress.ip_address(host)
-            addresses = [host]
-        except ValueError:
-            try:
-                addresses = self._resolve(host, port)
-            except (OSError, UnicodeError) as exc:
-                raise _AbortError("http_error", f"cannot resolve {host}: {exc}") from None
-        if not addresses:
-            raise _AbortError("http_error", f"cannot resolve {host}: no addresses")
+            host, addresses = resolve_addresses(target, self._resolve)
+        except LookupError as exc:
+            raise _AbortError("http_error", str(exc)) from None
         private_ok = policy.private_ok(target.host) or policy.private_ok(host)
         for address in addresses:
             problem = check_address(address, private_ok=private_ok)
