@@ -32,19 +32,26 @@ _BYLINE_HEAD_DATE = re.compile(
 )
 # What follows the names in a byline line: its date, time, "Updated ...", reading time.
 _BYLINE_TAIL = re.compile(
-    rf"\s*(?:\bon\s+)?\b(?:{_WEEKDAY}\s+)?{_MONTH},?\s+\d.*$"
-    rf"|\s*\b\d{{1,2}}\.?\s+{_MONTH},?\s+\d{{4}}.*$"
-    r"|\s*\b(?:last\s+)?(?:updated|published|posted|modified|stand|aktualisiert)\b.*$"
+    rf"\s*(?:\b(?:on|at)\s+)?\b(?:{_WEEKDAY}\s+)?{_MONTH},?\s+\d.*$"
+    rf"|\s*\b(?:{_WEEKDAY}\s+)?\d{{1,2}}\.?\s+{_MONTH},?\s+\d{{4}}.*$"
+    r"|\s*\b(?:(?:last|page|article|post|story)\s+)?"
+    r"(?:updated|published|posted|modified|stand|aktualisiert)\b.*$"
     r"|\s+(?:medically\s+)?(?:reviewed|researched|edited|fact[- ]checked|photos?|illustrations?)"
     r"\s+by\b.*$"
     r"|\s*\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:\b|T).*$"
     r"|\s*\b\d+\s+min(?:ute)?s?\b.*$"
-    r"|\s+on\s+behalf\s+of\b.*$",
+    r"|\s+on\s+behalf\s+of\b.*$"
+    # "Ann Lee, in Politics, Economy": the sections it is filed in
+    r"|,\s*in\s+(?-i:[A-Z]).*$",
     re.IGNORECASE,
 )
 _EMAIL = re.compile(r"\S+@\S+\.\w+")
 # Editor's short sign in parentheses after a name: "Elena Oberholzer (obe)".
 _SIGN = re.compile(r"\s*\([a-zäöü]{2,4}\.?\)$")
+# Affiliation marks after a scientist's name: "Ann Lee 1", "Ann Lee 2,3*".
+_FOOTNOTE = re.compile(r"(?<=[^\W\d])\s+\d{1,2}(?:\s*,\s*\d{1,2})*\*?$")
+# "Ann Lee/Bo Chan" is two names; "AFP/Reuters", "srf/abc" and "Ann / Herald" stay as written.
+_TWO_NAMES_SLASH = re.compile(r"(\b\w+\s+\w+)\s*/\s*(\w+\s+\w+\b)")
 _NOT_A_NAME = re.compile(r"https?://|www\.|@|\d|%")
 _WORD = re.compile(r"\w+")
 _MAX_AUTHOR_WORDS = 5
@@ -66,6 +73,7 @@ _JUNK_WORDS = frozenset(
         "learn",
         "more",
         "written",
+        "article",
         "articles",
         "profile",
         "view",
@@ -80,6 +88,10 @@ _JUNK_WORDS = frozenset(
         "email",
         "print",
         "comments",
+        "sign",
+        "join",
+        "login",
+        "register",
     }
 )
 # Job titles: dropped when they follow a name ("Ann Lee, Staff Writer"), kept when they are
@@ -142,6 +154,8 @@ _TRAILING_ROLES = frozenset(
     }
     | (_ROLE_WORDS - {"staff"})
 )
+# Dropped beside names: "Ann Lee, Bo Chan, Guest Columnists".
+_ROLE_NOUNS = _ROLE_WORDS | {f"{word}s" for word in _ROLE_WORDS - {"staff"}}
 _ROLE_PART = _ROLE_WORDS | (_TRAILING_ROLES - {"content", "tech", "technology", "news"})
 
 
@@ -175,11 +189,11 @@ def split_authors(raw: str | None) -> list[str]:
         return []
     names: list[str] = []
     seen: set[str] = set()
-    for part in _AUTHOR_SPLIT.split(_byline_core(raw)):
+    for part in _AUTHOR_SPLIT.split(_TWO_NAMES_SLASH.sub(r"\1; \2", _byline_core(raw))):
         name = part.strip(" .:-–—·•")
         while (stripped := _BYLINE_PREFIX.sub("", name).strip()) != name:
             name = stripped
-        name = _SIGN.sub("", name)
+        name = _FOOTNOTE.sub("", _SIGN.sub("", name))
         tokens = name.split()
         if len(tokens) > 2 and tokens[0] == "".join(t[0] for t in tokens[1:]).upper():
             tokens = tokens[1:]  # an avatar's initials: "AL Ann Lee"
@@ -198,7 +212,7 @@ def split_authors(raw: str | None) -> list[str]:
             name = name.title()  # "ANN LEE" -> "Ann Lee"
         seen.add(name.casefold())
         names.append(name)
-    people = [name for name in names if not _ROLE_WORDS.intersection(name.casefold().split())]
+    people = [name for name in names if not _ROLE_NOUNS.intersection(name.casefold().split())]
     return people or names
 
 

@@ -254,3 +254,84 @@ def test_json_ld_author_given_by_reference_is_looked_up() -> None:
     )
     _, meta = _read(_page(ld, "<h1>Bridge reopens after repairs</h1><p>Text.</p>"))
     assert (meta.author, meta.authors_source) == ("Ann Lee", "json-ld:author")
+
+
+def test_split_authors_reads_sections_lists_and_marks_after_names() -> None:
+    assert split_authors("Posted by David at December 16, 2025 11:15 AM") == ["David"]
+    assert split_authors("By TPN, in News, Portugal, Business") == ["TPN"]
+    assert split_authors("Human in the Loop") == ["Human in the Loop"]
+    assert split_authors("by Tracy Parker, Dietitian Page updated: 12 November 2025") == [
+        "Tracy Parker",
+        "Dietitian",
+    ]
+    assert split_authors("von APA Donnerstag 05. Juni 2025 15:44 Uhr") == ["APA"]
+    assert split_authors("Ann Lee, Bo Chan, Guest Columnists") == ["Ann Lee", "Bo Chan"]
+    assert split_authors("The Currency editors") == ["The Currency editors"]
+    assert split_authors("Ann Lee 1 ; Bo Chan 2,3") == ["Ann Lee", "Bo Chan"]
+    assert split_authors("Rapid7") == []
+    # a slash between two full names parts them; agencies and editors' signs stay whole
+    assert split_authors("Ann Lee/Bo Chan") == ["Ann Lee", "Bo Chan"]
+    assert split_authors("AFP/Reuters") == ["AFP/Reuters"]
+    assert split_authors("Sign In, Join Us") == []
+
+
+def test_coauthors_marked_up_one_by_one_are_all_read() -> None:
+    page = _page(
+        '<meta name="author" content="Ann Lee">',
+        "<article><h1>Bridge reopens after repairs</h1><div class='meta'>"
+        "<a href='/author/ann-lee/'>Ann Lee</a><span>, </span>"
+        "<a href='/author/bo-chan/'>Bo Chan</a> and <a href='/author/cy-dunn/'>Cy Dunn</a>"
+        "</div><p>Text.</p></article>",
+    )
+    _, meta = _read(page)
+    assert split_authors(meta.author) == ["Ann Lee", "Bo Chan", "Cy Dunn"]
+    assert meta.authors_source == "meta"
+    # a reviewer beside the writer is no co-author
+    reviewed = _page(
+        "",
+        "<article><h1>Bridge reopens after repairs</h1><div class='meta'>"
+        "<div class='post-author'>Written by Ann Lee</div>"
+        "<div class='post-author'>Reviewed by Bo Chan</div></div><p>Text.</p></article>",
+    )
+    assert split_authors(_read(reviewed)[1].author) == ["Ann Lee"]
+
+
+def test_written_by_line_or_label_in_the_author_box_after_the_text() -> None:
+    filler = "".join(f"<p>Paragraph {n} of the story.</p>" for n in range(40))
+    line = _page(
+        "",
+        f"<article><h1>Bridge reopens after repairs</h1>{filler}"
+        "<div class='box'><h3>Written by Ann Lee</h3><p>Ann covers transport.</p></div>"
+        "</article>",
+    )
+    assert split_authors(_read(line)[1].author) == ["Ann Lee"]
+    label = _page(
+        "",
+        "<article><h1>Bridge reopens after repairs</h1>"
+        "<div><p>Last updated</p><time>Aug 04, 2025</time></div>"
+        "<div><p>Written by</p><p>Ann Lee</p></div><p>Text.</p></article>",
+    )
+    assert split_authors(_read(label)[1].author) == ["Ann Lee"]
+    # "By value" is documentation, not a byline
+    docs = _page("", "<article><h1>Arguments</h1><p>by value</p><p>Text.</p></article>")
+    assert _read(docs)[1].author is None
+
+
+def test_bold_name_opening_the_article_signs_it_when_the_site_is_the_declared_author() -> None:
+    head = '<meta property="og:site_name" content="Herald"><meta name="author" content="Herald">'
+    page = _page(
+        head,
+        "<article><h1>Bridge reopens after repairs</h1><p><em>Trams return in May</em></p>"
+        "<p><strong>Ann Lee</strong></p><p><strong>The</strong> bridge reopened.</p></article>",
+    )
+    assert split_authors(_read(page)[1].author) == ["Ann Lee"]
+
+
+def test_byline_is_found_under_the_h1_when_a_declared_title_wins() -> None:
+    page = _page(
+        '<meta property="og:title" content="Bridge reopens after two years of repairs">',
+        "<h1>A message from our sponsor today</h1><div><span>by Ann Lee</span></div><p>Text.</p>",
+    )
+    _, meta = _read(page)
+    assert meta.title_source == "og:title"
+    assert split_authors(meta.author) == ["Ann Lee"]
