@@ -60,7 +60,7 @@ from enrich.pagemeta import (
 log = logging.getLogger(__name__)
 
 # Bump when a change here (not in a backend) changes what pages extract to.
-NEWSFLOW_EXTRACTION_REVISION = 3
+NEWSFLOW_EXTRACTION_REVISION = 4
 
 ExtractionErrorReason = Literal["unparseable_html", "empty_text"]
 
