@@ -126,3 +126,27 @@ def decode_html(data: bytes, declared: str | None = None) -> str:
     """
     skip, candidates = encoding_candidates(data, declared)
     return data[skip:].decode(candidates[0], errors="replace")
+
+
+# UTF-8 bytes that were read as Latin-1 once before the page was saved: "Investorâ\x80\x99s".
+# Only runs holding a C1 control character (U+0080 to U+009F), which no real text uses, are
+# repaired: curly quotes, dashes and ellipses, the usual victims.
+_DOUBLE_ENCODED = re.compile("[\u00c2-\u00f4][\u0080-\u00bf]{1,3}")
+_C1 = re.compile("[\u0080-\u009f]")
+
+
+def repair_double_encoding(text: str) -> str:
+    """``"Investorâ\\x80\\x99s"`` -> ``"Investor’s"``; any other text is returned as it is."""
+    if not _C1.search(text):
+        return text
+
+    def repaired(match: re.Match[str]) -> str:
+        run = match.group()
+        if not _C1.search(run):
+            return run
+        try:
+            return run.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return run
+
+    return _DOUBLE_ENCODED.sub(repaired, text)

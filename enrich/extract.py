@@ -34,7 +34,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from enrich.authors import split_authors
 from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, run_cascade
 from enrich.dates import published_at
-from enrich.decoding import decode_html
+from enrich.decoding import decode_html, repair_double_encoding
 from enrich.language import detect_language
 from enrich.metadata import read_metadata
 from enrich.overrides import (
@@ -278,7 +278,7 @@ def refine_title(
 def _clean_title(title: Any) -> str | None:
     if not isinstance(title, str):
         return None
-    return normalize_space(title) or None
+    return normalize_space(repair_double_encoding(title)) or None
 
 
 # --- article or not -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from enrich.authors import split_authors
-from enrich.decoding import decode_html, is_utf8_text, sniff_encoding
+from enrich.decoding import decode_html, is_utf8_text, repair_double_encoding, sniff_encoding
 from enrich.extract import (
     NEWSFLOW_EXTRACTION_REVISION,
     Extraction,
@@ -536,3 +536,13 @@ def test_valid_utf8_wins_over_a_stale_legacy_label() -> None:
     # real legacy bytes are not valid UTF-8, and plain ASCII says nothing either way
     assert not is_utf8_text("Größe".encode("cp1252"))
     assert not is_utf8_text(b"<p>plain</p>")
+
+
+def test_text_encoded_twice_by_the_page_is_repaired_in_titles() -> None:
+    # The page's own bytes: UTF-8 that was read as Latin-1 and saved again as UTF-8
+    twice = "A DIY Investor’s Guide — 2025".encode().decode("latin-1")
+    assert repair_double_encoding(twice) == "A DIY Investor’s Guide — 2025"
+    page = ARTICLE_HTML.replace("Harbour bridge reopens after two years of repairs", twice)
+    assert extract_page(page.encode(), ARTICLE_URL).title == "A DIY Investor’s Guide — 2025"
+    # without a C1 control character nothing is touched: "Ã©" may be what the page says
+    assert repair_double_encoding("CafÃ© and Ã‰") == "CafÃ© and Ã‰"
