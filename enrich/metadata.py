@@ -703,7 +703,13 @@ def _byline_node_ok(node: Any) -> bool:
     page_footer = False
     for depth, ancestor in enumerate(node.iterancestors()):
         if ancestor.tag in ("article", "main"):
-            return True  # a footer inside the article is its meta line
+            # a footer inside the article is its meta line, unless the "article" is a card
+            # in a list of related ones
+            return not (
+                ancestor.tag == "article"
+                and depth < MAX_BYLINE_ANCESTORS
+                and _BYLINE_SKIP.search(_names_of(ancestor))
+            )
         if ancestor.tag == "body":
             break  # the body's classes describe the page, not this element
         if ancestor.tag in ("aside", "nav"):

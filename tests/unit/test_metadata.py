@@ -335,3 +335,15 @@ def test_byline_is_found_under_the_h1_when_a_declared_title_wins() -> None:
     _, meta = _read(page)
     assert meta.title_source == "og:title"
     assert split_authors(meta.author) == ["Ann Lee"]
+
+
+def test_author_of_a_related_article_card_is_not_the_byline() -> None:
+    page = _page(
+        "",
+        "<main><div class='hero'><h1>Bridge reopens after repairs</h1>"
+        "<div class='author'><div class='author__name'>by <a>Ann Lee</a></div></div></div>"
+        "<aside><article class='related-content__card'><h3>Ferry timetable changes</h3>"
+        "<div itemprop='author'><span itemprop='name'>By Bo Chan</span></div></article></aside>"
+        "<p>Text.</p></main>",
+    )
+    assert split_authors(_read(page)[1].author) == ["Ann Lee"]
