@@ -20,6 +20,11 @@ _BYLINE_PREFIX = re.compile(
 # "This post was written by Ann Lee", "capital von Ann Lee": the names follow a "by" that
 # comes after a few words of lead-in.
 _INNER_BY = re.compile(r"^(?:\S+\s+){1,5}?(?:by|von|par|por|door)\s*:?\s+(?=\S)", re.IGNORECASE)
+# ... but not the one who reviewed, edited or photographed it: "Ann Lee, Writer Reviewed by
+# Bo Chan" names its author first.
+_OTHER_CREDIT = re.compile(
+    r"\b(?:reviewed|edited|checked|photos?|photographed|illustrat\w+|sponsored)\s+by\b", re.I
+)
 _MONTH = r"(?:jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]*\.?"
 _WEEKDAY = (
     r"(?:mon|tue|wed|thu|fri|sat|sun|dienstag|mittwoch|donnerstag|freitag|samstag)[a-z]*\.?,?"
@@ -167,7 +172,10 @@ def _byline_core(raw: str) -> str:
     for segment in _CREDIT.split(raw):
         segment = _BYLINE_HEAD_DATE.sub("", segment.strip())
         without_prefix = _BYLINE_PREFIX.sub("", segment)
-        segment = without_prefix if without_prefix != segment else _INNER_BY.sub("", segment)
+        if without_prefix != segment:
+            segment = without_prefix
+        elif (lead_in := _INNER_BY.match(segment)) and not _OTHER_CREDIT.search(lead_in.group()):
+            segment = segment[lead_in.end() :]
         segment = _BYLINE_TAIL.sub("", segment).strip(" ,.:;-–—|")
         if any(c.isalpha() for c in segment):
             return segment

@@ -273,6 +273,10 @@ def test_split_authors_reads_sections_lists_and_marks_after_names() -> None:
     assert split_authors("Ann Lee/Bo Chan") == ["Ann Lee", "Bo Chan"]
     assert split_authors("AFP/Reuters") == ["AFP/Reuters"]
     assert split_authors("Sign In, Join Us") == []
+    # the reviewer named after the writer's line is not the author
+    assert split_authors("Ann Lee, Herald Writer Reviewed by Bo Chan Updated Jun 16, 2025") == [
+        "Ann Lee"
+    ]
 
 
 def test_coauthors_marked_up_one_by_one_are_all_read() -> None:
