@@ -278,6 +278,23 @@ def _without_furniture(text: str, declared: Sequence[tuple[str, str]]) -> str:
     return text
 
 
+# Where a declared title parts a leading site name from the headline: "Blog Name: Headline"
+# ("Headline - Site" and "Headline | Site" put the headline first).
+_BRANDING_SEPARATOR = re.compile(r"\s*:\s+")
+
+
+def _is_branding_of(text: str, declared: Sequence[tuple[str, str]]) -> bool:
+    """An ``<h1>`` (that names the site) is the shorter, leading part of a declared
+    ``"Site: Headline"`` title: the blog's name set as a heading, not the article's
+    headline."""
+    key = name_key(text)
+    for title, _ in declared:
+        parts = _BRANDING_SEPARATOR.split(title, maxsplit=1)
+        if len(parts) == 2 and name_key(parts[0]) == key and len(parts[0]) < len(parts[1]):
+            return True
+    return False
+
+
 def choose_title(
     signals: PageSignals,
     articles: Sequence[dict[str, Any]],
@@ -298,6 +315,8 @@ def choose_title(
     for index, (node, text) in enumerate(zip(signals.h1_nodes, signals.headings, strict=False)):
         words = _words(text)
         if len(words) < MIN_HEADLINE_WORDS or name_key(text) in sites:
+            continue
+        if names_the_site(text, sites) and _is_branding_of(text, declared):
             continue
         if not _headline_node_ok(node):
             continue

@@ -351,3 +351,17 @@ def test_author_of_a_related_article_card_is_not_the_byline() -> None:
         "<p>Text.</p></main>",
     )
     assert split_authors(_read(page)[1].author) == ["Ann Lee"]
+
+
+def test_blog_name_set_as_h1_is_not_the_headline() -> None:
+    page = _page(
+        "<title>Herald Data Blog: Small adventures with small models</title>",
+        "<h1>Herald Data Blog</h1><h3>Small adventures with small models</h3><p>Text.</p>",
+    )
+    assert _read(page)[1].title == "Herald Data Blog: Small adventures with small models"
+    # a headline that is the shorter side of "Headline - Site" stays the headline
+    short = _page(
+        "<title>Herald wins an award - The Coastal Programming Language</title>",
+        "<h1>Herald wins an award</h1><p>Text.</p>",
+    )
+    assert _read(short)[1].title == "Herald wins an award"
