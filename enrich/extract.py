@@ -51,6 +51,7 @@ from enrich.pagemeta import (
     NON_ARTICLE_TYPES,
     OG_ARTICLE_TYPES,
     PageSignals,
+    name_key,
     names_the_site,
     normalize_space,
     read_signals,
@@ -236,6 +237,9 @@ _TITLE_SEPARATOR = re.compile(r"(\s+(?:[|•·»–—-]|::)\s+)")
 _TITLE_SEPARATOR_END = re.compile(r"\s+(?:[|•·»–—-]|::)\s+$")
 
 
+MAX_GLUED_BRANDING_WORDS = 3
+
+
 def refine_title(
     title: str | None, headings: Sequence[str], site_names: Sequence[Any], url: str | None
 ) -> str | None:
@@ -267,6 +271,19 @@ def refine_title(
             return heading
     parts = _TITLE_SEPARATOR.split(title)  # [text, separator, text, separator, text, ...]
     if len(parts) < 3:
+        # "Headline-Politics | Herald" without spaces, in a declared title (an <h1> carries no
+        # branding): a short tail that ends with the site's declared name (not a host name,
+        # which may be a word of the headline) goes
+        head, separator, tail = title.rpartition("-")
+        names = site_keys([str(name) for name in site_names if name], None)
+        if (
+            separator
+            and head.strip()
+            and title not in headings
+            and len(tail.split()) <= MAX_GLUED_BRANDING_WORDS
+            and any(name_key(tail).endswith(name) for name in names if len(name) >= 4)
+        ):
+            return head.strip()
         return title
     if is_site(parts[-1]):
         return "".join(parts[:-2]).strip() or title

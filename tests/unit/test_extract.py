@@ -400,6 +400,15 @@ def test_split_authors(raw: str | None, expected: list[str]) -> None:
         ),
         ("Must-have tools for 2026", (), "Coastal Herald", None, "Must-have tools for 2026"),
         ("Bridge reopens for cars", ("Bridge reopens",), None, None, "Bridge reopens for cars"),
+        # branding glued on with a bare hyphen goes only when it ends with the site's name
+        ("Bridge reopens-Politicsㅣ코스탈헤럴드", (), "코스탈헤럴드", None, "Bridge reopens"),
+        (
+            "Best Cross-Country Movers",
+            (),
+            None,
+            "https://movers.example/best",
+            "Best Cross-Country Movers",
+        ),
         (None, (), None, None, None),
     ],
 )
