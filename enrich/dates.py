@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import islice
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,6 +134,29 @@ _NOT_TEXT = frozenset(
 AMBIGUOUS = ":ambiguous"
 
 
+def _after(element: Any, top: Any) -> Iterator[Any]:
+    """The nodes after ``element`` in document order, up to the end of ``top``: walked from
+    the element, not found in a list of the whole page (a Python object per element)."""
+    yield from element.iterdescendants()
+    node = element
+    while node is not top and node is not None:
+        for sibling in node.itersiblings():
+            yield sibling
+            yield from sibling.iterdescendants()
+        node = node.getparent()
+
+
+def _before(element: Any, top: Any) -> Iterator[Any]:
+    """The nodes before ``element`` within ``top`` (and ``top`` itself), nearest first."""
+    node = element
+    while node is not top and node is not None:
+        for sibling in node.itersiblings(preceding=True):
+            yield from reversed(list(sibling.iter()))
+        node = node.getparent()
+        if node is not None:
+            yield node
+
+
 def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None, str | None]:
     """The date printed next to the headline ("Updated Dec 4, 2025", ``<time>``).
 
@@ -143,18 +168,13 @@ def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None,
     from htmldate.extractors import try_date_expr
 
     body = tree.find("body")
-    if body is None:
-        return None, None
-    elements = list(body.iter())
-    try:
-        at = elements.index(heading)
-    except ValueError:
+    if body is None or not any(a is body for a in heading.iterancestors()):
         return None, None
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     earliest = datetime(1995, 1, 1)
     latest = tomorrow.replace(tzinfo=None)
-    after = elements[at + 1 : at + 1 + DATE_WINDOW_AFTER]
-    before = elements[max(0, at - DATE_WINDOW_BEFORE) : at][::-1]
+    after = list(islice(_after(heading, body), DATE_WINDOW_AFTER))
+    before = list(islice(_before(heading, body), DATE_WINDOW_BEFORE))
     inside = set(heading.iter())
     updated: tuple[date, str] | None = None  # an "Updated ..." date, kept while looking on
     updated_at = 0
