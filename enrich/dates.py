@@ -212,6 +212,8 @@ def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None,
         day, ambiguous = _numeric_date(value, tree, url, earliest, latest)
         if day is None:
             found = try_date_expr(value, "%Y-%m-%d", False, earliest, latest)
+            if not found and value.isupper():  # "OCTOBER 13, 2025": htmldate reads "October"
+                found = try_date_expr(value.title(), "%Y-%m-%d", False, earliest, latest)
             if not found:
                 continue
             try:

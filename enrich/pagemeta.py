@@ -74,6 +74,7 @@ _DATE_META_KEYS = (
     "dcterms.issued",
     "dcterms.created",
     "dc.date",
+    "published",
     "date",
 )
 _DATE_META_RANK = {key: rank for rank, key in enumerate(_DATE_META_KEYS)}
@@ -293,10 +294,25 @@ def parse_datetime(value: str) -> tuple[datetime, bool] | None:
         except (TypeError, ValueError, IndexError):
             parsed = None
     if parsed is None:
+        parsed = _written_date(text)
+    if parsed is None:
         return None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed, bool(_HAS_TIME.search(text))
+
+
+# A day written out in English, as some templates fill date fields: "July 17, 2025".
+_WRITTEN_DATE_FORMATS = ("%B %d, %Y", "%b %d, %Y", "%b. %d, %Y", "%d %B %Y", "%d %b %Y")
+
+
+def _written_date(text: str) -> datetime | None:
+    for pattern in _WRITTEN_DATE_FORMATS:
+        try:
+            return datetime.strptime(text, pattern)
+        except ValueError:
+            continue
+    return None
 
 
 def plausible(when: datetime, now: datetime | None = None) -> bool:

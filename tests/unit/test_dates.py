@@ -153,3 +153,13 @@ def test_updated_label_after_other_numbers_on_the_line() -> None:
         "August 19, 2025</p></article>"
     )
     assert _visible(page) == (date(2025, 8, 19), "visible:text:updated")
+
+
+def test_month_in_capitals_above_the_headline_is_read() -> None:
+    page = _page(f"<article><div class='date-article'>OCTOBER 13, 2025</div>{HEADLINE}</article>")
+    assert _visible(page) == (date(2025, 10, 13), "visible:text")
+
+
+def test_published_meta_written_out_is_the_declared_date() -> None:
+    page = _page(HEADLINE + "<p>Text.</p>", head='<meta name="published" content="July 17, 2025">')
+    assert _published(page) == (date(2025, 7, 17), "meta:published")

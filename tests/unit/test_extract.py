@@ -430,6 +430,10 @@ def test_refine_title(
         ("2024-05-14 08:30", datetime(2024, 5, 14, 8, 30, tzinfo=UTC), True),
         ("2024-05-14", datetime(2024, 5, 14, tzinfo=UTC), False),
         ("Tue, 14 May 2024 08:30:00 +0000", datetime(2024, 5, 14, 8, 30, tzinfo=UTC), True),
+        # a day written out, as some templates fill <meta> and JSON-LD date fields
+        ("July 17, 2025", datetime(2025, 7, 17, tzinfo=UTC), False),
+        ("Jan 17, 2025", datetime(2025, 1, 17, tzinfo=UTC), False),
+        ("17 July 2025", datetime(2025, 7, 17, tzinfo=UTC), False),
     ],
 )
 def test_parse_datetime(value: str, expected: datetime, has_time: bool) -> None:
