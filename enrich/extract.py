@@ -238,6 +238,7 @@ _TITLE_SEPARATOR_END = re.compile(r"\s+(?:[|•·»–—-]|::)\s+$")
 
 
 MAX_GLUED_BRANDING_WORDS = 3
+_HOST_NAME = re.compile(r"[\w-]+(?:\.[\w-]+)+")
 
 
 def refine_title(
@@ -269,6 +270,9 @@ def refine_title(
             not after or _TITLE_SEPARATOR.match(after)
         ):
             return heading
+    first, _, rest = title.partition(" ")
+    if _HOST_NAME.fullmatch(first) and rest[:1].isalnum() and name_key(first) in keys:
+        return rest  # "herald.example Bridge reopens": the host name set before the headline
     parts = _TITLE_SEPARATOR.split(title)  # [text, separator, text, separator, text, ...]
     if len(parts) < 3:
         # "Headline-Politics | Herald" without spaces, in a declared title (an <h1> carries no

@@ -409,6 +409,9 @@ def test_split_authors(raw: str | None, expected: list[str]) -> None:
             "https://movers.example/best",
             "Best Cross-Country Movers",
         ),
+        # the host name set before the headline, without a separator
+        ("herald.example Bridge reopens", (), None, "https://herald.example/a", "Bridge reopens"),
+        ("herald.example: Bridges", (), None, "https://herald.example/", "herald.example: Bridges"),
         (None, (), None, None, None),
     ],
 )
