@@ -383,18 +383,18 @@ def _without_the_site(raw: str, sites: set[str]) -> str:
 _HONORIFIC = re.compile(r"^(?:dr|prof|mr|mrs|ms)\.?\s+", re.I)
 
 
-def _name_key(name: str) -> str:
+def _person_key(name: str) -> str:
     return _HONORIFIC.sub("", name).casefold()
 
 
 def _more_of_them(declared: str, tree: Any, heading: Any, sites: set[str]) -> str | None:
-    """The visible byline, when it names the declared authors and more: metadata often
+    """The marked-up byline, when it names the declared authors and more: metadata often
     lists only the first of several authors."""
-    wanted = {_name_key(name) for name in split_authors(declared)}
+    wanted = {_person_key(name) for name in split_authors(declared)}
     candidates = byline_candidates(tree, heading, marked_only=True)
     names = next((names for text in candidates if (names := split_authors(text))), [])
-    found = {_name_key(name) for name in names}
-    if len(found) > len(wanted) and wanted < found and look_like_people(names):
+    found = {_person_key(name) for name in names}
+    if wanted < found and look_like_people(names):
         return "; ".join(n for n in names if not names_the_site(n, sites))
     return None
 
