@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 
+from enrich.dates import MONTH_NAME
 from enrich.pagemeta import normalize_space
 
 _AUTHOR_SPLIT = re.compile(r"\s*(?:;|,|\||&|\b(?:and|und|og|och|en)\b)\s*", re.IGNORECASE)
@@ -20,12 +21,14 @@ _BYLINE_PREFIX = re.compile(
 # "This post was written by Ann Lee", "capital von Ann Lee": the names follow a "by" that
 # comes after a few words of lead-in.
 _INNER_BY = re.compile(r"^(?:\S+\s+){1,5}?(?:by|von|par|por|door)\s*:?\s+(?=\S)", re.IGNORECASE)
-# ... but not the one who reviewed, edited or photographed it: "Ann Lee, Writer Reviewed by
-# Bo Chan" names its author first.
-_OTHER_CREDIT = re.compile(
-    r"\b(?:reviewed|edited|checked|photos?|photographed|illustrat\w+|sponsored)\s+by\b", re.I
+# Credits for what others did to an article, not its writing ("Reviewed by Bo Chan"): a
+# lead-in "by" after one is not the author's, and the credit ends a byline.
+OTHER_CREDIT = (
+    r"(?:medically\s+)?(?:reviewed|researched|edited|fact[- ]checked|photos?|photographed"
+    r"|illustrat\w+|sponsored)"
 )
-_MONTH = r"(?:jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])[a-zä]*\.?"
+_OTHER_CREDIT_BY = re.compile(rf"\b{OTHER_CREDIT}\s+by\b", re.I)
+_MONTH = rf"{MONTH_NAME}[a-zä]*\.?"
 _WEEKDAY = (
     r"(?:mon|tue|wed|thu|fri|sat|sun|dienstag|mittwoch|donnerstag|freitag|samstag)[a-z]*\.?,?"
 )
@@ -41,8 +44,7 @@ _BYLINE_TAIL = re.compile(
     rf"|\s*\b(?:{_WEEKDAY}\s+)?\d{{1,2}}\.?\s+{_MONTH},?\s+\d{{4}}.*$"
     r"|\s*\b(?:(?:last|page|article|post|story)\s+)?"
     r"(?:updated|published|posted|modified|stand|aktualisiert)\b.*$"
-    r"|\s+(?:medically\s+)?(?:reviewed|researched|edited|fact[- ]checked|photos?|illustrations?)"
-    r"\s+by\b.*$"
+    rf"|\s+{OTHER_CREDIT}\s+by\b.*$"
     r"|\s*\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}(?:\b|T).*$"
     r"|\s*\b\d+\s+min(?:ute)?s?\b.*$"
     r"|\s+on\s+behalf\s+of\b.*$"
@@ -174,7 +176,7 @@ def _byline_core(raw: str) -> str:
         without_prefix = _BYLINE_PREFIX.sub("", segment)
         if without_prefix != segment:
             segment = without_prefix
-        elif (lead_in := _INNER_BY.match(segment)) and not _OTHER_CREDIT.search(lead_in.group()):
+        elif (lead_in := _INNER_BY.match(segment)) and not _OTHER_CREDIT_BY.search(lead_in.group()):
             segment = segment[lead_in.end() :]
         segment = _BYLINE_TAIL.sub("", segment).strip(" ,.:;-–—|")
         if any(c.isalpha() for c in segment):

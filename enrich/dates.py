@@ -72,13 +72,9 @@ def text_date(tree: Any) -> date | None:
     """The first date printed as a short text in the page's body, outside navigation, links,
     forms and asides: the last resort for pages that declare no date and print theirs
     away from the headline (or have no headline element)."""
-    from htmldate.extractors import try_date_expr
-
     body = tree.find("body")
     if body is None:
         return None
-    earliest = datetime(1995, 1, 1)
-    latest = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None)
     for element in body.iter():
         if not isinstance(element.tag, str) or element.tag in _NOT_TEXT:
             continue
@@ -87,16 +83,32 @@ def text_date(tree: Any) -> date | None:
             continue
         if any(parent.tag in _NOT_TEXT for parent in element.iterancestors()):
             continue
-        day, _ = _numeric_date(text, tree, None, earliest, latest)
+        day, _ = _read_day(text, tree, None)
         if day is not None:
             return day
-        found = try_date_expr(text, "%Y-%m-%d", False, earliest, latest)
-        if found:
-            try:
-                return date.fromisoformat(found)
-            except ValueError:
-                continue
     return None
+
+
+def _read_day(value: str, tree: Any, url: str | None) -> tuple[date | None, bool]:
+    """The day a short text gives, numeric (in the outlet's order, see :func:`_numeric_date`)
+    or written out (htmldate's reading), between 1995 and tomorrow; and whether day and month
+    could be read the other way round."""
+    from htmldate.extractors import try_date_expr
+
+    earliest = datetime(1995, 1, 1)
+    latest = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None)
+    day, ambiguous = _numeric_date(value, tree, url, earliest, latest)
+    if day is not None:
+        return day, ambiguous
+    found = try_date_expr(value, "%Y-%m-%d", False, earliest, latest)
+    if not found and value.isupper():  # "OCTOBER 13, 2025": htmldate reads "October"
+        found = try_date_expr(value.title(), "%Y-%m-%d", False, earliest, latest)
+    if not found:
+        return None, False
+    try:
+        return date.fromisoformat(found), False
+    except ValueError:
+        return None, False
 
 
 _DATE_CLASS = re.compile(r"date|time|publish|posted|updated|modified|meta|byline|info", re.I)
@@ -114,17 +126,15 @@ _UPDATED = re.compile(
 _NUMERIC_DATE = re.compile(
     r"(?<![\d./-])(\d{1,2})([./-])(\d{1,2})\2((?:19|20)\d{2}|\d{2})(?![\d/-]|\.\d)"
 )
-_MONTH = r"(?:jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])"
+# A month's name (its first letters), English or German: also read by enrich.authors.
+MONTH_NAME = r"(?:jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz])"
 # Where a date starts in a line ("by Ann Lee 16 min read Updated: August 19, 2025")
 _DATE_AT = re.compile(
-    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\.?\s*(?:of\s+)?{_MONTH}|{_MONTH}[a-z]*\.?\s*\d{{1,2}}\b"
+    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\.?\s*(?:of\s+)?{MONTH_NAME}|{MONTH_NAME}[a-z]*\.?\s*\d{{1,2}}\b"
     r"|\b(?:19|20)\d{2}[-/.]\d{1,2}|\b\d{1,2}[./-]\d{1,2}[./-]\d{2,4}",
     re.I,
 )
-_DATE_START = re.compile(
-    r"\d|jan|feb|m[aä]r|apr|ma[iy]|jun|jul|aug|sep|o[ck]t|nov|de[cz]|mon|tue|wed|thu|fri|sat|sun",
-    re.I,
-)
+_DATE_START = re.compile(rf"\d|{MONTH_NAME}|mon|tue|wed|thu|fri|sat|sun", re.I)
 # Elements whose dates are not the page's own: navigation, teasers, forms, site header.
 _NOT_TEXT = frozenset(
     {"script", "style", "noscript", "template", "nav", "footer", "aside", "header", "a", "form"}
@@ -165,14 +175,9 @@ def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None,
     """
     if heading is None:
         return None, None
-    from htmldate.extractors import try_date_expr
-
     body = tree.find("body")
     if body is None or not any(a is body for a in heading.iterancestors()):
         return None, None
-    tomorrow = datetime.now(UTC) + timedelta(days=1)
-    earliest = datetime(1995, 1, 1)
-    latest = tomorrow.replace(tzinfo=None)
     after = list(islice(_after(heading, body), DATE_WINDOW_AFTER))
     before = list(islice(_before(heading, body), DATE_WINDOW_BEFORE))
     inside = set(heading.iter())
@@ -209,17 +214,9 @@ def visible_date(tree: Any, heading: Any, url: str | None) -> tuple[date | None,
                     element, value = part, part.get("datetime") or part.text_content()
         if not value:
             continue
-        day, ambiguous = _numeric_date(value, tree, url, earliest, latest)
+        day, ambiguous = _read_day(value, tree, url)
         if day is None:
-            found = try_date_expr(value, "%Y-%m-%d", False, earliest, latest)
-            if not found and value.isupper():  # "OCTOBER 13, 2025": htmldate reads "October"
-                found = try_date_expr(value.title(), "%Y-%m-%d", False, earliest, latest)
-            if not found:
-                continue
-            try:
-                day = date.fromisoformat(found)
-            except ValueError:
-                continue
+            continue
         marker = AMBIGUOUS if ambiguous else ""
         label = _label(element, element.text_content() if element.tag == "time" else value)
         if not _UPDATED.search(label):

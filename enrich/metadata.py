@@ -26,7 +26,7 @@ from typing import Any
 
 from lxml import etree
 
-from enrich.authors import look_like_people, split_authors
+from enrich.authors import OTHER_CREDIT, look_like_people, split_authors
 from enrich.dates import find_date, text_date, url_date, visible_date
 from enrich.pagemeta import (
     ARTICLE_TYPES,
@@ -592,9 +592,7 @@ _NAME_JOINTS = re.compile(
     r"(?:[\s,;&|/·•]|\b(?:and|und|og|och|en|et|y|e)\b)*$",
     re.I,
 )
-_CREDIT_NOT_AUTHOR = re.compile(
-    r"^(?:medically\s+)?(?:reviewed|edited|fact[- ]checked|photos?|illustrations?)\b", re.I
-)
+_CREDIT_NOT_AUTHOR = re.compile(rf"^{OTHER_CREDIT}\b", re.I)
 MAX_COAUTHOR_LEVELS = 5  # how far up from a byline its list of co-authors is looked for
 MAX_COAUTHORS_CHARS = 3 * MAX_BYLINE_CHARS
 
