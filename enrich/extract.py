@@ -36,7 +36,7 @@ from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, ru
 from enrich.dates import published_at
 from enrich.decoding import decode_html, repair_double_encoding
 from enrich.language import detect_language
-from enrich.metadata import read_metadata
+from enrich.metadata import Metadata, read_metadata
 from enrich.overrides import (
     CompiledOverrides,
     ExtractionOverrides,
@@ -130,12 +130,7 @@ def extract_page(
         raise ExtractionError("empty_text", "no body text found")
     meta = read_metadata(tree, page_url, signals)
 
-    title = refine_title(
-        _clean_title(meta.title),
-        signals.headings,
-        [signals.site_name, meta.sitename],
-        page_url,
-    )
+    title = page_title(meta, signals, page_url)
     title_source = meta.title_source
     if not title and feed_title:
         title, title_source = _clean_title(feed_title), "feed"
@@ -294,6 +289,13 @@ def refine_title(
     if is_site(parts[0]):
         return "".join(parts[2:]).strip() or title
     return title
+
+
+def page_title(meta: Metadata, signals: PageSignals, page_url: str | None) -> str | None:
+    """The headline metadata chose, repaired and without the site's branding."""
+    return refine_title(
+        _clean_title(meta.title), signals.headings, [signals.site_name, meta.sitename], page_url
+    )
 
 
 def _clean_title(title: Any) -> str | None:
