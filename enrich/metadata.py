@@ -192,9 +192,13 @@ def _words(text: str) -> set[str]:
     return set(_WORDS.findall(html.unescape(text).casefold()))
 
 
-def _declared_titles(
-    signals: PageSignals, articles: Sequence[dict[str, Any]]
+def declared_titles(
+    signals: PageSignals, articles: Sequence[dict[str, Any]] | None = None
 ) -> list[tuple[str, str]]:
+    """The titles the page declares, with their sources, best first. ``articles``: the page's
+    JSON-LD article objects, when the caller has them already."""
+    if articles is None:
+        articles = _article_objects(signals)
     headline = next((t for o in articles if (t := _text(o.get("headline") or o.get("name")))), None)
     found = [
         (headline, "json-ld:headline"),
@@ -308,7 +312,7 @@ def choose_title(
     logo or navigation and shares words with a declared title (a logo or a section name
     shares at most one), or when nothing is declared.
     """
-    declared = _declared_titles(signals, articles)
+    declared = declared_titles(signals, articles)
     sites = site_keys([*site_names, signals.site_name], url)  # an <h1> that is the logo
     references = [_words(t) for t, _ in declared]
     candidates: list[tuple[float, int, Any, str]] = []
