@@ -701,11 +701,6 @@ def _by_lines(heading: Any) -> list[str]:
     return lines
 
 
-def visible_byline(tree: Any, heading: Any) -> str | None:
-    """The best byline near the headline that names someone."""
-    return next((text for text in byline_candidates(tree, heading) if split_authors(text)), None)
-
-
 def _names_of(element: Any) -> str:
     """Class names and id, without utility classes (``lg:mr-[--sidebar-width]``), which say
     how an element looks, not what it is."""

@@ -77,7 +77,6 @@ _DATE_META_KEYS = (
     "published",
     "date",
 )
-_DATE_META_RANK = {key: rank for rank, key in enumerate(_DATE_META_KEYS)}
 _EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
 _HAS_TIME = re.compile(r"\d{1,2}:\d{2}")
 _SPACES = re.compile(r"\s+")
