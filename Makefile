@@ -24,6 +24,7 @@ demo: install ## Start the stack, run the outlets' DAGs, search for the seed sto
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy

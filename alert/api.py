@@ -1,6 +1,6 @@
 """``/v1/watches``: register (admin), list (read) and delete (admin) watches.
 
-Mounted by ``index.api.create_app``; kept here so the alert feature lives in one package.
+Mounted by ``pipeline.api.create_app``; kept here so the alert feature lives in one package.
 Webhook URLs are write-only: a listing says whether a watch has one, never the URL (it may
 carry a token of the receiver's).
 """
@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alert.store import WatchStore
 from alert.watches import InvalidWatchError, build_watch
-from index.api_errors import ApiError, ErrorResponse
-from index.auth import Principal, Scope, require
-from index.query import QueryTooComplexError, describe, parse
+from newsflow.api_auth import Principal, Scope, require
+from newsflow.api_errors import ApiError, ErrorResponse
 from newsflow.contracts import Watch
+from newsflow.query import QueryTooComplexError, describe, parse
 from newsflow.settings import Settings
 
 WATCH_ID_PATTERN = r"^w-[0-9a-f]{16}$"

@@ -1,7 +1,7 @@
 """Which watches an article matches, and the workers' cached view of the watches.
 
 ``Matcher`` has two implementations. ``InProcessMatcher`` (the default) evaluates each
-watch's parsed query against the article in this process (``index.query.evaluate``): it
+watch's parsed query against the article in this process (``newsflow.query.evaluate``): it
 works on any cluster, costs no round trip, and cannot race the index stage, since it never
 reads the articles index. ``PercolatorMatcher`` asks Elasticsearch (``percolate`` query) and
 needs the percolator module, which the full image has and the test distribution lacks; its
@@ -19,11 +19,11 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from alert.store import MAX_WATCHES, WatchStore, is_transient
-from index.es import Capabilities, detect_capabilities
-from index.query import MatchDocument, Node, QueryTooComplexError, evaluate, parse, to_es
+from alert.store import MAX_WATCHES, WatchStore
 from newsflow.contracts import Article, Watch
 from newsflow.errors import TransientError
+from newsflow.es import Capabilities, detect_capabilities, is_transient
+from newsflow.query import MatchDocument, Node, QueryTooComplexError, evaluate, parse, to_es
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import TopicPartition
-from prometheus_client import Counter, Histogram
 
 from alert.matcher import Matcher, WatchCache
 from alert.planner import Intent, alert_message, new_story_intents, story_of, update_intents
@@ -77,22 +76,6 @@ class AlertStage(Stage[Article]):
         # Keys produced by the batch in flight, per input record; marked sent after commit.
         self.pending: dict[tuple[str, int, int], list[str]] = {}
         self._started = False
-        self._latency: Histogram | None = None
-        self._alerts: Counter | None = None
-
-    def _metrics(self) -> tuple[Histogram | None, Counter | None]:
-        if self._latency is None and self.metrics is not None:
-            registry = self.metrics.registry
-            self._latency = Histogram(
-                "newsflow_alert_latency_seconds",
-                "From the article's fetch (its arrival) to its alert being matched.",
-                buckets=(0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300),
-                registry=registry,
-            )
-            self._alerts = Counter(
-                "newsflow_alerts", "Alerts raised, by kind.", ["kind"], registry=registry
-            )
-        return self._latency, self._alerts
 
     def process(self, batch: Sequence[Inbound[Article]]) -> Sequence[Result]:
         if not self._started:
@@ -118,7 +101,6 @@ class AlertStage(Stage[Article]):
             for i, intents in enumerate(updates):
                 per_item[i].extend(intents)
         results: list[Result] = []
-        latency, counter = self._metrics()
         for item, intents in zip(batch, per_item, strict=True):
             outputs: list[Output] = []
             keys: list[str] = []
@@ -126,9 +108,10 @@ class AlertStage(Stage[Article]):
                 alert = alert_message(intent)
                 outputs.append(Output(self.output_topic, alert.watch_id, alert))
                 keys.append(alert.id)
-                if latency is not None and counter is not None:
-                    latency.observe((alert.matched_at - alert.arrived_at).total_seconds())
-                    counter.labels(alert.kind).inc()
+                if self.metrics is not None:
+                    seconds = (alert.matched_at - alert.arrived_at).total_seconds()
+                    self.metrics.alert_latency.observe(seconds)
+                    self.metrics.alerts.labels(alert.kind).inc()
                 log.info("alert %s: %s", alert.id, alert.article.url)
             if keys:
                 self.pending[(item.topic, item.partition, item.offset)] = keys

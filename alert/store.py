@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
-from elasticsearch import ConnectionError as ESConnectionError
-from elasticsearch import ConnectionTimeout as ESConnectionTimeout
 
 from newsflow.contracts import AlertKind, Watch
 from newsflow.errors import TransientError
+from newsflow.es import is_transient
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,13 +86,6 @@ def ensure_alert_indices(es: Elasticsearch, settings: Settings) -> list[str]:
             if exc.status_code != 400 or "already_exists" not in str(exc):
                 raise
     return created
-
-
-def is_transient(exc: Exception) -> bool:
-    """A failure of the cluster (down, overloaded), not of the request."""
-    if isinstance(exc, ESConnectionError | ESConnectionTimeout):
-        return True
-    return isinstance(exc, ApiError) and exc.status_code in (429, 502, 503, 504)
 
 
 class WatchStore:

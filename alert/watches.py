@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alert.store import new_watch_id
 from alert.webhook import BlockedWebhookError, check_webhook_url
-from index.query import MatchAll, QueryTooComplexError, describe, parse
 from newsflow.contracts import Watch
+from newsflow.query import MatchAll, QueryTooComplexError, describe, parse
 from newsflow.settings import Settings
 
 

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 import httpx
 
 from alert.matcher import WatchCache
-from ingest.fetch import Resolver, check_address, resolve_addresses, system_resolver
 from newsflow.contracts import Alert, encode
 from newsflow.errors import PermanentError, RetryableError, StageError
+from newsflow.netguard import Resolver, check_address, resolve_addresses, system_resolver
 from newsflow.runtime import Done, Failed, Inbound, Result, Stage
 from newsflow.settings import Settings
 

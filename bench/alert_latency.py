@@ -57,7 +57,7 @@ def isolated_env(tag: str, state_dir: str) -> dict[str, str]:
 
 def run_worker(stage: Any, tag: str) -> None:
     """``--worker STAGE``: one stage in its own process, in the bench's consumer group."""
-    from newsflow.pipeline import build_runner
+    from pipeline.stages import build_runner
 
     runner = build_runner(stage, Settings(), group_id=f"{tag}-{stage}")
     runner.install_signal_handlers()
@@ -162,9 +162,9 @@ def main() -> None:
 
     from alert.store import WatchStore
     from alert.watches import build_watch
-    from index.es import make_client
+    from newsflow.es import make_client
     from newsflow.kafka_io import make_admin, make_producer
-    from newsflow.pipeline import initialize
+    from pipeline.stages import initialize
 
     tag = f"bench{uuid.uuid4().hex[:6]}"
     state_dir = tempfile.mkdtemp(prefix=f"{tag}-dedup-")

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from devstack.samples.content import load_outlets
 from newsflow.settings import PROJECT_ROOT
-from samples.content import load_outlets
 
 CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

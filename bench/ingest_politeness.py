@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from devstack.samples.site import OUTLETS_FILE, start_server
 from ingest.crawl import CrawlOutcome, crawl_outlet, summarize
 from ingest.fetch import Fetcher, FetchPolicy
-from ingest.registry import load_registry
 from ingest.state import StateStore
+from newsflow.outlets import load_registry
 from newsflow.settings import Settings
-from samples.site import OUTLETS_FILE, start_server
 
 DEFAULT_STATE = "postgresql+psycopg2://airflow@127.0.0.1:5433/newsflow_bench"
 

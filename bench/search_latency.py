@@ -34,14 +34,15 @@ import uvicorn
 from elasticsearch import Elasticsearch
 
 from bench.corpus import SETS, available, load
-from index.api import create_app
-from index.es import IndexNames, ensure_indices, make_client
+from index.indices import ensure_indices
 from index.search import SEARCH_FIELDS
 from index.worker import IndexStage
 from newsflow.contracts import Article, StorySummary
+from newsflow.es import IndexNames, make_client
 from newsflow.runtime import Inbound
 from newsflow.settings import Settings
 from newsflow.urls import url_id
+from pipeline.api import create_app
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 WIRE_OUTLETS = ["wire-north", "wire-south", "wire-east"]

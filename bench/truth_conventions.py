@@ -26,10 +26,10 @@ from typing import Any
 
 from bench.corpus import Page, available, load, title_matches
 from enrich.dates import published_at
-from enrich.decoding import decode_html
 from enrich.extract import page_title, parse_html
 from enrich.metadata import declared_titles, read_metadata
 from enrich.pagemeta import PageSignals, read_signals
+from newsflow.decoding import decode_html
 
 _MONTHS = [calendar.month_name[m] for m in range(1, 13)]
 _INVISIBLE = "//script|//style|//noscript|//head|//template"

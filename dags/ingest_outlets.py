@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from ingest.registry import Outlet, load_registry
+from newsflow.outlets import Outlet, load_registry
 from newsflow.settings import get_settings
 
 DOC = """

@@ -46,8 +46,8 @@ Each task returns what it did (XCom). Safe to re-run: every step is idempotent.
 def maintenance() -> None:
     @task(task_id="check_indices")
     def check_indices() -> dict[str, Any]:
-        from index.es import IndexNames, make_client
         from index.maintenance import index_report
+        from newsflow.es import IndexNames, make_client
 
         settings = get_settings()
         es = make_client(settings)
@@ -58,8 +58,8 @@ def maintenance() -> None:
 
     @task(task_id="expire_old_documents")
     def expire_old_documents() -> dict[str, Any]:
-        from index.es import IndexNames, make_client
         from index.maintenance import expire
+        from newsflow.es import IndexNames, make_client
 
         settings = get_settings()
         es = make_client(settings)

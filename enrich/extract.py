@@ -34,12 +34,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from enrich.authors import split_authors
 from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, run_cascade
 from enrich.dates import published_at
-from enrich.decoding import decode_html, repair_double_encoding
 from enrich.language import detect_language
 from enrich.metadata import Metadata, read_metadata
 from enrich.overrides import (
-    CompiledOverrides,
-    ExtractionOverrides,
     all_texts,
     body_text,
     first_text,
@@ -57,6 +54,8 @@ from enrich.pagemeta import (
     read_signals,
     site_keys,
 )
+from newsflow.decoding import decode_html, repair_double_encoding
+from newsflow.selectors import CompiledOverrides, ExtractionOverrides
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 import typer
 
 from enrich.extract import ExtractionError, extract_page
-from enrich.overrides import ExtractionOverrides
+from newsflow.selectors import ExtractionOverrides
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -107,7 +107,7 @@ def _usage(message: str, hint: str = "--manifest") -> typer.BadParameter:
 
 
 def _outlet_overrides(name: str, registry_file: Path | None) -> ExtractionOverrides | None:
-    from ingest.registry import RegistryError, UnknownOutletError, load_registry
+    from newsflow.outlets import RegistryError, UnknownOutletError, load_registry
     from newsflow.settings import get_settings
 
     path = registry_file or get_settings().outlets_file

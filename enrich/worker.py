@@ -7,10 +7,10 @@ import re
 from collections.abc import Mapping, Sequence
 
 from enrich.extract import ExtractionError, extract_page
-from enrich.overrides import ExtractionOverrides
 from newsflow.contracts import Article, Provenance, RawPage
 from newsflow.errors import PermanentError
 from newsflow.runtime import Done, Failed, Inbound, Output, Result, Stage
+from newsflow.selectors import ExtractionOverrides
 from newsflow.urls import InvalidURLError, normalize_url
 
 _SPACE = re.compile(r"\s+")

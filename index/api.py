@@ -1,8 +1,9 @@
-"""The HTTP search API (``newsflow api``) and the web page it serves.
+"""The search routes of the HTTP API (``newsflow api``) and the web page they serve.
 
-Routes under ``/v1`` need an API key (``index/auth.py``) unless auth is explicitly off; the
-page (``/``, ``/static``), ``/healthz`` and ``/openapi.json`` are public. Every error is
-``{"error": {"code", "message", "details"?}}`` with a 4xx for what the client can fix.
+Routes under ``/v1`` need an API key (``newsflow/api_auth.py``) unless auth is explicitly off;
+the page (``/``, ``/static``) is public. Every error is ``{"error": {"code", "message",
+"details"?}}`` with a 4xx for what the client can fix. The app itself (error handlers,
+metrics, health, the watch routes beside these) is assembled in ``pipeline/api.py``.
 """
 
 from __future__ import annotations
@@ -10,33 +11,19 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Any
 
-from elasticsearch import ApiError as ESApiError
-from elasticsearch import ConnectionError as ESConnectionError
-from elasticsearch import ConnectionTimeout as ESConnectionTimeout
 from elasticsearch import Elasticsearch, NotFoundError
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from alert.api import watch_router
-from index.api_errors import ApiError, ErrorResponse
-from index.auth import ApiKeys, Principal, Scope, require
-from index.es import IndexNames, detect_capabilities, make_client
 from index.paging import ResumeState, TokenError, TokenSigner
-from index.query import QueryTooComplexError, describe, parse
 from index.search import (
     ArticleHit,
     BadSearchRequestError,
@@ -50,6 +37,10 @@ from index.search import (
     StorySearch,
     pick_interval,
 )
+from newsflow.api_auth import ApiKeys, Principal, Scope, require
+from newsflow.api_errors import ApiError, ErrorResponse
+from newsflow.es import IndexNames, detect_capabilities
+from newsflow.query import QueryTooComplexError, describe, parse
 from newsflow.settings import Settings
 
 log = logging.getLogger("newsflow.api")
@@ -389,138 +380,15 @@ def stats(request: Request) -> StatsResponse:
     )
 
 
-# --- the app ------------------------------------------------------------------------------
+# --- mounting -----------------------------------------------------------------------------
 
 
-class ApiMetrics:
-    """``newsflow_api_requests_total{route,status}`` and ``newsflow_api_request_seconds``."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "newsflow_api_requests",
-            "API requests by route template and status.",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.seconds = Histogram(
-            "newsflow_api_request_seconds",
-            "API request latency by route template.",
-            ["route"],
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry,
-        )
-
-    def observe(self, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, str(status)).inc()
-        self.seconds.labels(route).observe(seconds)
-
-
-def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
-    """The API for one deployment; ``es`` is owned (and closed) by the caller when given."""
-    keys = ApiKeys.from_settings(settings)  # raises AuthConfigError before anything starts
-    own_client = es is None
-    client = es if es is not None else make_client(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if own_client:
-            client.close()
-
-    app = FastAPI(
-        title="Newsflow search API",
-        version=API_VERSION,
-        description="Full-text search over the news articles, one hit per story. "
-        "Send an API key in the `X-API-Key` header.",
-        docs_url=None,  # Swagger UI would load from a CDN; the schema is at /openapi.json
-        redoc_url=None,
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.api_keys = keys
-    app.state.search = StorySearch(client, IndexNames(settings.index_prefix))
+def mount_search(app: FastAPI, settings: Settings, es: Elasticsearch) -> None:
+    """Add the search routes, their state and the web page to ``app`` (the API is assembled
+    by the wiring package; this stage owns only what it serves)."""
+    app.state.search = StorySearch(es, IndexNames(settings.index_prefix))
     secret = settings.api_token_secret
     app.state.signer = TokenSigner(secret.get_secret_value().encode() if secret else None)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {
-                "field": ".".join(str(p) for p in err["loc"] if p not in ("query", "path")),
-                "message": str(err["msg"]),
-            }
-            for err in exc.errors()
-        ]
-        fields = ", ".join(d["field"] for d in details)
-        error = ApiError(
-            400, "invalid_parameter", f"invalid parameter(s): {fields}", details=details
-        )
-        return JSONResponse(error.body(), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        error = ApiError(exc.status_code, code, str(exc.detail))
-        return JSONResponse(error.body(), status_code=exc.status_code)
-
-    @app.exception_handler(ESConnectionError)
-    @app.exception_handler(ESConnectionTimeout)
-    async def es_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("Elasticsearch unavailable: %s", exc)
-        error = ApiError(503, "search_unavailable", "Elasticsearch is not answering; retry later")
-        return JSONResponse(error.body(), status_code=503, headers={"Retry-After": "5"})
-
-    @app.exception_handler(ESApiError)
-    async def es_error(request: Request, exc: ESApiError) -> JSONResponse:
-        # Our queries are built, not passed through: an Elasticsearch 4xx here is our bug.
-        log.error("Elasticsearch refused a request: %s", exc)
-        status = 503 if exc.status_code in (429, 502, 503, 504) else 502
-        error = ApiError(status, "search_failed", "the search backend failed to answer")
-        return JSONResponse(error.body(), status_code=status)
-
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
-
-    metrics = ApiMetrics()
-    app.state.metrics = metrics
-
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # the route's template, not the raw path: bounded label values
-        template = str(getattr(route, "path", "")) or "unmatched"
-        metrics.observe(template, response.status_code, time.perf_counter() - started)
-        return response
-
-    @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
-        """Request counts and latencies for Prometheus (no content, so no key needed)."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/healthz", response_model=Health, tags=["ops"], responses={503: ERRORS[503]})
-    def healthz() -> Health | JSONResponse:
-        """Liveness and Elasticsearch reachability (what the stack and compose probe)."""
-        try:
-            status = str(client.cluster.health(timeout="2s")["status"])
-        except (ESConnectionError, ESConnectionTimeout, ESApiError):
-            error = ApiError(503, "search_unavailable", "Elasticsearch is not answering")
-            return JSONResponse(error.body(), status_code=503)
-        return Health(status="ok", elasticsearch=status)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -529,5 +397,3 @@ def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(read_router)
     app.include_router(admin_router)
-    app.include_router(watch_router)  # /v1/watches: alerts on new stories
-    return app

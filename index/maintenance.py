@@ -21,7 +21,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from index.es import IndexNames
+from newsflow.es import IndexNames
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Any, Literal
 from elasticsearch import Elasticsearch, NotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
-from index.es import IndexNames
 from index.paging import fingerprint
-from index.query import compile_query
+from newsflow.es import IndexNames
+from newsflow.query import compile_query
 
 SEARCH_FIELDS = ["title^3", "title.english^3", "text", "text.english"]
 

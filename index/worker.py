@@ -9,9 +9,9 @@ from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout as ESConnectionTimeout
 
-from index.es import IndexNames
 from newsflow.contracts import Article, StorySummary
 from newsflow.errors import PermanentError, RetryableError, TransientError
+from newsflow.es import IndexNames, is_transient
 from newsflow.runtime import Done, Failed, Inbound, Result, Stage
 
 
@@ -149,10 +149,8 @@ class IndexStage(Stage[Article]):
             response = self.es.bulk(operations=operations, refresh=False)
             if merges:
                 self._apply_merges(merges)
-        except (ESConnectionError, ESConnectionTimeout) as exc:
-            raise TransientError("elasticsearch_unavailable", str(exc)) from exc
-        except ApiError as exc:
-            if exc.status_code in (429, 502, 503, 504):
+        except (ESConnectionError, ESConnectionTimeout, ApiError) as exc:
+            if is_transient(exc):
                 raise TransientError("elasticsearch_unavailable", str(exc)) from exc
             raise
         entries = iter(response["items"])

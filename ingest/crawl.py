@@ -69,9 +69,9 @@ from ingest.discovery import (
 )
 from ingest.fetch import Fetcher, FetchPolicy, FetchResult
 from ingest.metrics import METRICS
-from ingest.registry import Outlet
 from ingest.state import StateStore, UrlRecord
 from newsflow.contracts import RawPage
+from newsflow.outlets import Outlet
 from newsflow.settings import Settings
 from newsflow.urls import InvalidURLError, normalize_url, url_id
 
@@ -236,12 +236,7 @@ def crawl_outlet(
     """
     policy = policy or FetchPolicy.for_outlet(outlet, settings)
     for outcome in _crawl(outlet, fetcher, settings, seen, policy, state, defer_article_records):
-        METRICS.inc(
-            "newsflow_ingest_urls_total",
-            outlet=outlet.name,
-            kind=outcome.kind,
-            reason=outcome.reason,
-        )
+        METRICS.urls.labels(outlet.name, outcome.kind, outcome.reason).inc()
         yield outcome
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import re
-import socket
 import threading
 import time
 import zlib
@@ -47,12 +46,13 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 
-from enrich.decoding import encoding_candidates
+from newsflow.decoding import encoding_candidates
+from newsflow.netguard import Resolver, check_address, resolve_addresses, system_resolver
 from newsflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from ingest.registry import Outlet
     from ingest.state import StateStore
+    from newsflow.outlets import Outlet
 
 __all__ = [
     "REASONS",
@@ -60,10 +60,7 @@ __all__ = [
     "FetchResult",
     "Fetcher",
     "Reason",
-    "Resolver",
-    "check_address",
     "decode_html",
-    "system_resolver",
 ]
 
 Reason = Literal[
@@ -89,68 +86,6 @@ _ACCEPT_DOCUMENT = (
     "application/rss+xml,application/atom+xml,application/xml,text/xml;q=0.9,*/*;q=0.5"
 )
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-#: Cloud metadata endpoints (AWS/GCP/Azure, AWS IPv6, ECS task metadata, Alibaba).
-METADATA_ADDRESSES: frozenset[_IPAddress] = frozenset(
-    ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200")
-)
-
-#: ``resolver(host, port) -> [ip, ...]``; injectable so tests never touch DNS.
-Resolver = Callable[[str, int], list[str]]
-
-
-def system_resolver(host: str, port: int) -> list[str]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses: list[str] = []
-    for info in infos:
-        address = str(info[4][0]).split("%", 1)[0]  # drop an IPv6 zone id
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-def check_address(address: str, *, private_ok: bool) -> str | None:
-    """``None`` when we may connect to ``address``, else why not."""
-    try:
-        ip: _IPAddress = ipaddress.ip_address(address)
-    except ValueError:
-        return f"not an IP address: {address!r}"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in METADATA_ADDRESSES:
-        return f"{ip} is a cloud metadata address"
-    if ip.is_link_local:
-        return f"{ip} is link-local"
-    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return f"{ip} is not a unicast address"
-    if ip.is_global:
-        return None
-    if private_ok and (ip.is_loopback or ip.is_private):
-        return None
-    return f"{ip} is a private or loopback address"
-
-
-def resolve_addresses(target: httpx.URL, resolve: Resolver) -> tuple[str, list[str]]:
-    """The host as DNS sees it (IDNA-encoded) and the addresses a connection to ``target``
-    would use: the literal address, or what ``resolve`` returns. Raises ``LookupError``."""
-    host = target.raw_host.decode("ascii")
-    port = target.port or (443 if target.scheme == "https" else 80)
-    try:
-        ipaddress.ip_address(host)
-        return host, [host]
-    except ValueError:
-        pass
-    try:
-        addresses = resolve(host, port)
-    except (OSError, UnicodeError) as exc:
-        raise LookupError(f"cannot resolve {host}: {exc}") from None
-    if not addresses:
-        raise LookupError(f"cannot resolve {host}: no addresses")
-    return host, addresses
-
-
 # --------------------------------------------------------------------------- policy & result
 
 
@@ -297,7 +232,7 @@ class _Inflater:
 
 def decode_html(body: bytes, declared: str | None = None) -> str:
     """Decode an HTML body in the order enrich reads pages
-    (:func:`enrich.decoding.encoding_candidates`), but strictly: an encoding the bytes do not
+    (:func:`newsflow.decoding.encoding_candidates`), but strictly: an encoding the bytes do not
     fit gives way to the next, then to windows-1252.
 
     Raises ``UnicodeError`` when nothing yields plausible text (binary data).

@@ -69,8 +69,8 @@ def report_unhealthy(settings: Settings, *, state: StateStore | None = None) -> 
     state = state or StateStore.from_settings(settings)
     now = state.clock()
     problems = [p for health in state.feed_health() for p in assess(health, settings, now)]
-    METRICS.set("newsflow_ingest_unhealthy_feeds", float(len(problems)))
+    METRICS.unhealthy_feeds.set(len(problems))
     for item in problems:
-        METRICS.inc("newsflow_ingest_feed_problems_total", outlet=item.outlet, code=item.code)
+        METRICS.feed_problems.labels(item.outlet, item.code).inc()
         log.warning("unhealthy feed: %s", item)
     return problems

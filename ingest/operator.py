@@ -21,8 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ingest.crawl import CrawlOutcome, crawl_outlet, summarize
 from ingest.fetch import Fetcher
-from ingest.registry import Outlet, load_registry
 from ingest.state import StateStore
+from newsflow.outlets import Outlet, load_registry
 from newsflow.settings import Settings
 
 __all__ = ["adhoc_outlet", "run_crawl"]

@@ -17,10 +17,10 @@ from kafka.errors import KafkaError
 from ingest.crawl import CrawlOutcome, crawl_outlet, record_article, summarize
 from ingest.fetch import Fetcher
 from ingest.metrics import METRICS
-from ingest.registry import load_registry
 from ingest.state import StateStore
 from newsflow.contracts import encode
 from newsflow.kafka_io import make_producer
+from newsflow.outlets import load_registry
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def publish_outlet(
     summary["outlet"] = outlet.name
     summary["published"] = len(futures) - len(unacknowledged)
     summary["new_versions"] = sum(1 for o, _ in futures if (o.version or 1) > 1)
-    summary["metrics"] = _reason_counts(outlet.name)
+    summary["metrics"] = METRICS.url_counts(outlet.name)
     log.info("outlet %s: %s", outlet.name, summary)
     if unacknowledged:
         raise PublishError(f"{len(unacknowledged)} page(s) of {outlet.name} not acknowledged")
@@ -108,17 +108,3 @@ def _log_outcome(outlet: str, outcome: CrawlOutcome) -> None:
         outcome.elapsed_ms,
         outcome.detail,
     )
-
-
-def _reason_counts(outlet: str) -> dict[str, float]:
-    """This process's ``newsflow_ingest_urls_total`` for the outlet, summed by reason."""
-    counts: dict[str, float] = {}
-    for series in METRICS.snapshot():
-        labels = series["labels"]
-        value = series["value"]
-        if series["name"] != "newsflow_ingest_urls_total" or not isinstance(labels, dict):
-            continue
-        if labels.get("outlet") == outlet and isinstance(value, float):
-            reason = str(labels.get("reason"))
-            counts[reason] = counts.get(reason, 0.0) + value
-    return dict(sorted(counts.items()))

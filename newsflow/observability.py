@@ -1,19 +1,26 @@
-"""Prometheus metrics and a health endpoint for every long-running process.
+"""Prometheus metrics and a health endpoint: the one metrics mechanism of every process.
 
-Each worker serves ``GET /metrics`` (Prometheus text format) and ``GET /health`` on its own
-port (``newsflow worker STAGE --metrics-port``; the stack gives each a port). The metric names
-are the contract the Grafana dashboard in ``deploy/grafana/`` is built on:
+Every series is a ``prometheus_client`` metric declared in one of the catalogues below, on a
+registry of the process's own; :class:`MetricsServer` serves it as ``GET /metrics`` with
+``GET /health``. The names are the contract the Grafana dashboard in ``deploy/grafana/`` is
+built on:
 
-- ``newsflow_messages_in_total{stage,topic}``, ``newsflow_messages_out_total{stage,topic}``
-- ``newsflow_messages_failed_total{stage,kind,reason}``: ``kind`` is ``permanent``,
-  ``retries_exhausted`` (both dead-lettered) or ``transient`` (requeued)
-- ``newsflow_batch_seconds{stage}``: processing time of a batch, from poll to commit
-- ``newsflow_consumer_lag{stage,topic,partition}``: messages not yet consumed
-- ``newsflow_dedup_outcomes_total{outcome}``: new, replay, version, url, exact, near
-- ``newsflow_index_errors_total{reason}``: bulk items Elasticsearch refused
-- ``newsflow_ingest_urls_total{outlet,kind,reason}`` and feed health, from the ingest tasks
+- :class:`StageMetrics`, each worker (``newsflow worker STAGE --metrics-port``):
+  ``newsflow_messages_in_total{stage,topic}``, ``newsflow_messages_out_total{stage,topic}``,
+  ``newsflow_messages_failed_total{stage,kind,reason}`` (``kind`` is ``permanent``,
+  ``retries_exhausted``, both dead-lettered, or ``transient``, requeued),
+  ``newsflow_batch_seconds{stage}``, ``newsflow_consumer_lag{stage,topic,partition}``,
+  ``newsflow_last_poll_timestamp_seconds{stage}``, and what single stages count:
+  ``newsflow_dedup_outcomes_total{outcome}``, ``newsflow_index_errors_total{reason}``,
+  ``newsflow_alerts_total{kind}``, ``newsflow_alert_latency_seconds``
+- :class:`ApiMetrics`, the API: ``newsflow_api_requests_total{route,status}``,
+  ``newsflow_api_request_seconds{route}``
+- :class:`IngestMetrics`, the ingest tasks (summed in each task's result; ingest runs in
+  short Airflow tasks, so ``newsflow exporter`` serves the crawl state's view instead):
+  ``newsflow_ingest_urls_total{outlet,kind,reason}``, ``newsflow_ingest_unhealthy_feeds``,
+  ``newsflow_ingest_feed_problems_total{outlet,code}``
 
-Why a registry per process and not the global one: tests run several stages in one process.
+Why a registry per catalogue and not the global one: tests run several stages in one process.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Buckets for a batch of up to a few hundred messages: milliseconds to a minute.
 _BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ALERT_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300)
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class StageMetrics:
@@ -82,6 +91,13 @@ class StageMetrics:
             ["stage"],
             registry=r,
         )
+        self.alerts = Counter("newsflow_alerts", "Alerts raised, by kind.", ["kind"], registry=r)
+        self.alert_latency = Histogram(
+            "newsflow_alert_latency_seconds",
+            "From the article's fetch (its arrival) to its alert being matched.",
+            buckets=_ALERT_BUCKETS,
+            registry=r,
+        )
 
     def consumed(self, topic: str, count: int) -> None:
         self.messages_in.labels(self.stage, topic).inc(count)
@@ -97,6 +113,65 @@ class StageMetrics:
 
     def lag(self, topic: str, partition: int, value: int) -> None:
         self.consumer_lag.labels(self.stage, topic, str(partition)).set(max(value, 0))
+
+
+class ApiMetrics:
+    """The API's request counts and latencies, by route template (bounded label values)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "newsflow_api_requests",
+            "API requests by route template and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "newsflow_api_request_seconds",
+            "API request latency by route template.",
+            ["route"],
+            buckets=_REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.seconds.labels(route).observe(seconds)
+
+
+class IngestMetrics:
+    """What an ingest task counts: one URL outcome per URL, and feed health."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.urls = Counter(
+            "newsflow_ingest_urls",
+            "URL outcomes by outlet, kind (feed, sitemap, article...) and stable reason code.",
+            ["outlet", "kind", "reason"],
+            registry=r,
+        )
+        self.unhealthy_feeds = Gauge(
+            "newsflow_ingest_unhealthy_feeds", "Feeds failing or silent.", registry=r
+        )
+        self.feed_problems = Counter(
+            "newsflow_ingest_feed_problems",
+            "Unhealthy-feed findings by outlet and code.",
+            ["outlet", "code"],
+            registry=r,
+        )
+
+    def url_counts(self, outlet: str) -> dict[str, float]:
+        """This process's URL outcomes for ``outlet``, summed by reason."""
+        counts: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == "newsflow_ingest_urls_total" and (
+                    sample.labels.get("outlet") == outlet
+                ):
+                    reason = sample.labels["reason"]
+                    counts[reason] = counts.get(reason, 0.0) + sample.value
+        return dict(sorted(counts.items()))
 
 
 class MetricsServer:

@@ -17,7 +17,7 @@ _started: list[str] = []
 
 
 def _bring_up(components: list[str]) -> None:
-    from newsflow import stack
+    from devstack import stack
 
     report = stack.up(components=components)
     _started.extend(name for name in report.started if name not in _started)
@@ -27,7 +27,7 @@ def _bring_up(components: list[str]) -> None:
 def _stop_what_we_started() -> Iterator[None]:
     yield
     if _started and not os.environ.get("NEWSFLOW_KEEP_STACK"):
-        from newsflow import stack
+        from devstack import stack
 
         stack.down(components=list(_started))
 
@@ -47,9 +47,9 @@ def full_stack(infra: None) -> None:
 @pytest.fixture
 def infra_settings(infra: None, tmp_path: Path) -> Iterator[Settings]:
     """Settings with topics and an index prefix of their own, created fresh for one test."""
-    from index.es import make_client
+    from newsflow.es import make_client
     from newsflow.kafka_io import make_admin
-    from newsflow.pipeline import initialize
+    from pipeline.stages import initialize
 
     tag = f"t{uuid.uuid4().hex[:8]}"
     settings = Settings(

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from index.es import IndexNames, make_client
+from devstack.airflow_client import AirflowClient
+from devstack.demo import SEED_QUERY, wait_until_drained
 from index.search import search_stories
-from newsflow.airflow_client import AirflowClient
-from newsflow.demo import SEED_QUERY, wait_until_drained
-from newsflow.pipeline import initialize
+from newsflow.es import IndexNames, make_client
 from newsflow.settings import get_settings
+from pipeline.stages import initialize
 
 pytestmark = pytest.mark.e2e
 

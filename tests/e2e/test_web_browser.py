@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from index.api import create_app
-from index.es import IndexNames, ensure_indices, make_client
+from index.indices import ensure_indices
+from newsflow.es import IndexNames, make_client
 from newsflow.settings import Settings
+from pipeline.api import create_app
 from tests.integration.test_api import (
     corpus,
     drop_indices,

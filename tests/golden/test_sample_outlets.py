@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from devstack.samples.content import Article, Outlet, load_outlets, render_article
 from enrich.extract import extract_page
-from ingest.registry import load_registry
+from newsflow.outlets import load_registry
 from newsflow.settings import PROJECT_ROOT
-from samples.content import Article, Outlet, load_outlets, render_article
 
 EXPECTED = Path(__file__).parent / "expected"
 BASE_URL = "http://127.0.0.1:8765"

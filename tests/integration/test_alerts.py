@@ -21,15 +21,15 @@ from typer.testing import CliRunner
 
 from alert.store import alerts_index
 from alert.webhook import verify
-from index.api import create_app
-from index.es import make_client
-from newsflow.cli import app as cli_app
 from newsflow.contracts import Alert, Article, decode, encode
 from newsflow.dlq import read_letters
+from newsflow.es import make_client
 from newsflow.kafka_io import make_producer
-from newsflow.pipeline import build_runner
 from newsflow.settings import Settings, get_settings
 from newsflow.urls import url_id
+from pipeline.api import create_app
+from pipeline.cli import app as cli_app
+from pipeline.stages import build_runner
 
 pytestmark = pytest.mark.integration
 

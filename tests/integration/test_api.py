@@ -13,13 +13,14 @@ from elasticsearch import Elasticsearch
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from index.api import create_app
-from index.es import IndexNames, ensure_indices, make_client
+from index.indices import ensure_indices
 from index.worker import IndexStage
 from newsflow.contracts import Article, StorySummary
+from newsflow.es import IndexNames, make_client
 from newsflow.runtime import Inbound
 from newsflow.settings import Settings
 from newsflow.urls import url_id
+from pipeline.api import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from newsflow.cli import app
 from newsflow.settings import get_settings
+from pipeline.cli import app
 
 
 @pytest.fixture

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from devstack.samples.content import load_outlets
+from devstack.samples.site import OUTLETS_FILE, RunningSite, start_server
 from ingest.crawl import CrawlOutcome, crawl_outlet, summarize
 from ingest.fetch import Fetcher, FetchPolicy
-from ingest.registry import Outlet, Registry, load_registry
 from newsflow.contracts import RawPage, encode
+from newsflow.outlets import Outlet, Registry, load_registry
 from newsflow.settings import PROJECT_ROOT, Settings
 from newsflow.urls import normalize_url, url_id
-from samples.content import load_outlets
-from samples.site import OUTLETS_FILE, RunningSite, start_server
 
 SETTINGS = Settings()
 SEED_CARRIERS = {"kestrel-wire", "northern-ledger", "harbour-gazette"}  # the wire's text
@@ -396,7 +396,7 @@ def free_port() -> int:
 def test_cli_serves_and_stops_cleanly_on_sigterm() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "samples.site", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "devstack.samples.site", "--host", "127.0.0.1", "--port", str(port)],
         cwd=PROJECT_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

@@ -20,10 +20,10 @@ from enrich.dedup.stage import snapshot_path
 from enrich.worker import content_hash
 from newsflow.contracts import Article, decode, encode
 from newsflow.kafka_io import make_producer
-from newsflow.pipeline import build_runner
 from newsflow.runtime import StageRunner
 from newsflow.settings import PROJECT_ROOT, Settings
 from newsflow.urls import url_id
+from pipeline.stages import build_runner
 
 pytestmark = pytest.mark.integration
 
@@ -253,13 +253,13 @@ def test_sample_outlets_seed_event_is_one_story_through_the_pipeline(
     infra_settings: Settings,
 ) -> None:
     """The bundled outlets, crawled in-process, through enrich → dedup → index → search."""
-    from index.es import IndexNames, make_client
+    from devstack.demo import SEED_QUERY
+    from devstack.samples.site import OUTLETS_FILE, start_server
     from index.search import search_stories
     from ingest.crawl import crawl_outlet
     from ingest.fetch import Fetcher, FetchPolicy
-    from ingest.registry import load_registry
-    from newsflow.demo import SEED_QUERY
-    from samples.site import OUTLETS_FILE, start_server
+    from newsflow.es import IndexNames, make_client
+    from newsflow.outlets import load_registry
 
     settings = infra_settings
     pages = []
@@ -322,9 +322,9 @@ def test_a_merge_moves_the_absorbed_storys_articles_in_the_index(infra_settings:
     stage sees the decisions in another order (partitions), and search shows one story."""
     from enrich.dedup.engine import DedupEngine
     from enrich.dedup.stage import dedup_input, deduped_article
-    from index.es import IndexNames, make_client
     from index.search import search_stories
     from index.worker import IndexStage
+    from newsflow.es import IndexNames, make_client
     from newsflow.runtime import Inbound
 
     settings = infra_settings

@@ -23,8 +23,8 @@ import pytest
 
 from ingest.crawl import CrawlOutcome, crawl_outlet
 from ingest.fetch import Fetcher, FetchPolicy
-from ingest.registry import Outlet
 from ingest.state import StateStore
+from newsflow.outlets import Outlet
 from newsflow.settings import Settings
 
 SETTINGS = Settings(revisit_after_hours=24)

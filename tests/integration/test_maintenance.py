@@ -12,13 +12,13 @@ import pytest
 from elasticsearch import helpers
 from typer.testing import CliRunner
 
-from index.es import IndexNames, make_client
 from index.maintenance import expire, index_report
-from newsflow.cli import app
 from newsflow.contracts import DeadLetter, encode
 from newsflow.dlq import read_letters, replay_new_letters
+from newsflow.es import IndexNames, make_client
 from newsflow.kafka_io import make_producer
 from newsflow.settings import Settings, get_settings
+from pipeline.cli import app
 
 pytestmark = pytest.mark.integration
 

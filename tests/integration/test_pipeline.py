@@ -10,15 +10,15 @@ import pytest
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
-from index.es import IndexNames, make_client
 from index.search import count_articles, search_stories
-from newsflow.cli import app
 from newsflow.contracts import RawPage, encode
 from newsflow.dlq import read_letters, replay
+from newsflow.es import IndexNames, make_client
 from newsflow.kafka_io import make_producer
-from newsflow.pipeline import build_runner, initialize
 from newsflow.settings import Settings, get_settings
 from newsflow.urls import url_id
+from pipeline.cli import app
+from pipeline.stages import build_runner, initialize
 from tests.pages import article_html
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from newsflow import stack
+from devstack import stack
 from newsflow.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def test_unknown_component_is_refused() -> None:
 
 @pytest.mark.e2e
 def test_airflow_api_answers_with_a_token(full_stack: None) -> None:
-    from newsflow.airflow_client import AirflowClient
+    from devstack.airflow_client import AirflowClient
 
     rows = stack.status(["airflow", "samples"])
     assert all(row.healthy for row in rows), [(r.name, r.detail) for r in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from index.query import MatchDocument, analyze, evaluate, parse
+from newsflow.query import MatchDocument, analyze, evaluate, parse
 
 DOC = MatchDocument.of(
     title="Flood gates open at Marlow Weir",

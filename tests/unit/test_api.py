@@ -11,11 +11,11 @@ from elasticsearch import Elasticsearch
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from index.api import create_app
-from index.auth import ApiKeys, AuthConfigError, Scope
 from index.paging import ResumeState, TokenError, TokenSigner, fingerprint
 from index.search import BadSearchRequestError, SearchFilters, StoryQuery, pick_interval
+from newsflow.api_auth import ApiKeys, AuthConfigError, Scope
 from newsflow.settings import Settings
+from pipeline.api import create_app
 
 READ_KEY = "read-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789"

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
+from devstack.samples.content import Article, load_outlets
 from enrich.dedup import ClusterConfig, DedupDecision, DedupEngine, DedupInput, StoryClusterer
-from samples.content import Article, load_outlets
 
 PHILLIPS = {
     "kestrel-wire/phillips-will-not-quit-after-gaza-ceasefire-rebellion",

@@ -254,7 +254,7 @@ def test_workers_reach_the_services_by_name(services: dict[str, dict[str, Any]])
 
 
 def _stand_in_cli() -> typer.Typer:
-    """The CLI's documented shape, used only while ``newsflow.cli`` cannot be imported."""
+    """The CLI's documented shape, used only while ``pipeline.cli`` cannot be imported."""
     app = typer.Typer()
     worker = typer.Typer()
     stack = typer.Typer()
@@ -271,7 +271,7 @@ def _stand_in_cli() -> typer.Typer:
 
 def _cli_app() -> typer.Typer:
     try:
-        from newsflow.cli import app
+        from pipeline.cli import app
     except ModuleNotFoundError as exc:
         # only while a module of this project is not written yet; any other error is a failure
         if (exc.name or "").split(".")[0] not in ("newsflow", "ingest", "enrich", "index"):

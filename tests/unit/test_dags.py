@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ingest.registry import load_registry
+from newsflow.outlets import load_registry
 from newsflow.settings import PROJECT_ROOT, get_settings
 
 DAGS = PROJECT_ROOT / "dags"

@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from devstack.samples.content import load_outlets
 from enrich.dedup import DedupConfig, DedupDecision, DedupEngine, DedupInput
 from enrich.dedup.cli import dedup_command
-from samples.content import load_outlets
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 SMALL = DedupConfig(boilerplate_bits=20, segment_rows=64)

@@ -20,7 +20,7 @@ from ingest.discovery import (
     split_onsite,
     walk_sitemaps,
 )
-from ingest.registry import Outlet
+from newsflow.outlets import Outlet
 
 RSS2 = b"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">

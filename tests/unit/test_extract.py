@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from enrich.authors import split_authors
-from enrich.decoding import decode_html, is_utf8_text, repair_double_encoding, sniff_encoding
 from enrich.extract import (
     NEWSFLOW_EXTRACTION_REVISION,
     Extraction,
@@ -25,6 +24,7 @@ from enrich.extract import (
 )
 from enrich.language import detect_language
 from enrich.pagemeta import parse_datetime
+from newsflow.decoding import decode_html, is_utf8_text, repair_double_encoding, sniff_encoding
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpus"

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from ingest.fetch import REASONS, Fetcher, FetchPolicy, check_address, decode_html
-from ingest.registry import Outlet
+from ingest.fetch import REASONS, Fetcher, FetchPolicy, decode_html
+from newsflow.netguard import check_address
+from newsflow.outlets import Outlet
 from newsflow.settings import Settings
 
 PUBLIC_IP = "93.184.216.34"  # never contacted: every test uses a MockTransport

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ingest.discovery import DiscoveryError, looks_like_article, parse_homepage
-from ingest.registry import Outlet, RegistryError, load_registry
+from newsflow.outlets import Outlet, RegistryError, load_registry
 
 BASE = "https://www.gazette.example/news/"
 

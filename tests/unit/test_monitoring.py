@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 from fastapi.testclient import TestClient
 
-from index.api import create_app
 from ingest.exporter import ingest_registry
 from ingest.state import StateStore, ensure_schema
 from newsflow.observability import StageMetrics
-from newsflow.pipeline import STAGES, stage_metrics_port
 from newsflow.settings import Settings
+from pipeline.api import create_app
+from pipeline.stages import STAGES, stage_metrics_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "newsflow-dashboard.json"

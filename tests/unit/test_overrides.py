@@ -9,12 +9,12 @@ import yaml
 from typer.testing import CliRunner
 
 from enrich.extract import extract_page
-from enrich.overrides import ExtractionOverrides
 from enrich.worker import EnrichStage, enrich_page
-from ingest.registry import RegistryError, load_registry
-from newsflow.cli import app
 from newsflow.contracts import Article, RawPage
+from newsflow.outlets import RegistryError, load_registry
 from newsflow.runtime import Done, Inbound
+from newsflow.selectors import ExtractionOverrides
+from pipeline.cli import app
 
 URL = "https://klaxon.example/news/gull-steals-chips-20261118/"
 BODY = " ".join(["The gull returned to the same chip shop every day for a week."] * 3)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from index.query import (
+from newsflow.query import (
     MAX_CLAUSES,
     MAX_DEPTH,
     TEXT_FIELDS,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ingest.registry import (
+from newsflow.outlets import (
     Outlet,
     Registry,
     RegistryError,

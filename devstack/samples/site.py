@@ -2,7 +2,7 @@
 
 Run it::
 
-    python -m samples.site --host 127.0.0.1 --port 8765
+    python -m devstack.samples.site --host 127.0.0.1 --port 8765
 
 or in-process (tests)::
 
@@ -37,7 +37,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from samples.content import (
+from devstack.samples.content import (
     FEED_TYPES,
     SAMPLES_DIR,
     Outlet,
@@ -57,7 +57,7 @@ __all__ = [
     "start_server",
 ]
 
-log = logging.getLogger("samples.site")
+log = logging.getLogger("devstack.samples.site")
 
 DEFAULT_PORT = 8765
 OUTLETS_FILE = SAMPLES_DIR / "outlets.yaml"  # the registry for these outlets (port 8765)
@@ -295,7 +295,8 @@ def start_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m samples.site", description="Serve the Newsflow sample news outlets."
+        prog="python -m devstack.samples.site",
+        description="Serve the Newsflow sample news outlets.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")

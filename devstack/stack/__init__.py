@@ -4,7 +4,7 @@ Everything binds to 127.0.0.1 and keeps its logs and data under ``settings.run_d
 Elasticsearch are fetched from Maven Central with the poms in ``deploy/`` and run on an
 installed JDK; Airflow runs from the project's virtualenv.
 
-    from newsflow import stack
+    from devstack import stack
     report = stack.up(["kafka", "elasticsearch"])   # idempotent; report.started -> ["kafka", ...]
     stack.status()                                  # list[ComponentStatus]
     stack.down(report.started)                      # only what we started
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from newsflow.stack._core import (
+from devstack.stack._core import (
     ComponentResult,
     ComponentStatus,
     StackError,
@@ -27,10 +27,11 @@ from newsflow.stack._core import (
     status,
     up,
 )
-from newsflow.stack.components import GROUP_ORDER as COMPONENTS
+from devstack.stack.components import GROUP_ORDER as COMPONENTS
+from devstack.stack.components import newsflow_command
 
 if TYPE_CHECKING:
-    from newsflow.stack.cli import stack_app
+    from devstack.stack.cli import stack_app
 
 __all__ = [
     "COMPONENTS",
@@ -40,6 +41,7 @@ __all__ = [
     "StackReport",
     "down",
     "install",
+    "newsflow_command",
     "stack_app",
     "status",
     "up",
@@ -48,7 +50,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "stack_app":
-        from newsflow.stack.cli import stack_app
+        from devstack.stack.cli import stack_app
 
         return stack_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

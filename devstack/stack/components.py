@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from devstack.stack._java import JavaError, Jdk, jdk_from_env, pick_jdk, run_maven
+from devstack.stack._proc import MARKER_ENV, LaunchSpec, port_open
 from newsflow.settings import PROJECT_ROOT, Settings
-from newsflow.stack._java import JavaError, Jdk, jdk_from_env, pick_jdk, run_maven
-from newsflow.stack._proc import MARKER_ENV, LaunchSpec, port_open
 
-log = logging.getLogger("newsflow.stack")
+log = logging.getLogger("devstack.stack")
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -1116,7 +1116,7 @@ class SamplesGroup(Group):
 
 
 class SamplesSite(Member):
-    """The fake news outlets (``python -m samples.site``) the demo and e2e tests crawl."""
+    """The fake news outlets (``python -m devstack.samples.site``) the demo and e2e tests crawl."""
 
     name = "samples"
     group = "samples"
@@ -1128,7 +1128,7 @@ class SamplesSite(Member):
 
     @staticmethod
     def _module() -> str:
-        return os.environ.get("NEWSFLOW_SAMPLES_MODULE", "samples.site")
+        return os.environ.get("NEWSFLOW_SAMPLES_MODULE", "devstack.samples.site")
 
     def url(self, ctx: Ctx) -> str:
         return f"http://{LOCAL_HOST}:{self._port()}/"
@@ -1174,7 +1174,40 @@ class WorkersGroup(Group):
     name = "workers"
 
     def members(self) -> list[Member]:
-        return [PipelineWorker(stage) for stage in ("enrich", "dedup", "index", "alert", "webhook")]
+        init = _InitOnce()
+        return [
+            PipelineWorker(stage, init)
+            for stage in ("enrich", "dedup", "index", "alert", "webhook")
+        ]
+
+
+def newsflow_command() -> list[str]:
+    """How to run the ``newsflow`` command line from this environment."""
+    exe = Path(sys.executable).with_name("newsflow")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "pipeline"]
+
+
+class _InitOnce:
+    """``newsflow init`` once per stack operation, however many workers start."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def __call__(self, ctx: Ctx) -> None:
+        if self.done:
+            return
+        result = subprocess.run(
+            [*newsflow_command(), "init"],
+            env=base_env(ctx),
+            cwd=ctx.repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackConfigError(f"`newsflow init` failed: {result.stderr.strip()[-2000:]}")
+        self.done = True
 
 
 class PipelineWorker(Member):
@@ -1186,22 +1219,20 @@ class PipelineWorker(Member):
     stop_phase = 1  # after what produces work (Airflow), before Kafka and Elasticsearch
     stop_grace = 20.0
 
-    def __init__(self, stage: str) -> None:
+    def __init__(self, stage: str, init: _InitOnce) -> None:
         self.stage = stage
         self.name = f"{stage}-worker"
+        self._init = init
 
     def url(self, ctx: Ctx) -> str:
         return f"consumer group newsflow-{self.stage}"
 
     def prepare(self, ctx: Ctx) -> None:
         # Topics must exist before a consumer subscribes, or it idles until a metadata refresh.
-        from newsflow.pipeline import initialize
-
-        initialize(ctx.settings)
+        self._init(ctx)
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
-        exe = Path(sys.executable).with_name("newsflow")
-        command = [str(exe)] if exe.is_file() else [sys.executable, "-m", "newsflow"]
+        command = newsflow_command()
         return LaunchSpec(
             argv=[*command, "worker", self.stage],
             env=base_env(ctx),
@@ -1261,8 +1292,7 @@ class ApiServer(Member):
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         host, port = self._addr(ctx)
-        exe = Path(sys.executable).with_name("newsflow")
-        command = [str(exe)] if exe.is_file() else [sys.executable, "-m", "newsflow"]
+        command = newsflow_command()
         env = base_env(ctx)
         s = ctx.settings
         if "NEWSFLOW_API_AUTH" not in os.environ and not (s.api_read_keys or s.api_admin_keys):

@@ -22,7 +22,7 @@ def extraction_overrides(settings: Settings) -> dict[str, Any]:
 
     An invalid registry stops the worker: it names the file, outlet and field.
     """
-    from ingest.registry import load_registry
+    from newsflow.outlets import load_registry
 
     if not settings.outlets_file.is_file():
         log.warning("no outlets registry at %s: no extraction overrides", settings.outlets_file)
@@ -54,8 +54,8 @@ def build_runner(
             window_days=settings.dedup_window_days,
         )
     elif stage_name == "index":
-        from index.es import IndexNames, make_client
         from index.worker import IndexStage
+        from newsflow.es import IndexNames, make_client
 
         stage = IndexStage(make_client(settings), IndexNames(settings.index_prefix))
         input_topic = settings.topic_deduped_articles
@@ -63,7 +63,7 @@ def build_runner(
         from alert.matcher import WatchCache, make_matcher
         from alert.stage import AlertStage
         from alert.store import AlertLedger, WatchStore
-        from index.es import make_client
+        from newsflow.es import make_client
 
         es = make_client(settings)
         # Its own consumer group on the index stage's input: alerts never wait for indexing.
@@ -81,7 +81,7 @@ def build_runner(
         from alert.matcher import WatchCache
         from alert.store import WatchStore
         from alert.webhook import WebhookSender, WebhookStage
-        from index.es import make_client
+        from newsflow.es import make_client
 
         store = WatchStore(make_client(settings), settings.index_prefix)
         stage = WebhookStage(
@@ -172,8 +172,9 @@ def _metrics_server(
 def initialize(settings: Settings) -> dict[str, list[str]]:
     """Create topics, index templates and aliases; safe to run any number of times."""
     from alert.store import ensure_alert_indices
-    from index.es import ensure_indices, make_client
+    from index.indices import ensure_indices
     from ingest.state import ensure_schema
+    from newsflow.es import make_client
     from newsflow.kafka_io import ensure_topics
 
     ensure_schema(settings)  # the crawl state database and tables

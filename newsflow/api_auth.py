@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from index.api_errors import ApiError
+from newsflow.api_errors import ApiError
 from newsflow.settings import Settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -15,7 +16,6 @@ import typer
 from enrich.dedup.cli import dedup_command
 from enrich.extract_cli import extract_command
 from newsflow.settings import get_settings
-from newsflow.stack import stack_app
 
 app = typer.Typer(
     name="newsflow",
@@ -27,7 +27,6 @@ worker_app = typer.Typer(help="Run a pipeline stage as a Kafka consumer group me
 outlets_app = typer.Typer(help="The outlets registry.")
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.")
 watch_app = typer.Typer(help="Saved searches that alert on new stories.", no_args_is_help=True)
-app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Elasticsearch, Airflow.")
 app.add_typer(worker_app, name="worker")
 app.add_typer(outlets_app, name="outlets")
 app.add_typer(dlq_app, name="dlq")
@@ -67,7 +66,7 @@ def _configure_logging(verbose: bool = False) -> None:
 @app.command()
 def init() -> None:
     """Create the Kafka topics and the Elasticsearch templates and aliases (idempotent)."""
-    from newsflow.pipeline import initialize
+    from pipeline.stages import initialize
 
     _configure_logging()
     result = initialize(get_settings())
@@ -77,7 +76,7 @@ def init() -> None:
 @worker_app.command("enrich")
 def worker_enrich(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Raw pages → extracted articles (title, text, authors, date, language, canonical URL)."""
-    from newsflow.pipeline import run_stage
+    from pipeline.stages import run_stage
 
     _configure_logging()
     run_stage("enrich", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
@@ -86,7 +85,7 @@ def worker_enrich(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = 
 @worker_app.command("dedup")
 def worker_dedup(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Articles → deduplicated articles with story ids (single owner of the dedup state)."""
-    from newsflow.pipeline import run_stage
+    from pipeline.stages import run_stage
 
     _configure_logging()
     run_stage("dedup", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
@@ -95,7 +94,7 @@ def worker_dedup(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = N
 @worker_app.command("index")
 def worker_index(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Articles → Elasticsearch, in bulk, one document per normalized URL."""
-    from newsflow.pipeline import run_stage
+    from pipeline.stages import run_stage
 
     _configure_logging()
     run_stage("index", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
@@ -104,7 +103,7 @@ def worker_index(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = N
 @worker_app.command("alert")
 def worker_alert(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Deduplicated articles → alerts for watches matching new stories (and story updates)."""
-    from newsflow.pipeline import run_stage
+    from pipeline.stages import run_stage
 
     _configure_logging()
     run_stage("alert", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
@@ -113,7 +112,7 @@ def worker_alert(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = N
 @worker_app.command("webhook")
 def worker_webhook(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
     """Alerts → signed POSTs to the watches' webhook URLs, with retries."""
-    from newsflow.pipeline import run_stage
+    from pipeline.stages import run_stage
 
     _configure_logging()
     run_stage("webhook", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
@@ -130,7 +129,7 @@ def watch_add(
     """Register a watch: new stories matching QUERY raise alerts. Prints the watch as JSON."""
     from alert.store import WatchStore
     from alert.watches import InvalidWatchError, build_watch
-    from index.es import make_client
+    from newsflow.es import make_client
 
     settings = get_settings()
     try:
@@ -152,7 +151,7 @@ def watch_add(
 def watch_list() -> None:
     """One JSON line per watch, oldest first."""
     from alert.store import WatchStore
-    from index.es import make_client
+    from newsflow.es import make_client
 
     settings = get_settings()
     es = make_client(settings)
@@ -168,7 +167,7 @@ def watch_list() -> None:
 def watch_rm(watch_id: Annotated[str, typer.Argument(help="The watch's id (w-...).")]) -> None:
     """Delete a watch: it raises no more alerts (alerts already sent stay on the topic)."""
     from alert.store import WatchStore
-    from index.es import make_client
+    from newsflow.es import make_client
 
     settings = get_settings()
     es = make_client(settings)
@@ -189,8 +188,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per story.")] = False,
 ) -> None:
     """Print the top stories matching QUERY: title, outlet, date, URL."""
-    from index.es import IndexNames, make_client
     from index.search import search_stories
+    from newsflow.es import IndexNames, make_client
 
     settings = get_settings()
     es = make_client(settings)
@@ -237,8 +236,8 @@ def api(
 
     import uvicorn
 
-    from index.api import create_app
-    from index.auth import AuthConfigError
+    from newsflow.api_auth import AuthConfigError
+    from pipeline.api import create_app
 
     _configure_logging()
     settings = get_settings()
@@ -272,8 +271,8 @@ def backfill(
     ] = None,
 ) -> None:
     """Run a stage again over its input topic, beside the live workers, with progress."""
-    from newsflow.backfill import BACKFILL_STAGES
-    from newsflow.backfill import backfill as run_backfill
+    from pipeline.backfill import BACKFILL_STAGES
+    from pipeline.backfill import backfill as run_backfill
 
     if stage not in BACKFILL_STAGES:
         raise typer.BadParameter(
@@ -347,7 +346,7 @@ def outlets_validate(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
 ) -> None:
     """Check a registry file and report every problem at once."""
-    from ingest.registry import RegistryError, load_registry
+    from newsflow.outlets import RegistryError, load_registry
 
     try:
         registry = load_registry(file)
@@ -468,15 +467,28 @@ def dlq_replay(
     typer.echo(f"replayed {len(selected)} message(s)")
 
 
-@app.command()
 def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the pipeline.")] = 600,
 ) -> None:
     """Start the stack, run every outlet's DAG through Airflow, and search for the seed story."""
-    from newsflow.demo import run_demo
+    from devstack.demo import run_demo
 
     _configure_logging()
     raise typer.Exit(run_demo(get_settings(), timeout=timeout))
+
+
+def _add_dev_tooling() -> None:
+    """``newsflow stack`` and ``newsflow demo`` exist where the dev tooling does (a checkout);
+    the runtime wheel and image ship without it."""
+    if importlib.util.find_spec("devstack") is None:
+        return
+    from devstack.stack import stack_app
+
+    app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Elasticsearch, Airflow.")
+    app.command()(demo)
+
+
+_add_dev_tooling()
 
 
 def main() -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from typing import Any
 
 import typer
 
-from index.es import IndexNames, make_client
+from devstack.airflow_client import AirflowClient
 from index.search import count_articles, search_stories
-from ingest.registry import load_registry
-from newsflow.airflow_client import AirflowClient
+from newsflow.es import IndexNames, make_client
 from newsflow.kafka_io import consumer_lag
-from newsflow.pipeline import initialize
+from newsflow.outlets import load_registry
 from newsflow.settings import Settings
 
 # The event of the demo's main story, carried by several sample outlets.
@@ -48,7 +48,7 @@ def wait_until_drained(settings: Settings, deadline: float) -> None:
 
 
 def run_demo(settings: Settings, *, timeout: float = 600) -> int:
-    from newsflow import stack
+    from devstack import stack
 
     started = time.monotonic()
     deadline = started + timeout
@@ -57,7 +57,11 @@ def run_demo(settings: Settings, *, timeout: float = 600) -> int:
     _say(
         f"Stack ready in {report.seconds:.0f}s; started now: {', '.join(report.started) or 'none'}"
     )
-    _say(f"init: {initialize(settings)}")
+    # Idempotent: topics, indices and the crawl state exist however the stack was started.
+    init = subprocess.run(
+        [*stack.newsflow_command(), "init"], capture_output=True, text=True, check=True
+    )
+    _say(f"init: {init.stdout.strip()}")
 
     outlets = load_registry(settings.outlets_file).enabled()
     triggered_at = time.monotonic()

@@ -17,7 +17,7 @@ Outlets are data, kept in one YAML file (``settings.outlets_file``)::
         section_pages: [https://www.harbourgazette.example/world/]
         article_url_pattern: "/20[0-9]{2}/"        # regex an article link must match
         exclude_url_patterns: ["/tag/", "/author/"] # regexes that rule a link out
-        # Optional, for pages that defeat the generic extractor (see enrich.overrides):
+        # Optional, for pages that defeat the generic extractor (schema: newsflow.selectors):
         extraction:
           body: [".story-body"]           # CSS, or XPath when it starts with / ./ (
           title: "h1.headline"
@@ -53,7 +53,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from enrich.overrides import ExtractionOverrides, check_regex
+from newsflow.selectors import ExtractionOverrides, check_regex
 from newsflow.urls import InvalidURLError, normalize_url
 
 __all__ = [
@@ -247,7 +247,7 @@ class Outlet(BaseModel):
     section_pages: list[URL] = Field(default_factory=list)
     article_url_pattern: Pattern | None = None
     exclude_url_patterns: list[Pattern] = Field(default_factory=list)
-    # Selectors for pages the generic extractor gets wrong (see enrich.overrides).
+    # Selectors for pages the generic extractor gets wrong (schema: newsflow.selectors).
     extraction: ExtractionOverrides | None = None
 
     @field_validator("name")

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from newsflow.settings import Settings, get_settings
-from newsflow.stack._proc import (
+from devstack.stack._proc import (
     ProcRecord,
     drop_record,
     find_marked,
@@ -34,7 +33,7 @@ from newsflow.stack._proc import (
     sid_of,
     stop_groups,
 )
-from newsflow.stack.components import (
+from devstack.stack.components import (
     ALIASES,
     GROUP_ORDER,
     Ctx,
@@ -45,8 +44,9 @@ from newsflow.stack.components import (
     es_link,
     make_ctx,
 )
+from newsflow.settings import Settings, get_settings
 
-log = logging.getLogger("newsflow.stack")
+log = logging.getLogger("devstack.stack")
 
 Action = Literal["started", "already-running", "failed"]
 State = Literal["running", "starting", "unhealthy", "stopped"]
@@ -157,7 +157,7 @@ def resolve(
 
 
 def _safe_check(member: Member, ctx: Ctx) -> Health:
-    import httpx  # lazy: keeps `import newsflow.stack` cheap
+    import httpx  # lazy: keeps `import devstack.stack` cheap
 
     try:
         return member.check(ctx)

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from kafka import TopicPartition
 
-from newsflow.pipeline import build_runner
 from newsflow.settings import Settings
+from pipeline.stages import build_runner
 
 BackfillStage = Literal["enrich", "index"]
 BACKFILL_STAGES: tuple[BackfillStage, ...] = ("enrich", "index")

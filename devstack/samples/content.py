@@ -10,7 +10,7 @@ Layout (all under ``samples/``)::
 An article may be a syndicated copy (``syndicated_from: <outlet>/<slug>``): it carries the
 original's body paragraphs verbatim, in its own outlet's template, optionally with its own
 headline and standfirst. Rendering is pure (``base_url`` in, text out) so the HTTP server in
-:mod:`samples.site` stays thin.
+:mod:`devstack.samples.site` stays thin.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from xml.sax.saxutils import quoteattr
 
 import yaml
 
-SAMPLES_DIR = Path(__file__).resolve().parent
+# The sample outlets are data at the top of the repository: the registry the demo crawls,
+# each outlet's articles (Markdown) and its page templates.
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
 OUTLETS_DIR = SAMPLES_DIR / "outlets"
 TEMPLATES_DIR = SAMPLES_DIR / "templates"
 

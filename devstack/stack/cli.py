@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from newsflow.stack._core import StackError, down, install, status, up
+from devstack.stack._core import StackError, down, install, status, up
 
 stack_app = typer.Typer(
     help="Run the local stack (Kafka, Elasticsearch, Airflow, sample outlets) without Docker.",

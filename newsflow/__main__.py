@@ -1,3 +1,0 @@
-from newsflow.cli import main
-
-main()
