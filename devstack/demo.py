@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from devstack.airflow_client import AirflowClient
-from index.search import count_articles, search_stories
+from index.search import StorySearch, count_articles
 from newsflow.es import IndexNames, make_client
 from newsflow.kafka_io import consumer_lag
 from newsflow.outlets import load_registry
@@ -85,7 +85,7 @@ def run_demo(settings: Settings, *, timeout: float = 600) -> int:
     names = IndexNames(settings.index_prefix)
     try:
         total = count_articles(es, names)
-        hits = search_stories(es, names, SEED_QUERY, size=3)
+        hits = StorySearch(es, names).top_stories(SEED_QUERY, size=3)
     finally:
         es.close()
     searchable_after = time.monotonic() - triggered_at
@@ -95,10 +95,11 @@ def run_demo(settings: Settings, *, timeout: float = 600) -> int:
         _say("  no story found — check `newsflow dlq list` and the logs under .run/logs")
         return 1
     for rank, hit in enumerate(hits, 1):
+        story = hit.story_or_article()
         when = hit.published_at.strftime("%Y-%m-%d %H:%M") if hit.published_at else "undated"
         _say(f"{rank}. {hit.title}\n   {hit.outlet} · {when} · {hit.url}")
-        if hit.articles > 1:
-            _say(f"   one story, {hit.articles} articles from: {', '.join(hit.outlets)}")
+        if story.articles > 1:
+            _say(f"   one story, {story.articles} articles from: {', '.join(story.outlets)}")
     _say(
         f"\nSearch page:    {search_page_url(settings)}\n"
         f"Airflow UI:     {settings.airflow_url}\n"

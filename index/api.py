@@ -35,6 +35,7 @@ from index.search import (
     StoryInfo,
     StoryQuery,
     StorySearch,
+    default_sort,
     pick_interval,
 )
 from newsflow.api_auth import ApiKeys, Principal, Scope, require
@@ -257,9 +258,7 @@ def search(
         raise ApiError(400, "query_too_complex", str(exc)) from None
     except BadSearchRequestError as exc:
         raise ApiError(400, "invalid_parameter", str(exc)) from None
-    query = StoryQuery(
-        text=q, filters=filters, sort=sort or ("relevance" if q.strip() else "date"), group=group
-    )
+    query = StoryQuery(text=q, filters=filters, sort=sort or default_sort(q), group=group)
     keep_alive = settings.api_page_keep_alive_seconds
     signer: TokenSigner = request.app.state.signer
     page_no, after, pit_id = 1, None, None

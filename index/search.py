@@ -1,10 +1,10 @@
-"""Full-text search over the articles alias, one hit per story."""
+"""Full-text search over the articles alias, one hit per story: the one service behind
+``GET /v1/search``, ``newsflow search`` and the demo, so all three answer a query alike."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -15,79 +15,13 @@ from index.paging import fingerprint
 from newsflow.es import IndexNames
 from newsflow.query import compile_query
 
-SEARCH_FIELDS = ["title^3", "title.english^3", "text", "text.english"]
-
-
-@dataclass(frozen=True)
-class StoryHit:
-    story_id: str
-    title: str | None
-    outlet: str
-    published_at: datetime | None
-    url: str
-    score: float
-    articles: int
-    outlets: tuple[str, ...]
-
-
-def search_stories(
-    es: Elasticsearch, names: IndexNames, query: str, *, size: int = 10
-) -> list[StoryHit]:
-    """Use the safe ``simple_query_string`` syntax: user input never becomes a Lucene error."""
-    response = es.search(
-        index=names.articles,
-        query={
-            "bool": {
-                "must": {
-                    "simple_query_string": {
-                        "query": query,
-                        "fields": SEARCH_FIELDS,
-                        "default_operator": "and",
-                        "flags": "AND|OR|NOT|PHRASE|PRECEDENCE|WHITESPACE|ESCAPE",
-                        "lenient": True,
-                    }
-                },
-                "filter": [{"term": {"is_article": True}}],
-            }
-        },
-        collapse={
-            "field": "story_id",
-            "inner_hits": {
-                "name": "copies",
-                "size": 20,
-                "_source": ["outlet"],
-                "sort": [{"published_at": {"order": "asc", "missing": "_last"}}],
-            },
-        },
-        source_includes=["title", "outlet", "published_at", "url", "story_id"],
-        size=size,
-    )
-    return [_story_hit(hit) for hit in response["hits"]["hits"]]
-
-
-def _story_hit(hit: dict[str, Any]) -> StoryHit:
-    source = hit["_source"]
-    copies = hit.get("inner_hits", {}).get("copies", {}).get("hits", {})
-    outlets = sorted({c["_source"]["outlet"] for c in copies.get("hits", [])})
-    published = source.get("published_at")
-    return StoryHit(
-        story_id=source["story_id"],
-        title=source.get("title"),
-        outlet=source["outlet"],
-        published_at=datetime.fromisoformat(published) if published else None,
-        url=source["url"],
-        score=float(hit.get("_score") or 0.0),
-        articles=int(copies.get("total", {}).get("value", 1)),
-        outlets=tuple(outlets) or (source["outlet"],),
-    )
-
 
 def count_articles(es: Elasticsearch, names: IndexNames) -> int:
     es.indices.refresh(index=names.articles)
     return int(es.count(index=names.articles)["count"])
 
 
-# --------------------------------------------------------------------------- the search API
+# ------------------------------------------------------------------------------------ paging
 #
 # Paging one hit per story. Elasticsearch refuses ``collapse`` with ``search_after`` unless the
 # sort is the collapse field alone, and ``from``/``size`` stops at 10,000 hits. So a page is
@@ -132,6 +66,8 @@ _SORTS: dict[str, list[dict[str, Any]]] = {
 # The first two sort values identify an article's position; the directions to compare them.
 _DIRECTIONS: dict[str, tuple[int, int]] = {"relevance": (-1, 1), "date": (-1, 1)}
 MAX_SCAN_ROUNDS = 5
+# A one-page search closes its snapshot when done; should the close be lost, it expires soon.
+ONE_PAGE_KEEP_ALIVE_SECONDS = 60
 MAX_SCAN_BATCH = 500
 FACET_SIZE = 20
 
@@ -210,6 +146,20 @@ class ArticleHit(BaseModel):
 class SearchHit(ArticleHit):
     story: StoryInfo | None = None
 
+    def story_or_article(self) -> StoryInfo:
+        """The hit's story; the article alone when its story went uncounted (merged away
+        between the search and the count)."""
+        if self.story is not None:
+            return self.story
+        return StoryInfo(
+            story_id=self.story_id,
+            title=self.title,
+            articles=1,
+            outlets=[self.outlet],
+            first_seen=self.published_at,
+            last_seen=self.published_at,
+        )
+
 
 class Bucket(BaseModel):
     key: str
@@ -241,6 +191,11 @@ def _precedes_or_equal(a: Sequence[Any], b: Sequence[Any], sort: SortBy) -> bool
             continue
         return bool((x < y) if direction > 0 else (x > y))
     return True
+
+
+def default_sort(text: str) -> SortBy:
+    """Relevance when there is something to rank by, else newest first."""
+    return "relevance" if text.strip() else "date"
 
 
 def pick_interval(filters: SearchFilters, interval: Interval) -> Interval:
@@ -278,6 +233,15 @@ class StorySearch:
     def close_snapshot(self, pit_id: str) -> None:
         with contextlib.suppress(NotFoundError):
             self.es.close_point_in_time(id=pit_id)
+
+    @contextlib.contextmanager
+    def snapshot(self, keep_alive_seconds: int) -> Iterator[str]:
+        """A snapshot for searches that hand out no resume token: closed on the way out."""
+        pit_id = self.open_snapshot(keep_alive_seconds)
+        try:
+            yield pit_id
+        finally:
+            self.close_snapshot(pit_id)
 
     # ---- search
 
@@ -380,6 +344,21 @@ class StorySearch:
         )
         result.next_after = None if exhausted or cursor is None else list(cursor)
         return result
+
+    def top_stories(self, text: str, *, size: int = 10) -> list[SearchHit]:
+        """The hits of ``GET /v1/search?q=text``'s first page (same query language, fields,
+        grouping and order), for callers that show no second page: ``newsflow search``, the
+        demo. Raises ``QueryTooComplexError`` where the API answers 400 query_too_complex."""
+        query = StoryQuery(text=text, sort=default_sort(text))
+        with self.snapshot(ONE_PAGE_KEEP_ALIVE_SECONDS) as pit_id:
+            result = self.page(
+                query,
+                size=size,
+                pit_id=pit_id,
+                keep_alive_seconds=ONE_PAGE_KEEP_ALIVE_SECONDS,
+                highlight=False,
+            )
+        return result.hits
 
     def _highlight(
         self, query: StoryQuery, hits: list[dict[str, Any]], target: dict[str, Any]

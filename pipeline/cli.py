@@ -183,22 +183,38 @@ def watch_rm(watch_id: Annotated[str, typer.Argument(help="The watch's id (w-...
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help='Words, "quoted phrases", +, |, - operators.')],
+    query: Annotated[
+        str,
+        typer.Argument(
+            help='Words, "quoted phrases", AND/OR/NOT, -word, (groups), title:/outlet:/author:/'
+            "lang: prefixes: the syntax of the API's GET /v1/search."
+        ),
+    ],
     size: Annotated[int, typer.Option(min=1, max=100)] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per story.")] = False,
 ) -> None:
-    """Print the top stories matching QUERY: title, outlet, date, URL."""
-    from index.search import search_stories
+    """Print the top stories matching QUERY: title, outlet, date, URL (the API's first page)."""
+    from elasticsearch import NotFoundError
+
+    from index.search import StorySearch
     from newsflow.es import IndexNames, make_client
+    from newsflow.query import QueryTooComplexError
 
     settings = get_settings()
     es = make_client(settings)
     try:
-        hits = search_stories(es, IndexNames(settings.index_prefix), query, size=size)
+        hits = StorySearch(es, IndexNames(settings.index_prefix)).top_stories(query, size=size)
+    except QueryTooComplexError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except NotFoundError:
+        typer.echo("the articles index does not exist: run `newsflow init`", err=True)
+        raise typer.Exit(2) from None
     finally:
         es.close()
     if as_json:
         for hit in hits:
+            story = hit.story_or_article()
             typer.echo(
                 json.dumps(
                     {
@@ -207,8 +223,8 @@ def search(
                         "outlet": hit.outlet,
                         "published_at": hit.published_at.isoformat() if hit.published_at else None,
                         "url": hit.url,
-                        "articles": hit.articles,
-                        "outlets": list(hit.outlets),
+                        "articles": story.articles,
+                        "outlets": story.outlets,
                     }
                 )
             )
@@ -217,11 +233,14 @@ def search(
         typer.echo(f"No stories match {query!r}.")
         raise typer.Exit(1)
     for rank, hit in enumerate(hits, 1):
+        story = hit.story_or_article()
         when = hit.published_at.strftime("%Y-%m-%d %H:%M") if hit.published_at else "undated"
         typer.echo(f"{rank}. {hit.title or '(untitled)'}")
         typer.echo(f"   {hit.outlet} · {when} · {hit.url}")
-        if hit.articles > 1:
-            typer.echo(f"   {hit.articles} articles in one story, from: {', '.join(hit.outlets)}")
+        if story.articles > 1:
+            typer.echo(
+                f"   {story.articles} articles in one story, from: {', '.join(story.outlets)}"
+            )
 
 
 @app.command()

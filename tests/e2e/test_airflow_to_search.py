@@ -8,7 +8,7 @@ import pytest
 
 from devstack.airflow_client import AirflowClient
 from devstack.demo import SEED_QUERY, wait_until_drained
-from index.search import search_stories
+from index.search import StorySearch
 from newsflow.es import IndexNames, make_client
 from newsflow.settings import get_settings
 from pipeline.stages import initialize
@@ -41,11 +41,11 @@ def test_outlet_dags_run_by_the_scheduler_make_one_searchable_story(full_stack: 
     wait_until_drained(settings, deadline)
     es = make_client(settings)
     try:
-        hits = search_stories(es, IndexNames(settings.index_prefix), SEED_QUERY)
+        hits = StorySearch(es, IndexNames(settings.index_prefix)).top_stories(SEED_QUERY)
     finally:
         es.close()
     assert hits, "the seed story is searchable"
     story = hits[0]
-    assert set(SEED_OUTLETS) <= set(story.outlets), story
+    assert set(SEED_OUTLETS) <= set(story.story_or_article().outlets), story
     assert "Phillips" in (story.title or "")
     assert all(hit.story_id != story.story_id for hit in hits[1:]), "shown once as a story"

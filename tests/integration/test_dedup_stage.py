@@ -255,7 +255,7 @@ def test_sample_outlets_seed_event_is_one_story_through_the_pipeline(
     """The bundled outlets, crawled in-process, through enrich → dedup → index → search."""
     from devstack.demo import SEED_QUERY
     from devstack.samples.site import OUTLETS_FILE, start_server
-    from index.search import search_stories
+    from index.search import StorySearch
     from ingest.crawl import crawl_outlet
     from ingest.fetch import Fetcher, FetchPolicy
     from newsflow.es import IndexNames, make_client
@@ -298,15 +298,15 @@ def test_sample_outlets_seed_event_is_one_story_through_the_pipeline(
     try:
         names = IndexNames(settings.index_prefix)
         es.indices.refresh(index=names.articles)
-        hits = search_stories(es, names, SEED_QUERY)
+        hits = StorySearch(es, names).top_stories(SEED_QUERY)
     finally:
         es.close()
     assert hits
     # The wire's copies and the other outlets' own coverage are one story, whatever order the
     # crawl delivered them in (a story that started apart was merged, and its articles moved).
     seed = hits[0]
-    assert set(seed.outlets) == set(SEED_OUTLETS), seed
-    assert seed.articles == 6, seed
+    assert set(seed.story_or_article().outlets) == set(SEED_OUTLETS), seed
+    assert seed.story_or_article().articles == 6, seed
     assert all(hit.story_id != seed.story_id for hit in hits[1:])
     es = make_client(settings)
     try:
@@ -322,7 +322,7 @@ def test_a_merge_moves_the_absorbed_storys_articles_in_the_index(infra_settings:
     stage sees the decisions in another order (partitions), and search shows one story."""
     from enrich.dedup.engine import DedupEngine
     from enrich.dedup.stage import dedup_input, deduped_article
-    from index.search import search_stories
+    from index.search import StorySearch
     from index.worker import IndexStage
     from newsflow.es import IndexNames, make_client
     from newsflow.runtime import Inbound
@@ -365,8 +365,9 @@ def test_a_merge_moves_the_absorbed_storys_articles_in_the_index(infra_settings:
         index([bridge])
         index([decided[1]])  # a redelivery of a decision from before the merge
         es.indices.refresh(index=f"{names.articles},{names.stories}")
-        hits = search_stories(es, names, "common")
-        assert [(h.story_id, h.articles, set(h.outlets)) for h in hits] == [
+        hits = StorySearch(es, names).top_stories("common")
+        stories = [h.story_or_article() for h in hits]
+        assert [(s.story_id, s.articles, set(s.outlets)) for s in stories] == [
             (decided[0].story_id, 3, {"a", "b", "c"})
         ]
         survivor, absorbed = decided[0].story_id, decided[1].story_id

@@ -10,7 +10,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from typer.testing import CliRunner
 
-from index.search import count_articles, search_stories
+from index.search import StorySearch, count_articles
 from newsflow.contracts import RawPage, encode
 from newsflow.dlq import read_letters, replay
 from newsflow.es import IndexNames, make_client
@@ -93,10 +93,11 @@ def test_pages_become_searchable_stories_and_bad_input_is_dead_lettered(
     es = make_client(settings)
     names = IndexNames(settings.index_prefix)
     assert count_articles(es, names) == 3
-    hits = search_stories(es, names, "sluice gates Marlow")
+    service = StorySearch(es, names)
+    hits = service.top_stories("sluice gates Marlow")
     assert len(hits) == 1, "two copies of one wire story are one story"
-    assert hits[0].articles == 2
-    assert set(hits[0].outlets) == {"riverside", "valley"}
+    assert hits[0].story_or_article().articles == 2
+    assert set(hits[0].story_or_article().outlets) == {"riverside", "valley"}
     # Whichever copy the (single-partition) articles log had first is the original.
     copies = [src for _, src in _snapshot(es, names).values() if src["outlet"] != "county"]
     [original] = [src for src in copies if src["duplicate_of"] is None]
@@ -108,7 +109,7 @@ def test_pages_become_searchable_stories_and_bad_input_is_dead_lettered(
     story = es.get(index=names.stories, id=original["story_id"])["_source"]
     assert story["articles"] == 2
     assert sorted(story["outlets"]) == ["riverside", "valley"]
-    assert [h.title for h in search_stories(es, names, '"Sunday afternoons"')] == [
+    assert [h.title for h in service.top_stories('"Sunday afternoons"')] == [
         "Libraries open on Sundays"
     ]
 
