@@ -4,14 +4,16 @@ User input never reaches ``query_string`` (whose Lucene syntax errors on a stray
 ``[`` and allows expensive regex/wildcard/fuzzy queries). The syntax:
 
 - words (all must match, in the title or the text), ``"quoted phrases"``
-- ``AND``, ``OR``, ``NOT`` (upper case only; lower case are words), ``-word``, ``+word``
+- ``AND``, ``OR``, ``NOT`` (upper case only; lower case are words; also ``&``/``&&`` and
+  ``|``/``||``), ``-word``, ``+word``
 - parentheses for grouping
 - field prefixes ``title:``, ``outlet:``, ``author:``, ``lang:`` before a word, a phrase or a
   group; any other ``name:value`` is plain text (``10:30``, ``http://...``)
 
 Malformed input degrades instead of failing: an unbalanced quote is text, an unmatched
-parenthesis is ignored, a dangling operator is dropped, nesting deeper than ``MAX_DEPTH`` is
-flattened. Only size is refused (``QueryTooComplexError``): more than ``MAX_CLAUSES`` terms.
+parenthesis is ignored, a dangling operator and a word of punctuation alone are dropped,
+nesting deeper than ``MAX_DEPTH`` is flattened. Only size is refused
+(``QueryTooComplexError``): more than ``MAX_CLAUSES`` terms.
 """
 
 from __future__ import annotations
@@ -83,7 +85,15 @@ class _Tok:
     text: str = ""
 
 
-_OPERATORS = {"AND": "and", "OR": "or", "NOT": "not", "&&": "and", "||": "or"}
+_OPERATORS = {
+    "AND": "and",
+    "OR": "or",
+    "NOT": "not",
+    "&&": "and",
+    "||": "or",
+    "&": "and",
+    "|": "or",
+}
 _FIELD_RE = re.compile(r"^(title|outlet|author|lang):(.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -135,7 +145,9 @@ def _tokenize(text: str) -> list[_Tok]:
                 continue
         if word in _OPERATORS:
             tokens.append(_Tok(_OPERATORS[word]))
-        elif word.strip("-+"):
+        elif analyze(word):
+            # A word of punctuation alone ("—", "/") has no token to match: as a required
+            # term it would make the whole query match nothing, so it is dropped.
             tokens.append(_Tok("word", word))
     return tokens
 

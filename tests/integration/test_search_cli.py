@@ -31,6 +31,7 @@ QUERIES = [
     "weir gates",
     '"sluice gates"',
     "storm OR libraries",
+    "storm | libraries",
     "storm -schnee",
     "title:marlow",
     "gales outlet:VALLEY",

@@ -101,6 +101,10 @@ def test_field_prefixes(text: str, tree: object) -> None:
         ("title:(", MatchAll()),
         ("covid-19", Term("covid-19")),  # a hyphen inside a word is part of it
         ("and or not", And((Term("and"), Term("or"), Term("not")))),  # lower case: words
+        ("storm | gales", Or((Term("storm"), Term("gales")))),  # shell-style operators
+        ("storm & gales", And((Term("storm"), Term("gales")))),
+        ("storm — gales /", And((Term("storm"), Term("gales")))),  # punctuation alone: dropped
+        ("!!!", MatchAll()),
     ],
 )
 def test_malformed_input_degrades(text: str, tree: object) -> None:
