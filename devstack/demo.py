@@ -14,6 +14,7 @@ from newsflow.es import IndexNames, make_client
 from newsflow.kafka_io import consumer_lag
 from newsflow.outlets import load_registry
 from newsflow.settings import Settings
+from newsflow.topology import path_to, topic_name
 
 # The event of the demo's main story, carried by several sample outlets.
 SEED_QUERY = "Jess Phillips Gaza vote"
@@ -30,12 +31,13 @@ def _say(text: str) -> None:
 
 
 def wait_until_drained(settings: Settings, deadline: float) -> None:
-    """Every stage has committed everything on its input topic."""
-    groups = {
-        "newsflow-enrich": settings.topic_raw_pages,
-        "newsflow-dedup": settings.topic_articles,
-        "newsflow-index": settings.topic_deduped_articles,
-    }
+    """Every stage on the path to the search index has committed everything on its input.
+
+    The demo ends with a search, so it waits for the index stage and the stages upstream of
+    it (enrich, dedup, index); the alert and webhook stages run beside it and are not waited
+    for.
+    """
+    groups = {row.group_id: topic_name(row.input, settings) for row in path_to("index")}
     while True:
         lag = {
             g: sum(consumer_lag(settings, group_id=g, topic=t).values()) for g, t in groups.items()

@@ -16,6 +16,7 @@ from kafka import (
 from kafka.errors import TopicAlreadyExistsError
 
 from newsflow.settings import Settings
+from newsflow.topology import TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,10 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topics of ``newsflow.topology.TOPICS``, as this deployment names and sizes them."""
     return [
-        TopicSpec(
-            settings.topic_raw_pages, settings.topic_partitions, settings.topic_retention_hours
-        ),
-        # One partition: the dedup stage's single owner reads the whole stream in log order.
-        TopicSpec(settings.topic_articles, 1, settings.topic_retention_hours),
-        TopicSpec(
-            settings.topic_deduped_articles,
-            settings.topic_partitions,
-            settings.topic_retention_hours,
-        ),
-        TopicSpec(settings.topic_dead_letters, 1, settings.dead_letter_retention_hours),
-        TopicSpec(settings.topic_alerts, settings.topic_partitions, settings.topic_retention_hours),
+        TopicSpec(topic.name(settings), topic.partitions(settings), topic.retention_hours(settings))
+        for topic in TOPICS
     ]
 
 

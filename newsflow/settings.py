@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=100, ge=1)
     worker_max_retries: int = Field(default=3, ge=0)
     worker_retry_backoff_seconds: float = Field(default=0.5, ge=0)
-    # /metrics and /health per worker: base port + the stage's index (enrich, dedup, index);
-    # 0 turns them off. A worker whose loop has not polled for the gap reports unhealthy.
+    # /metrics and /health per worker: base port + the stage's offset in newsflow/topology.py
+    # (enrich 9101 .. webhook 9105); 0 turns them off. A worker whose loop has not polled for
+    # the gap reports unhealthy.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_base_port: int = Field(default=9101, ge=0, le=65535)
     worker_health_max_poll_gap: float = Field(default=300.0, gt=0)

@@ -7,8 +7,11 @@ start) and stopped at the end offsets taken when it began, so the live workers k
 offsets and nothing is read twice by them. The sinks are idempotent (same ids, versions),
 which is what makes running both at once safe.
 
-The dedup stage is not offered: it is the single owner of its state, and a second owner
-would decide stories differently from the live one.
+Which stages may be backfilled is the ``backfill`` column of ``newsflow.topology.STAGES``
+(enrich and index). Not the dedup stage: it is the single owner of its state, and a second
+owner would decide stories differently from the live one. Not the alert stage: its ledger
+raises each alert once, so a second pass would raise none; nor the webhook stage, whose
+POSTs would go out again.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from kafka import TopicPartition
 
+from newsflow import topology
 from newsflow.settings import Settings
 from pipeline.stages import build_runner
 
-BackfillStage = Literal["enrich", "index"]
-BACKFILL_STAGES: tuple[BackfillStage, ...] = ("enrich", "index")
+BACKFILL_STAGES: tuple[str, ...] = tuple(row.name for row in topology.STAGES if row.backfill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class BackfillResult:
 
 
 def backfill(
-    stage_name: BackfillStage,
+    stage_name: str,
     settings: Settings,
     *,
     since: datetime | None = None,
@@ -50,6 +53,8 @@ def backfill(
 
     ``on_start`` gets the number of messages planned; ``progress`` each batch's count.
     """
+    if stage_name not in BACKFILL_STAGES:
+        raise ValueError(f"stage {stage_name!r} cannot be backfilled; one of {BACKFILL_STAGES}")
     group_id = f"newsflow-{stage_name}-backfill-{uuid.uuid4().hex[:8]}"
     runner = build_runner(stage_name, settings, group_id=group_id)
     consumer = runner.consumer

@@ -15,7 +15,8 @@ import typer
 
 from enrich.dedup.cli import dedup_command
 from enrich.extract_cli import extract_command
-from newsflow.settings import get_settings
+from newsflow import topology
+from newsflow.settings import Settings, get_settings
 
 app = typer.Typer(
     name="newsflow",
@@ -42,12 +43,15 @@ IdleTimeout = Annotated[
     float | None,
     typer.Option(help="Stop after this many seconds without messages (default: run forever)."),
 ]
+_DEFAULT_PORTS = ", ".join(
+    f"{row.name} {topology.metrics_port(row, Settings.model_construct())}"
+    for row in topology.STAGES
+)
 MetricsPort = Annotated[
     int | None,
     typer.Option(
         help="Port for /metrics and /health (default: NEWSFLOW_WORKER_METRICS_BASE_PORT + the "
-        "stage's place: enrich 9101, dedup 9102, index 9103, alert 9104, webhook 9105; "
-        "0: a free port)."
+        f"stage's place: {_DEFAULT_PORTS}; 0: a free port)."
     ),
 ]
 
@@ -73,49 +77,24 @@ def init() -> None:
     typer.echo(json.dumps(result))
 
 
-@worker_app.command("enrich")
-def worker_enrich(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
-    """Raw pages → extracted articles (title, text, authors, date, language, canonical URL)."""
-    from pipeline.stages import run_stage
+def _add_worker_command(row: topology.StageDef) -> None:
+    def worker(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
+        from pipeline.stages import StageStartError, run_stage
 
-    _configure_logging()
-    run_stage("enrich", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
+        _configure_logging()
+        try:
+            run_stage(
+                row.name, get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port
+            )
+        except StageStartError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
 
-
-@worker_app.command("dedup")
-def worker_dedup(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
-    """Articles → deduplicated articles with story ids (single owner of the dedup state)."""
-    from pipeline.stages import run_stage
-
-    _configure_logging()
-    run_stage("dedup", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
+    worker_app.command(row.name, help=row.description)(worker)
 
 
-@worker_app.command("index")
-def worker_index(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
-    """Articles → Elasticsearch, in bulk, one document per normalized URL."""
-    from pipeline.stages import run_stage
-
-    _configure_logging()
-    run_stage("index", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
-
-
-@worker_app.command("alert")
-def worker_alert(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
-    """Deduplicated articles → alerts for watches matching new stories (and story updates)."""
-    from pipeline.stages import run_stage
-
-    _configure_logging()
-    run_stage("alert", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
-
-
-@worker_app.command("webhook")
-def worker_webhook(idle_timeout: IdleTimeout = None, metrics_port: MetricsPort = None) -> None:
-    """Alerts → signed POSTs to the watches' webhook URLs, with retries."""
-    from pipeline.stages import run_stage
-
-    _configure_logging()
-    run_stage("webhook", get_settings(), idle_timeout=idle_timeout, metrics_port=metrics_port)
+for _row in topology.STAGES:
+    _add_worker_command(_row)
 
 
 @watch_app.command("add")

@@ -1,20 +1,28 @@
-"""The one place that wires stages to topics. Stages know only their input and output."""
+"""The one place that wires stages to topics. Stages know only their input and output.
+
+The shape (which stage reads which topic, in which consumer group) is ``newsflow.topology``;
+what is stage-specific here is ``CONSTRUCTORS``: how each stage is built from the settings.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from kafka import KafkaConsumer
+
+from newsflow import topology
 from newsflow.kafka_io import make_consumer, make_producer
 from newsflow.observability import MetricsServer
-from newsflow.runtime import StageRebalanceListener, StageRunner
+from newsflow.runtime import Stage, StageRebalanceListener, StageRunner
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
-StageName = Literal["enrich", "dedup", "index", "alert", "webhook"]
-# Order matters only for the default metrics ports (base + position): append new stages.
-STAGES: tuple[StageName, ...] = ("enrich", "dedup", "index", "alert", "webhook")
+
+class StageStartError(RuntimeError):
+    """The stage must not start as things are; the message says what to fix."""
 
 
 def extraction_overrides(settings: Settings) -> dict[str, Any]:
@@ -31,92 +39,138 @@ def extraction_overrides(settings: Settings) -> dict[str, Any]:
     return {outlet.name: outlet.extraction for outlet in registry if outlet.extraction}
 
 
+def _enrich(settings: Settings) -> Stage[Any]:
+    from enrich.worker import EnrichStage
+
+    return EnrichStage(
+        output_topic=settings.topic_articles, overrides=extraction_overrides(settings)
+    )
+
+
+def _dedup(settings: Settings) -> Stage[Any]:
+    from enrich.dedup.stage import DedupStage
+
+    return DedupStage(
+        input_topic=settings.topic_articles,
+        output_topic=settings.topic_deduped_articles,
+        state_dir=settings.dedup_state_dir,
+        snapshot_every_seconds=settings.dedup_snapshot_every_seconds,
+        window_days=settings.dedup_window_days,
+    )
+
+
+def _index(settings: Settings) -> Stage[Any]:
+    from index.worker import IndexStage
+    from newsflow.es import IndexNames, make_client
+
+    return IndexStage(make_client(settings), IndexNames(settings.index_prefix))
+
+
+def _alert(settings: Settings) -> Stage[Any]:
+    from alert.matcher import WatchCache, make_matcher
+    from alert.stage import AlertStage
+    from alert.store import AlertLedger, WatchStore
+    from newsflow.es import make_client
+
+    es = make_client(settings)
+    return AlertStage(
+        watches=WatchCache(
+            WatchStore(es, settings.index_prefix), settings.alert_watch_refresh_seconds
+        ),
+        matcher=make_matcher(es, settings),
+        ledger=AlertLedger(es, settings.index_prefix),
+        output_topic=settings.topic_alerts,
+        update_size=settings.alert_update_story_size,
+    )
+
+
+def _webhook(settings: Settings) -> Stage[Any]:
+    from alert.matcher import WatchCache
+    from alert.store import WatchStore
+    from alert.webhook import WebhookSender, WebhookStage
+    from newsflow.es import make_client
+
+    store = WatchStore(make_client(settings), settings.index_prefix)
+    return WebhookStage(
+        WatchCache(store, settings.alert_watch_refresh_seconds),
+        WebhookSender.from_settings(settings),
+    )
+
+
+# One constructor per row of newsflow.topology.STAGES (a unit test keeps the two in step).
+CONSTRUCTORS: Mapping[str, Callable[[Settings], Stage[Any]]] = {
+    "enrich": _enrich,
+    "dedup": _dedup,
+    "index": _index,
+    "alert": _alert,
+    "webhook": _webhook,
+}
+
+
 def build_runner(
-    stage_name: StageName, settings: Settings, *, group_id: str | None = None
+    stage_name: str, settings: Settings, *, group_id: str | None = None
 ) -> StageRunner[Any]:
-    stage: Any
-    if stage_name == "enrich":
-        from enrich.worker import EnrichStage
+    """The stage's runner on its input topic, in its consumer group (or ``group_id``).
 
-        stage = EnrichStage(
-            output_topic=settings.topic_articles, overrides=extraction_overrides(settings)
-        )
-        input_topic = settings.topic_raw_pages
-    elif stage_name == "dedup":
-        from enrich.dedup.stage import DedupStage
-
-        input_topic = settings.topic_articles  # one partition: one owner of the dedup state
-        stage = DedupStage(
-            input_topic=input_topic,
-            output_topic=settings.topic_deduped_articles,
-            state_dir=settings.dedup_state_dir,
-            snapshot_every_seconds=settings.dedup_snapshot_every_seconds,
-            window_days=settings.dedup_window_days,
-        )
-    elif stage_name == "index":
-        from index.worker import IndexStage
-        from newsflow.es import IndexNames, make_client
-
-        stage = IndexStage(make_client(settings), IndexNames(settings.index_prefix))
-        input_topic = settings.topic_deduped_articles
-    elif stage_name == "alert":
-        from alert.matcher import WatchCache, make_matcher
-        from alert.stage import AlertStage
-        from alert.store import AlertLedger, WatchStore
-        from newsflow.es import make_client
-
-        es = make_client(settings)
-        # Its own consumer group on the index stage's input: alerts never wait for indexing.
-        stage = AlertStage(
-            watches=WatchCache(
-                WatchStore(es, settings.index_prefix), settings.alert_watch_refresh_seconds
-            ),
-            matcher=make_matcher(es, settings),
-            ledger=AlertLedger(es, settings.index_prefix),
-            output_topic=settings.topic_alerts,
-            update_size=settings.alert_update_story_size,
-        )
-        input_topic = settings.topic_deduped_articles
-    elif stage_name == "webhook":
-        from alert.matcher import WatchCache
-        from alert.store import WatchStore
-        from alert.webhook import WebhookSender, WebhookStage
-        from newsflow.es import make_client
-
-        store = WatchStore(make_client(settings), settings.index_prefix)
-        stage = WebhookStage(
-            WatchCache(store, settings.alert_watch_refresh_seconds),
-            WebhookSender.from_settings(settings),
-        )
-        input_topic = settings.topic_alerts
-    else:  # pragma: no cover - Literal guards this
-        raise ValueError(f"unknown stage {stage_name!r}; known: {', '.join(STAGES)}")
-    group_id = group_id or f"newsflow-{stage_name}"
-    listener = StageRebalanceListener(stage)
-    consumer = make_consumer(settings, topic=input_topic, group_id=group_id, listener=listener)
-    listener.consumer = consumer
-    if stage.single_owner:
-        partitions = consumer.partitions_for_topic(input_topic) or set()
-        if len(partitions) > 1:
-            log.error(
-                "stage %s: %s has %d partitions; this stage needs a single-partition input to "
-                "own the whole stream: delete the topic and recreate it with `newsflow init`",
-                stage_name,
-                input_topic,
-                len(partitions),
+    Raises ``UnknownStageError`` for a name not in the topology and ``StageStartError`` when
+    a single-owner stage's input has more than one partition.
+    """
+    row = topology.stage(stage_name)
+    input_topic = topology.topic_name(row.input, settings)
+    group_id = group_id or row.group_id
+    stage = CONSTRUCTORS[row.name](settings)
+    try:
+        if (stage.name, stage.single_owner) != (row.name, row.single_owner):
+            raise StageStartError(
+                f"stage {row.name}: newsflow.topology says name={row.name!r}, "
+                f"single_owner={row.single_owner}; its class {type(stage).__name__} says "
+                f"name={stage.name!r}, single_owner={stage.single_owner}"
             )
+        consumer = _subscribe(row, stage, settings, input_topic, group_id)
+    except BaseException:
+        stage.close()
+        raise
     return StageRunner(
         stage,
         settings=settings,
         consumer=consumer,
         producer=make_producer(settings, client_id=group_id),
         input_topic=input_topic,
-        dead_letter_topic=settings.topic_dead_letters,
+        dead_letter_topic=topology.topic_name(topology.DEAD_LETTERS, settings),
     )
 
 
+def _subscribe(
+    row: topology.StageDef, stage: Stage[Any], settings: Settings, topic: str, group_id: str
+) -> KafkaConsumer:
+    listener = StageRebalanceListener(stage)
+    consumer = make_consumer(settings, topic=topic, group_id=group_id, listener=listener)
+    listener.consumer = consumer
+    if row.single_owner:
+        try:
+            _require_one_partition(row, topic, consumer)
+        except BaseException:
+            consumer.close()
+            raise
+    return consumer
+
+
+def _require_one_partition(
+    row: topology.StageDef, input_topic: str, consumer: KafkaConsumer
+) -> None:
+    """A single owner must read the whole stream: with two partitions, a second member of
+    its group would own half of it, and a restart could split it that way at any time."""
+    partitions = consumer.partitions_for_topic(input_topic) or set()
+    if len(partitions) > 1:
+        raise StageStartError(
+            f"stage {row.name} refuses to start: its input topic {input_topic} has "
+            f"{len(partitions)} partitions, and this stage needs exactly one to own the whole "
+            f"stream. Delete the topic and recreate it with `newsflow init`."
+        )
+
+
 def run_stage(
-    stage_name: StageName,
+    stage_name: str,
     settings: Settings,
     *,
     idle_timeout: float | None = None,
@@ -145,18 +199,12 @@ def run_stage(
     )
 
 
-def stage_metrics_port(stage_name: StageName, settings: Settings) -> int:
-    """The stage's default ``/metrics`` port: base + its place in the pipeline (0: off)."""
-    base = settings.worker_metrics_base_port
-    return base + STAGES.index(stage_name) if base else 0
-
-
 def _metrics_server(
-    runner: StageRunner[Any], stage_name: StageName, settings: Settings, port: int | None
+    runner: StageRunner[Any], stage_name: str, settings: Settings, port: int | None
 ) -> MetricsServer | None:
     """``/metrics`` and ``/health`` for this worker; a taken port falls back to a free one
     (a standby worker on the same host), ``0`` from the settings turns them off."""
-    wanted = stage_metrics_port(stage_name, settings) if port is None else port
+    wanted = topology.metrics_port(topology.stage(stage_name), settings) if port is None else port
     if port is None and wanted == 0:
         return None
     host = settings.worker_metrics_host

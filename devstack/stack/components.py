@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from devstack.stack._java import JavaError, Jdk, jdk_from_env, pick_jdk, run_maven
 from devstack.stack._proc import MARKER_ENV, LaunchSpec, port_open
 from newsflow.settings import PROJECT_ROOT, Settings
+from newsflow.topology import STAGES, StageDef
 
 log = logging.getLogger("devstack.stack")
 
@@ -1168,17 +1169,14 @@ class SamplesSite(Member):
 
 
 class WorkersGroup(Group):
-    """The pipeline's stages, one process each (``newsflow worker enrich|dedup|index``), and
-    the alert stages beside the index stage (``alert``, then ``webhook`` on its output)."""
+    """The pipeline's stages, one process each (``newsflow worker <stage>``): a member per
+    row of ``newsflow.topology.STAGES``."""
 
     name = "workers"
 
     def members(self) -> list[Member]:
         init = _InitOnce()
-        return [
-            PipelineWorker(stage, init)
-            for stage in ("enrich", "dedup", "index", "alert", "webhook")
-        ]
+        return [PipelineWorker(row, init) for row in STAGES]
 
 
 def newsflow_command() -> list[str]:
@@ -1219,13 +1217,13 @@ class PipelineWorker(Member):
     stop_phase = 1  # after what produces work (Airflow), before Kafka and Elasticsearch
     stop_grace = 20.0
 
-    def __init__(self, stage: str, init: _InitOnce) -> None:
+    def __init__(self, stage: StageDef, init: _InitOnce) -> None:
         self.stage = stage
-        self.name = f"{stage}-worker"
+        self.name = stage.service
         self._init = init
 
     def url(self, ctx: Ctx) -> str:
-        return f"consumer group newsflow-{self.stage}"
+        return f"consumer group {self.stage.group_id}"
 
     def prepare(self, ctx: Ctx) -> None:
         # Topics must exist before a consumer subscribes, or it idles until a metadata refresh.
@@ -1234,7 +1232,7 @@ class PipelineWorker(Member):
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         command = newsflow_command()
         return LaunchSpec(
-            argv=[*command, "worker", self.stage],
+            argv=[*command, "worker", self.stage.name],
             env=base_env(ctx),
             cwd=ctx.repo,
             log=self.log_path(ctx),
@@ -1244,7 +1242,7 @@ class PipelineWorker(Member):
         """Healthy once a member of the stage's consumer group holds partitions."""
         from newsflow.kafka_io import make_admin
 
-        group_id = f"newsflow-{self.stage}"
+        group_id = self.stage.group_id
         host, port = _host_port(ctx.settings.kafka_bootstrap, 9092)
         if not port_open(host, port):
             return Health(False, "Kafka is not answering")

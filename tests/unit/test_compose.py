@@ -13,6 +13,7 @@ import pytest
 import typer
 import yaml
 
+from newsflow import topology
 from newsflow.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,6 +91,24 @@ def test_service_commands(services: dict[str, dict[str, Any]]) -> None:
     ]:
         assert _command(services[name]) == ["airflow", airflow_command]
     assert "airflow db migrate" in " ".join(_command(services["airflow-init"]))
+
+
+def test_one_worker_service_per_stage(services: dict[str, dict[str, Any]]) -> None:
+    """The worker services are the stages of ``newsflow.topology``, no more, no fewer."""
+    workers = {
+        name
+        for name, service in services.items()
+        if name.endswith("-worker") or _command(service)[:2] == ["newsflow", "worker"]
+    }
+    assert workers == {row.service for row in topology.STAGES}
+    for row in topology.STAGES:
+        service = services[row.service]
+        assert _command(service) == ["newsflow", "worker", row.name], row.service
+        replicas = int(service.get("deploy", {}).get("replicas", 1))
+        if row.single_owner:
+            assert replicas == 1, f"{row.service} is its input's single owner"
+        else:  # scaling by --scale or replicas needs no fixed name and no published port
+            assert "container_name" not in service and not service.get("ports"), row.service
 
 
 def test_one_shot_services_do_not_restart(services: dict[str, dict[str, Any]]) -> None:

@@ -17,10 +17,10 @@ from fastapi.testclient import TestClient
 
 from ingest.exporter import ingest_registry
 from ingest.state import StateStore, ensure_schema
+from newsflow import topology
 from newsflow.observability import StageMetrics
 from newsflow.settings import Settings
 from pipeline.api import create_app
-from pipeline.stages import STAGES, stage_metrics_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "newsflow-dashboard.json"
@@ -79,11 +79,7 @@ def test_prometheus_scrapes_each_worker_on_its_metrics_port() -> None:
         for entry in job.get("dns_sd_configs", [])
     }
     settings = Settings.model_construct()  # the defaults the compose file relies on, not env
-    assert ports == {
-        f"{stage}-worker": stage_metrics_port(stage, settings)
-        for stage in STAGES
-        if stage in ("enrich", "dedup", "index")
-    }
+    assert ports == {row.service: topology.metrics_port(row, settings) for row in topology.STAGES}
     targets = {
         target
         for job in config["scrape_configs"]
