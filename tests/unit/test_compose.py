@@ -235,9 +235,23 @@ def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = str(volume).split(":", 1)[0]
-            if not source.startswith((".", "/", "~")):
+            # A bind mount: a path, or a variable that names one (``${OUTLETS_FILE:-./x}``).
+            if not source.startswith((".", "/", "~", "${")):
                 assert source in declared, f"{name}: volume {source} is not declared"
     assert {"kafka-data", "es-data", "postgres-data"} <= declared
+
+
+def test_the_outlets_registry_is_mounted_where_the_settings_look(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The image holds code only: every service built from it reads the registry from a mount.
+    for name, service in services.items():
+        path = _environment(service).get("NEWSFLOW_OUTLETS_FILE")
+        if "build" not in service:
+            continue
+        assert path, f"{name}: NEWSFLOW_OUTLETS_FILE is not set"
+        targets = [str(v).split(":")[-2] for v in service.get("volumes", []) if ":" in str(v)]
+        assert path in targets, f"{name}: nothing is mounted at {path}"
 
 
 # --- NEWSFLOW_* variables -----------------------------------------------------------------
