@@ -2,7 +2,14 @@
 
 Every message is validated when it is produced and again when it is consumed, so a bad
 message is caught at the stage that made it, and a consumer never acts on a malformed one.
-A breaking change gets a new ``schema_version`` and a new topic suffix (``.v2``).
+
+Strict when producing, tolerant when consuming. Building a message with a field its model
+does not declare fails, and so does ``encode``; ``decode`` ignores fields it does not know, at
+every nesting level, and still refuses wrong types, missing required fields and another
+``schema_version``. The compatibility rule follows: within a major version producers may add
+optional fields and consumers ignore what they do not know, so producers upgrade before
+consumers without a dead letter; removing, renaming or retyping a field is a new major
+version (``schema_version``) with a new topic suffix (``.v2``).
 """
 
 from __future__ import annotations
@@ -195,19 +202,22 @@ class ContractError(ValueError):
 
 
 def encode(message: Message) -> bytes:
-    """Validate (again, in case it was built with ``model_construct``) and serialize."""
+    """Validate strictly (again, in case it was built with ``model_construct``) and serialize."""
     try:
-        checked = type(message).model_validate(message.model_dump())
+        # Without serializer warnings: what does not fit the model fails validation just after.
+        checked = type(message).model_validate(message.model_dump(warnings=False))
     except ValidationError as exc:
         raise ContractError(type(message), _summary(exc)) from exc
     return checked.model_dump_json().encode("utf-8")
 
 
 def decode(model: type[M], payload: bytes | str | None) -> M:
+    """Validate and parse, ignoring fields the model does not know (a newer producer's)."""
     if payload is None:
         raise ContractError(model, "empty message (tombstone)")
     try:
-        return model.model_validate_json(payload)
+        # The per-call ``extra`` overrides every nested model's ``extra="forbid"`` too.
+        return model.model_validate_json(payload, extra="ignore")
     except ValidationError as exc:
         raise ContractError(model, _summary(exc)) from exc
 
