@@ -9,6 +9,8 @@
 - When a story that alerted reaches ``update_size`` articles, each watch that alerted on it
   gets one ``story_update`` (recorded like the first, so never more than one), whether or not
   the article that made it grow matches the watch itself.
+- An article without a story summary raises nothing: a page that is not an article, or a
+  copy or version that arrived after its story left dedup's clustering window.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from newsflow.contracts import (
     Alert,
     AlertArticle,
     AlertKind,
-    Article,
+    DedupedArticle,
     StorySummary,
     Watch,
     utcnow,
@@ -34,7 +36,7 @@ class Intent:
 
     watch: Watch
     kind: AlertKind
-    article: Article
+    article: DedupedArticle
     story: StorySummary
 
     @property
@@ -44,31 +46,24 @@ class Intent:
         )
 
 
-def story_of(article: Article) -> StorySummary | None:
-    """The story an article belongs to, when dedup placed it in one (else no alerts)."""
-    if not article.is_article or article.story is None or article.story_id is None:
-        return None
-    return article.story
-
-
 def new_story_intents(
-    article: Article, matched: Sequence[Watch], *, update_size: int
+    article: DedupedArticle, matched: Sequence[Watch], *, update_size: int
 ) -> list[Intent]:
-    story = story_of(article)
+    story = article.story
     if story is None or story.articles >= update_size:
         return []
     return [Intent(watch, "new_story", article, story) for watch in matched]
 
 
 def update_intents(
-    article: Article,
+    article: DedupedArticle,
     alerted: Mapping[str, int],
     watches: Mapping[str, Watch],
     *,
     update_size: int,
 ) -> list[Intent]:
     """``alerted``: watch id → the story's size when that watch's new-story alert was raised."""
-    story = story_of(article)
+    story = article.story
     if story is None or story.articles < update_size:
         return []
     return [

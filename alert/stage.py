@@ -28,9 +28,9 @@ from typing import Any
 from kafka import TopicPartition
 
 from alert.matcher import Matcher, WatchCache
-from alert.planner import Intent, alert_message, new_story_intents, story_of, update_intents
+from alert.planner import Intent, alert_message, new_story_intents, update_intents
 from alert.store import AlertLedger
-from newsflow.contracts import Article
+from newsflow.contracts import DedupedArticle
 from newsflow.runtime import Done, Inbound, Output, Result, Stage
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ class _Lru(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
-class AlertStage(Stage[Article]):
+class AlertStage(Stage[DedupedArticle]):
     name = "alert"
-    input_model = Article
+    input_model = DedupedArticle
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class AlertStage(Stage[Article]):
         self.pending: dict[tuple[str, int, int], list[str]] = {}
         self._started = False
 
-    def process(self, batch: Sequence[Inbound[Article]]) -> Sequence[Result]:
+    def process(self, batch: Sequence[Inbound[DedupedArticle]]) -> Sequence[Result]:
         if not self._started:
             self.ledger.refresh()  # see every record a previous worker wrote
             self._started = True
@@ -90,7 +90,7 @@ class AlertStage(Stage[Article]):
             eligible = [
                 i
                 for i, a in enumerate(articles)
-                if (s := story_of(a)) is not None and s.articles < self.update_size
+                if a.story is not None and a.story.articles < self.update_size
             ]
             matched = self.matcher.match([articles[i] for i in eligible], watches)
             for i, found in zip(eligible, matched, strict=True):
@@ -144,13 +144,11 @@ class AlertStage(Stage[Article]):
                 keep[i].append(intent)
         per_item[:] = keep
 
-    def _plan_updates(self, articles: Sequence[Article]) -> list[list[Intent]]:
+    def _plan_updates(self, articles: Sequence[DedupedArticle]) -> list[list[Intent]]:
         grown = [
-            a.story_id
+            a.story.story_id
             for a in articles
-            if a.story_id is not None
-            and (s := story_of(a)) is not None
-            and s.articles >= self.update_size
+            if a.story is not None and a.story.articles >= self.update_size
         ]
         if not grown:
             return [[] for _ in articles]
@@ -158,7 +156,10 @@ class AlertStage(Stage[Article]):
         by_id = {c.watch.id: c.watch for c in self.watches.current()}
         plans: list[list[Intent]] = []
         for article in articles:
-            story_id = article.story_id or ""
+            if article.story is None:
+                plans.append([])
+                continue
+            story_id = article.story.story_id
             alerted = {**known.get(story_id, {}), **(self.new_story_sizes.get(story_id) or {})}
             plans.append(
                 update_intents(article, alerted, by_id, update_size=self.update_size)

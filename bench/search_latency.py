@@ -37,7 +37,7 @@ from elasticsearch import Elasticsearch
 from bench.corpus import SETS, available, load
 from index.indices import ensure_indices
 from index.worker import IndexStage
-from newsflow.contracts import Article, StorySummary
+from newsflow.contracts import DedupedArticle, DedupReason, StorySummary
 from newsflow.es import IndexNames, make_client
 from newsflow.query import TEXT_FIELDS
 from newsflow.runtime import Inbound
@@ -68,10 +68,10 @@ def _title(page_title: str | None, body: str) -> str:
     return first[:120]
 
 
-def build_corpus() -> list[Article]:
+def build_corpus() -> list[DedupedArticle]:
     """Articles with stories: each page one story; every third also carried by wire copies."""
     rng = random.Random(11)
-    articles: list[Article] = []
+    articles: list[DedupedArticle] = []
     for name in SETS:
         for index, page in enumerate(load(name)):
             body = (page.body or "").strip()
@@ -130,8 +130,8 @@ def _article(
     language: str,
     story_id: str,
     authors: tuple[str, ...] | None,
-) -> Article:
-    return Article(
+) -> DedupedArticle:
+    return DedupedArticle(
         id=url_id(url),
         url=url,
         outlet=outlet,
@@ -144,10 +144,12 @@ def _article(
         fetched_at=published + timedelta(minutes=5),
         extractor="bench",
         story_id=story_id,
+        dedup_reason=DedupReason.NEW,
+        story=None,
     )
 
 
-def index_corpus(es: Elasticsearch, names: IndexNames, articles: list[Article]) -> None:
+def index_corpus(es: Elasticsearch, names: IndexNames, articles: list[DedupedArticle]) -> None:
     stage = IndexStage(es, names)
     for start in range(0, len(articles), 500):
         chunk = articles[start : start + 500]
@@ -155,7 +157,7 @@ def index_corpus(es: Elasticsearch, names: IndexNames, articles: list[Article]) 
     es.indices.refresh(index=f"{names.articles},{names.stories}")
 
 
-def query_mix(articles: list[Article], count: int) -> list[dict[str, Any]]:
+def query_mix(articles: list[DedupedArticle], count: int) -> list[dict[str, Any]]:
     """What people type: title words, short phrases, a few operators and filters."""
     rng = random.Random(5)
     english = [a for a in articles if a.language == "en" and a.title]

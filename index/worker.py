@@ -1,4 +1,4 @@
-"""The index stage: articles in, one Elasticsearch document per normalized URL out."""
+"""The index stage: deduplicated articles in, one Elasticsearch document per normalized URL out."""
 
 from __future__ import annotations
 
@@ -9,24 +9,25 @@ from elasticsearch import ApiError, Elasticsearch
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout as ESConnectionTimeout
 
-from newsflow.contracts import Article, StorySummary
+from newsflow.contracts import DedupedArticle, StorySummary
 from newsflow.errors import PermanentError, RetryableError, TransientError
 from newsflow.es import IndexNames, is_transient
 from newsflow.runtime import Done, Failed, Inbound, Result, Stage
 
 
-def story_id(article: Article) -> str:
-    """The dedup stage's story; without one, copies with the same body text are one story."""
+def story_id(article: DedupedArticle) -> str:
+    """The dedup stage's story; a page that is not an article has none (dedup passes it
+    through), so copies of it with the same body text are one story."""
     return article.story_id or article.content_hash[:40]
 
 
-def article_document(article: Article) -> dict[str, Any]:
+def article_document(article: DedupedArticle) -> dict[str, Any]:
     doc = article.model_dump(mode="json", exclude={"story"})
     doc["story_id"] = story_id(article)
     return doc
 
 
-def article_version(article: Article) -> int:
+def article_version(article: DedupedArticle) -> int:
     """External version: a replay rewrites the same version, an older fetch never wins."""
     return int(article.fetched_at.timestamp() * 1000)
 
@@ -44,9 +45,9 @@ def story_document(story: StorySummary) -> dict[str, Any]:
 MERGES_REMEMBERED = 100_000
 
 
-class IndexStage(Stage[Article]):
+class IndexStage(Stage[DedupedArticle]):
     name = "index"
-    input_model = Article
+    input_model = DedupedArticle
 
     def __init__(self, es: Elasticsearch, names: IndexNames) -> None:
         self.es = es
@@ -55,7 +56,7 @@ class IndexStage(Stage[Article]):
         # it (from another partition of the deduped topic): they are indexed in the survivor.
         self.merged: dict[str, str] = {}
 
-    def _resolve(self, article: Article) -> Article:
+    def _resolve(self, article: DedupedArticle) -> DedupedArticle:
         """The article with its story id moved to the survivor of any merge seen."""
         target = self.merged.get(article.story_id or "")
         if target is None:
@@ -109,7 +110,7 @@ class IndexStage(Stage[Article]):
                 failed = [i["update"] for i in response["items"] if i["update"].get("error")]
                 raise TransientError("story_merge_failed", str(failed[:1]))
 
-    def process(self, batch: Sequence[Inbound[Article]]) -> Sequence[Result]:
+    def process(self, batch: Sequence[Inbound[DedupedArticle]]) -> Sequence[Result]:
         operations: list[dict[str, Any]] = []
         ops_per_item: list[int] = []
         merges: dict[str, str] = {}

@@ -2,15 +2,31 @@
 
 Every message is validated when it is produced and again when it is consumed, so a bad
 message is caught at the stage that made it, and a consumer never acts on a malformed one.
-A breaking change gets a new ``schema_version`` and a new topic suffix (``.v2``).
+
+Strict when producing, tolerant when consuming. Building a message with a field its model
+does not declare fails, and so does ``encode``; ``decode`` ignores fields it does not know, at
+every nesting level, and still refuses wrong types, missing required fields and another
+``schema_version``. The compatibility rule follows: within a major version producers may add
+optional fields and consumers ignore what they do not know, so producers upgrade before
+consumers without a dead letter; removing, renaming or retyping a field is a new major
+version (``schema_version``) with a new topic suffix (``.v2``).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -82,7 +98,10 @@ class StorySummary(BaseModel):
 
 
 class Article(Message):
-    """An extracted article. Keyed by ``id`` on the articles topic; ``id`` is the ES ``_id``."""
+    """An extracted article: the enrich stage's output, keyed by ``id`` on the articles topic.
+
+    ``id`` is the Elasticsearch ``_id``. Dedup adds its decision: :class:`DedupedArticle`.
+    """
 
     id: ArticleId
     url: HttpURL
@@ -100,11 +119,49 @@ class Article(Message):
     extractor: str = Field(min_length=1)
     provenance: Provenance | None = None  # optional: added within schema version 1
     version: int = Field(default=1, ge=1)
-    # Filled by the dedup stage (None on the enrich stage's output).
+
+
+class DedupReason(StrEnum):
+    """Why dedup decided what it did: the layer that found the original, if any."""
+
+    NEW = "new"  # no original: the article starts or joins a story
+    REPLAY = "replay"  # the same id with the same text, seen before
+    VERSION = "version"  # the same id with changed text: a new version
+    URL = "url"  # a copy at the same normalized or canonical URL
+    EXACT = "exact"  # a copy with the same normalized body
+    NEAR = "near"  # a near-duplicate body
+
+
+class DedupedArticle(Article):
+    """An article after dedup: the deduplicated topic's message, keyed by ``id``.
+
+    Dedup decides every article (``is_article``): its story, why, and the original it
+    copies. ``story`` is the story after this article; it is None when the story had left
+    the clustering window before this copy or version arrived (the stories index keeps its
+    last summary). A page that is not an article is passed through undecided, with the four
+    fields None. ``story_id``, ``dedup_reason`` and ``story`` have no default: a producer
+    states each, and a message without one of them is invalid.
+    """
+
     duplicate_of: ArticleId | None = None  # the original this article copies
-    story_id: str | None = None
-    dedup_reason: str | None = None  # new, replay, version, url, exact, near
-    story: StorySummary | None = None  # the story after this article
+    story_id: str | None = Field(min_length=1)
+    dedup_reason: DedupReason | None
+    story: StorySummary | None
+
+    @model_validator(mode="after")
+    def _decided_if_article(self) -> DedupedArticle:
+        if self.is_article and (self.story_id is None or self.dedup_reason is None):
+            raise PydanticCustomError(
+                "undecided_article", "an article needs its story_id and dedup_reason"
+            )
+        if self.story is not None and self.story.story_id != self.story_id:
+            raise PydanticCustomError("other_story", "story is not the article's story_id")
+        dedup_fields = (self.duplicate_of, self.story_id, self.dedup_reason, self.story)
+        if not self.is_article and any(v is not None for v in dedup_fields):
+            raise PydanticCustomError(
+                "decided_non_article", "a page that is not an article has no dedup fields"
+            )
+        return self
 
 
 WatchId = Annotated[str, Field(pattern=r"^w-[0-9a-f]{16}$")]
@@ -195,19 +252,22 @@ class ContractError(ValueError):
 
 
 def encode(message: Message) -> bytes:
-    """Validate (again, in case it was built with ``model_construct``) and serialize."""
+    """Validate strictly (again, in case it was built with ``model_construct``) and serialize."""
     try:
-        checked = type(message).model_validate(message.model_dump())
+        # Without serializer warnings: what does not fit the model fails validation just after.
+        checked = type(message).model_validate(message.model_dump(warnings=False))
     except ValidationError as exc:
         raise ContractError(type(message), _summary(exc)) from exc
     return checked.model_dump_json().encode("utf-8")
 
 
 def decode(model: type[M], payload: bytes | str | None) -> M:
+    """Validate and parse, ignoring fields the model does not know (a newer producer's)."""
     if payload is None:
         raise ContractError(model, "empty message (tombstone)")
     try:
-        return model.model_validate_json(payload)
+        # The per-call ``extra`` overrides every nested model's ``extra="forbid"`` too.
+        return model.model_validate_json(payload, extra="ignore")
     except ValidationError as exc:
         raise ContractError(model, _summary(exc)) from exc
 

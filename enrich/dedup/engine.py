@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -24,9 +24,9 @@ from enrich.dedup.cluster import ClusterConfig, Story, StoryClusterer
 from enrich.dedup.minhash import MinHasher, Signature, containment, jaccard_many
 from enrich.dedup.store import ArticleStore, Segment
 from enrich.dedup.text import U64, TextFeatures, features, stable_hash64
+from newsflow.contracts import DedupReason
 from newsflow.urls import InvalidURLError, normalize_url
 
-Reason = Literal["new", "replay", "version", "url", "exact", "near"]
 SNAPSHOT_FORMAT = 3  # 2: compact story clusters with merges; 3: first 1,000 words
 
 
@@ -70,7 +70,7 @@ class DedupDecision(BaseModel):
     story_id: str
     version: int
     is_new_story: bool
-    reason: Reason
+    reason: DedupReason
     similarity: float | None = None  # Jaccard (near) or cosine to the story (clustering)
     story: StoryUpdate | None = None  # None when the story left the clustering window
 
@@ -147,22 +147,26 @@ class DedupEngine:
         outlet_code = stable_hash64(item.outlet) & 0xFFFFFFFF
 
         original: int | None = None
-        reason: Reason = "new"
+        reason = DedupReason.NEW
         similarity: float | None = None
         for seq in hits.get("url", []):
             if self._alive(seq) is not None:
-                original, reason = seq, "url"
+                original, reason = seq, DedupReason.URL
                 break
         if original is None:
             for seq in hits.get("hash", []):
                 found = self._alive(seq)
                 if found is not None and int(found[0].chash[found[1]]) == chash:
-                    original, reason = seq, "exact"
+                    original, reason = seq, DedupReason.EXACT
                     break
         if original is None:
             best = self._near(hits.get("band", []), sig_f, sig_u, outlet_code)
             if best is not None:
-                original, reason, similarity = best.seq, "near", round(max(best.jf, best.ju), 4)
+                original, reason, similarity = (
+                    best.seq,
+                    DedupReason.NEAR,
+                    round(max(best.jf, best.ju), 4),
+                )
 
         if original is not None:
             located = self.store.locate(original)
@@ -213,7 +217,7 @@ class DedupEngine:
             story_id=assigned.story_id,
             version=1,
             is_new_story=placed.is_new,
-            reason="new",
+            reason=DedupReason.NEW,
             similarity=None if placed.is_new else round(placed.score, 4),
             story=self._story_update(assigned, placed.merged_from),
         )
@@ -234,7 +238,7 @@ class DedupEngine:
                 story_id=story_id,
                 version=int(seg.version[row]),
                 is_new_story=False,
-                reason="replay",
+                reason=DedupReason.REPLAY,
                 story=self._story_update(story),
             )
         sig_f, _ = self._signatures(item.outlet, feats, version=True)
@@ -253,7 +257,7 @@ class DedupEngine:
             story_id=story_id,
             version=version,
             is_new_story=False,
-            reason="version",
+            reason=DedupReason.VERSION,
             story=self._story_update(story),
         )
 

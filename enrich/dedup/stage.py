@@ -34,7 +34,7 @@ from enrich.dedup.engine import (
     SnapshotFormatError,
     StoryUpdate,
 )
-from newsflow.contracts import Article, StorySummary
+from newsflow.contracts import Article, DedupedArticle, StorySummary
 from newsflow.runtime import Done, Inbound, Output, Result, Stage
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,28 @@ def story_summary(story: StoryUpdate | None) -> StorySummary | None:
     return StorySummary.model_validate(story.model_dump())
 
 
-def deduped_article(article: Article, decision: DedupDecision) -> Article:
-    return article.model_copy(
-        update={
+def deduped_article(article: Article, decision: DedupDecision) -> DedupedArticle:
+    return DedupedArticle.model_validate(
+        {
+            **dict(article),
             "duplicate_of": decision.duplicate_of,
             "story_id": decision.story_id,
             "dedup_reason": decision.reason,
             "version": max(article.version, decision.version),
             "story": story_summary(decision.story),
+        }
+    )
+
+
+def passed_through(article: Article) -> DedupedArticle:
+    """A page that is not an article: dedup neither observes nor decides it."""
+    return DedupedArticle.model_validate(
+        {
+            **dict(article),
+            "duplicate_of": None,
+            "story_id": None,
+            "dedup_reason": None,
+            "story": None,
         }
     )
 
@@ -173,10 +187,13 @@ class DedupStage(Stage[Article]):
         for item in batch:
             article = item.message
             if article.is_article:
-                article = deduped_article(article, self.engine.observe(dedup_input(article)))
+                decision = self.engine.observe(dedup_input(article))
+                deduped = deduped_article(article, decision)
                 if self.metrics is not None:
-                    self.metrics.dedup_outcomes.labels(article.dedup_reason or "none").inc()
-            results.append(Done((Output(self.output_topic, article.id, article),)))
+                    self.metrics.dedup_outcomes.labels(decision.reason.value).inc()
+            else:
+                deduped = passed_through(article)
+            results.append(Done((Output(self.output_topic, deduped.id, deduped),)))
             if item.topic == self.input_topic:
                 self.observed[item.partition] = max(
                     self.observed.get(item.partition, 0), item.offset + 1

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from index.indices import ensure_indices
 from index.worker import IndexStage
-from newsflow.contracts import Article, StorySummary
+from newsflow.contracts import DedupedArticle, DedupReason, StorySummary
 from newsflow.es import IndexNames, make_client
 from newsflow.runtime import Inbound
 from newsflow.settings import Settings
@@ -40,9 +40,9 @@ def make_article(
     language: str = "en",
     authors: Sequence[str] = (),
     summary: StorySummary | None = None,
-) -> Article:
+) -> DedupedArticle:
     url = f"http://{outlet}.example/{slug}"
-    return Article(
+    return DedupedArticle(
         id=url_id(url),
         url=url,
         outlet=outlet,
@@ -55,11 +55,12 @@ def make_article(
         fetched_at=(published or T0) + timedelta(minutes=5),
         extractor="test",
         story_id=story_id,
+        dedup_reason=DedupReason.NEW,
         story=summary,
     )
 
 
-def summary_of(articles: Sequence[Article]) -> StorySummary:
+def summary_of(articles: Sequence[DedupedArticle]) -> StorySummary:
     """The story summary dedup would attach to the last of ``articles``."""
     dates = [a.published_at or T0 for a in articles]
     return StorySummary(
@@ -73,7 +74,9 @@ def summary_of(articles: Sequence[Article]) -> StorySummary:
     )
 
 
-def index_articles(es: Elasticsearch, names: IndexNames, articles: Sequence[Article]) -> None:
+def index_articles(
+    es: Elasticsearch, names: IndexNames, articles: Sequence[DedupedArticle]
+) -> None:
     """Through the pipeline's own index stage, then make them searchable."""
     stage = IndexStage(es, names)
     batch = [Inbound("deduped", 0, i, a.id, None, a) for i, a in enumerate(articles)]
@@ -89,7 +92,7 @@ FLOOD = [
 ]
 
 
-def corpus() -> list[Article]:
+def corpus() -> list[DedupedArticle]:
     flood = [
         make_article(
             outlet,
@@ -138,7 +141,7 @@ def corpus() -> list[Article]:
     ]
     # Budget stories for paging: several articles per story, with different weights of the
     # query word, so relevance order interleaves stories.
-    budget: list[Article] = []
+    budget: list[DedupedArticle] = []
     for story in range(14):
         members = []
         for copy in range(1 + story % 4):

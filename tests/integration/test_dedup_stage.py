@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from enrich.dedup.stage import snapshot_path
 from enrich.worker import content_hash
-from newsflow.contracts import Article, decode, encode
+from newsflow.contracts import Article, DedupedArticle, DedupReason, decode, encode
 from newsflow.kafka_io import make_producer
 from newsflow.runtime import StageRunner
 from newsflow.settings import PROJECT_ROOT, Settings
@@ -81,17 +81,17 @@ def produce(settings: Settings, articles: list[Article]) -> None:
 
 
 @pytest.fixture
-def outputs(infra_settings: Settings) -> Iterator[Callable[..., dict[str, list[Article]]]]:
+def outputs(infra_settings: Settings) -> Iterator[Callable[..., dict[str, list[DedupedArticle]]]]:
     """Read the deduped topic from the start until ``done(outputs)``: id → every output."""
     settings = infra_settings
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
     )
-    seen: dict[str, list[Article]] = {}
+    seen: dict[str, list[DedupedArticle]] = {}
 
     def read(
-        done: Callable[[dict[str, list[Article]]], bool], timeout: float = 60
-    ) -> dict[str, list[Article]]:
+        done: Callable[[dict[str, list[DedupedArticle]]], bool], timeout: float = 60
+    ) -> dict[str, list[DedupedArticle]]:
         deadline = time.monotonic() + timeout
         if not consumer.assignment():
             partitions = consumer.partitions_for_topic(settings.topic_deduped_articles) or set()
@@ -103,7 +103,7 @@ def outputs(infra_settings: Settings) -> Iterator[Callable[..., dict[str, list[A
                 raise TimeoutError(f"outputs so far: { {k: len(v) for k, v in seen.items()} }")
             for records in consumer.poll(timeout_ms=500).values():
                 for record in records:
-                    message = decode(Article, record.value)
+                    message = decode(DedupedArticle, record.value)
                     seen.setdefault(message.id, []).append(message)
         return seen
 
@@ -112,7 +112,7 @@ def outputs(infra_settings: Settings) -> Iterator[Callable[..., dict[str, list[A
 
 
 def test_two_owners_race_and_exactly_one_copy_is_the_original(
-    infra_settings: Settings, outputs: Callable[..., dict[str, list[Article]]]
+    infra_settings: Settings, outputs: Callable[..., dict[str, list[DedupedArticle]]]
 ) -> None:
     settings = infra_settings
     group = f"{settings.index_prefix}-dedup"  # not the running stack's group
@@ -166,7 +166,7 @@ def test_two_owners_race_and_exactly_one_copy_is_the_original(
         summary = decided[-1].story
         assert summary is not None and summary.story_id == decided[0].story_id
     solos = [got[a.id][0] for a in inputs if a.outlet == "solo"]
-    assert all(s.duplicate_of is None and s.dedup_reason == "new" for s in solos)
+    assert all(s.duplicate_of is None and s.dedup_reason is DedupReason.NEW for s in solos)
     assert len({s.story_id for s in solos}) == 3
 
 
@@ -197,7 +197,7 @@ def _start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
 
 def test_kill_9_and_restart_resumes_from_the_snapshot(
     infra_settings: Settings,
-    outputs: Callable[..., dict[str, list[Article]]],
+    outputs: Callable[..., dict[str, list[DedupedArticle]]],
     tmp_path: Path,
 ) -> None:
     settings = infra_settings
@@ -239,7 +239,7 @@ def test_kill_9_and_restart_resumes_from_the_snapshot(
     for copy in copies:
         decided = got[copy.id][-1]
         assert decided.duplicate_of == originals[copy.text], (copy.url, decided.dedup_reason)
-        assert decided.dedup_reason == "exact"
+        assert decided.dedup_reason is DedupReason.EXACT
     for original in first + second:
         assert {m.duplicate_of for m in got[original.id]} == {None}
         assert len({m.story_id for m in got[original.id]}) == 1
@@ -357,7 +357,7 @@ def test_a_merge_moves_the_absorbed_storys_articles_in_the_index(infra_settings:
     try:
         stage = IndexStage(es, names)
 
-        def index(articles: list[Article]) -> None:
+        def index(articles: list[DedupedArticle]) -> None:
             batch = [Inbound("t", 0, i, a.id, encode(a), a) for i, a in enumerate(articles)]
             stage.process(batch)
 

@@ -21,7 +21,7 @@ from alert.webhook import (
     sign,
     verify,
 )
-from newsflow.contracts import Alert, Article, StorySummary, Watch
+from newsflow.contracts import Alert, DedupedArticle, DedupReason, StorySummary, Watch
 from newsflow.errors import PermanentError, RetryableError
 from newsflow.runtime import Done, Inbound
 from newsflow.urls import url_id
@@ -32,10 +32,10 @@ STORM = Watch(id="w-" + "b" * 16, name="storms", query="storm")
 TOPIC = "deduped"
 
 
-def article(n: int, story: str, size: int, text: str, outlet: str = "riverside") -> Article:
+def article(n: int, story: str, size: int, text: str, outlet: str = "riverside") -> DedupedArticle:
     url = f"http://{outlet}.example/{story}/{n}"
     aid = url_id(url)
-    return Article(
+    return DedupedArticle(
         id=aid,
         url=url,
         outlet=outlet,
@@ -45,7 +45,7 @@ def article(n: int, story: str, size: int, text: str, outlet: str = "riverside")
         fetched_at=T0 + timedelta(minutes=n),
         extractor="test",
         story_id=story,
-        dedup_reason="new",
+        dedup_reason=DedupReason.NEW,
         story=StorySummary(
             story_id=story,
             first_seen=T0,
@@ -131,7 +131,7 @@ class Feed:
         self.stage = stage
         self.offset = 0
 
-    def run(self, articles: Sequence[Article], *, commit: bool = True) -> list[Alert]:
+    def run(self, articles: Sequence[DedupedArticle], *, commit: bool = True) -> list[Alert]:
         batch = [Inbound(TOPIC, 0, self.offset + i, a.id, None, a) for i, a in enumerate(articles)]
         results = self.stage.process(batch)
         alerts: list[Alert] = []
@@ -213,9 +213,21 @@ def test_another_articles_claim_is_left_to_it() -> None:
     assert other == []  # the first article's redelivery will send it
 
 
-def test_planner_ignores_articles_without_a_story() -> None:
-    plain = article(1, "s1", 1, FLOOD_TEXT).model_copy(update={"story": None})
-    assert new_story_intents(plain, [FLOOD], update_size=5) == []
+def test_articles_without_a_story_raise_nothing() -> None:
+    # A copy that arrived after its story left dedup's clustering window.
+    late = DedupedArticle.model_validate(
+        {**dict(article(1, "s1", 1, FLOOD_TEXT)), "dedup_reason": DedupReason.EXACT, "story": None}
+    )
+    assert new_story_intents(late, [FLOOD], update_size=5) == []
+    assert update_intents(late, {FLOOD.id: 1}, {FLOOD.id: FLOOD}, update_size=5) == []
+    # A page that is not an article, passed through by dedup undecided.
+    page = DedupedArticle.model_validate(
+        {**dict(late), "is_article": False, "story_id": None, "dedup_reason": None}
+    )
+    assert new_story_intents(page, [FLOOD], update_size=5) == []
+    ledger = FakeLedger()
+    assert Feed(make_stage(ledger, [FLOOD], update_size=1)).run([late, page]) == []
+    assert ledger.claims == 0
     grown = article(2, "s1", 5, FLOOD_TEXT)
     assert update_intents(grown, {FLOOD.id: 1}, {}, update_size=5) == []  # watch deleted
     assert len(update_intents(grown, {FLOOD.id: 1}, {FLOOD.id: FLOOD}, update_size=5)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,10 @@ from typer.testing import CliRunner
 from devstack.samples.content import load_outlets
 from enrich.dedup import DedupConfig, DedupDecision, DedupEngine, DedupInput
 from enrich.dedup.cli import dedup_command
+from enrich.dedup.stage import DedupStage
+from enrich.worker import content_hash
+from newsflow.contracts import Article, DedupedArticle, DedupReason, decode, encode
+from newsflow.runtime import Done, Inbound
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 SMALL = DedupConfig(boilerplate_bits=20, segment_rows=64)
@@ -194,6 +199,52 @@ def test_the_window_forgets_old_articles_and_bounds_the_state() -> None:
     assert len(s.engine.store) < 20
     late = s.add(BODIES[0][1], outlet="o2")
     assert late.duplicate_of is None  # its original left the window
+
+
+def _article(n: int, text: str, fetched_at: datetime, *, is_article: bool = True) -> Article:
+    url = f"https://o{n}.example/news/{n}"
+    return Article(
+        id=f"{n:040x}",
+        url=url,
+        outlet=f"o{n}",
+        text=text,
+        is_article=is_article,
+        content_hash=content_hash(text),
+        fetched_at=fetched_at,
+        extractor="test",
+    )
+
+
+def test_the_stage_decides_articles_and_passes_other_pages_through(tmp_path: Path) -> None:
+    stage = DedupStage(input_topic="articles", output_topic="deduped", state_dir=tmp_path)
+    stage.engine = DedupEngine(DedupConfig(boilerplate_bits=20, evict_every=1))
+    later = T0 + timedelta(days=4)  # the first story has left the clustering window (3 days)
+    inputs = [
+        _article(1, BODIES[0][1], T0),
+        _article(2, BODIES[0][1], T0 + timedelta(minutes=5)),
+        _article(3, BODIES[1][1], T0, is_article=False),
+        _article(4, BODIES[2][1], later),
+        _article(5, BODIES[0][1], later + timedelta(minutes=5)),
+    ]
+    batch = [Inbound("articles", 0, i, a.id, None, a) for i, a in enumerate(inputs)]
+    results = stage.process(batch)
+    out: list[DedupedArticle] = []
+    for result in results:
+        assert isinstance(result, Done)
+        (output,) = result.outputs
+        assert isinstance(output.message, DedupedArticle) and output.topic == "deduped"
+        out.append(decode(DedupedArticle, encode(output.message)))
+    first, copy, page, other, late = out
+    assert (first.dedup_reason, first.story_id, first.duplicate_of) == ("new", first.id, None)
+    assert first.story is not None and first.story.articles == 1
+    assert (copy.dedup_reason, copy.duplicate_of, copy.story_id) == ("exact", first.id, first.id)
+    assert copy.story is not None and copy.story.articles == 2
+    assert (page.duplicate_of, page.story_id, page.dedup_reason, page.story) == (None,) * 4
+    assert other.dedup_reason is DedupReason.NEW and other.story is not None
+    # A copy after its story left the clustering window: decided, without a summary.
+    assert (late.dedup_reason, late.duplicate_of, late.story_id) == ("exact", first.id, first.id)
+    assert late.story is None
+    assert stage.engine.observed == 4  # the page that is not an article is not observed
 
 
 def _inputs() -> list[DedupInput]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,21 @@ def test_invalid_message_is_dead_lettered_with_reason_and_original_value() -> No
     assert (letter.source_topic, letter.partition, letter.offset) == (IN, 0, 7)
     assert letter.value == '{"schema_version": 1, "url": 3}'
     assert consumer.commits[0][TopicPartition(IN, 0)].offset == 8
+
+
+def test_a_newer_producers_field_is_ignored_another_schema_version_dead_lettered() -> None:
+    original = page(0)
+    newer = json.dumps({**original.model_dump(mode="json"), "added_later": "x"}).encode()
+    v99 = json.dumps({**page(1).model_dump(mode="json"), "schema_version": 99}).encode()
+    consumer = FakeConsumer([[record(0, newer), record(1, v99)]])
+    producer = FakeProducer()
+    runner(ScriptedStage({}), consumer, producer).run_once()
+    (output,) = [decode(RawPage, value) for topic, _, value in producer.sent if topic == OUT]
+    assert output == original  # passed on without the field it did not know
+    (letter,) = letters(producer)
+    assert (letter.reason, letter.offset) == ("invalid_message", 1)
+    assert "schema_version" in letter.detail
+    assert consumer.commits[0][TopicPartition(IN, 0)].offset == 2
 
 
 def test_permanent_error_goes_straight_to_dead_letters() -> None:
