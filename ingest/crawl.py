@@ -12,17 +12,10 @@ frontier for the next run); an article fetched less than ``revisit_after_hours``
 fetched again; a revisited article whose body hash changed is produced again with the next
 ``version``. Per-feed health is recorded on every poll.
 
-Reason codes (stable; they label the metrics too):
-
-* fetch results (:data:`ingest.fetch.REASONS`): ``fetched``, ``not_modified`` (304 to a
-  conditional GET), ``robots_disallowed``, ``rate_limited`` (429, or the host's slot is too far
-  away), ``timeout``, ``too_large``, ``too_many_redirects``, ``blocked_address``, ``not_html``,
-  ``bad_encoding``, ``http_error``, ``offsite``, ``parse_error``;
-* crawl decisions: ``unchanged`` (200 but the same body hash as last time: nothing produced),
-  ``seen`` (an article fetched within the revisit interval, or in this process's ``seen``
-  set: no request sent), ``over_limit`` (beyond ``max_articles_per_run``; fetched next run),
-  ``not_due`` (a feed not due yet under adaptive polling: no request sent), ``duplicate``
-  (fetched, but its ``rel=canonical`` URL was produced already: nothing produced).
+Every outcome's ``reason`` is an :class:`ingest.reasons.Reason` (stable; they label the
+metrics too), which says what each code means: the fetcher's (``fetched``, ``not_modified``,
+``timeout``…) and the crawl's own decisions (``unchanged``, ``seen``, ``over_limit``,
+``not_due``, ``duplicate``).
 
 Outlets with ``discover: true`` and no feeds/sitemaps (:func:`discover_sources`): the homepage
 is fetched (conditional GET) and yields a ``homepage`` outcome; feeds come from its
@@ -69,6 +62,7 @@ from ingest.discovery import (
 )
 from ingest.fetch import Fetcher, FetchPolicy, FetchResult
 from ingest.metrics import METRICS
+from ingest.reasons import Disposition, Reason
 from ingest.state import StateStore, UrlRecord
 from newsflow.contracts import RawPage
 from newsflow.outlets import Outlet
@@ -76,8 +70,6 @@ from newsflow.settings import Settings
 from newsflow.urls import InvalidURLError, normalize_url, url_id
 
 __all__ = [
-    "FAILED",
-    "SKIPPED",
     "CrawlOutcome",
     "DiscoveredSources",
     "OutcomeKind",
@@ -89,29 +81,6 @@ __all__ = [
 
 OutcomeKind = Literal["homepage", "feed", "sitemap", "article"]
 
-#: Reasons that mean "deliberately not ingested" rather than "something went wrong".
-SKIPPED = frozenset(
-    {
-        "seen",
-        "over_limit",
-        "not_modified",
-        "unchanged",
-        "not_due",
-        "not_html",
-        "offsite",
-        "too_large",
-        "blocked_address",
-        "robots_disallowed",
-        "rate_limited",
-        "duplicate",
-    }
-)
-FAILED = frozenset({"timeout", "too_many_redirects", "bad_encoding", "http_error", "parse_error"})
-#: Source outcomes that count as a successful poll for feed health.
-_SOURCE_OK = frozenset({"fetched", "not_modified", "unchanged"})
-#: Article failures worth retrying next run (left in the frontier, not recorded as fetched).
-_RETRY_LATER = frozenset({"timeout", "rate_limited"})
-
 #: Bounds for sitemap indexes.
 SITEMAP_MAX_DEPTH = 3
 SITEMAP_MAX_DOCUMENTS = 50
@@ -122,11 +91,11 @@ _POLL_SLACK = 60.0
 @dataclass(frozen=True)
 class CrawlOutcome:
     """What happened to one URL. ``page`` is set exactly when an article is to be produced
-    (``reason == "fetched"``); ``version`` counts its content versions (1 = first)."""
+    (reason ``fetched``); ``version`` counts its content versions (1 = first)."""
 
     url: str
     status: int | None
-    reason: str  # see the module docstring
+    reason: Reason
     bytes: int
     elapsed_ms: float
     page: RawPage | None = None
@@ -140,7 +109,7 @@ class CrawlOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.reason == "fetched"
+        return self.reason is Reason.FETCHED
 
     def json_line(self) -> dict[str, Any]:
         """The operator's view (``newsflow crawl --stdout``)."""
@@ -148,7 +117,7 @@ class CrawlOutcome:
             "url": self.url,
             "kind": self.kind,
             "status": self.status,
-            "reason": self.reason,
+            "reason": str(self.reason),
             "bytes": self.bytes,
             "elapsed_ms": self.elapsed_ms,
             "detail": self.detail,
@@ -161,7 +130,7 @@ def _from_fetch(
     result: FetchResult,
     kind: OutcomeKind,
     *,
-    reason: str | None = None,
+    reason: Reason | None = None,
     detail: str | None = None,
     page: RawPage | None = None,
     source: str | None = None,
@@ -187,7 +156,7 @@ def _from_fetch(
 
 def _skipped(
     url: str,
-    reason: str,
+    reason: Reason,
     detail: str = "",
     source: str | None = None,
     kind: OutcomeKind = "article",
@@ -263,7 +232,7 @@ def _crawl(
         if now + _POLL_SLACK >= health.next_poll_at:
             return None
         minutes = (health.next_poll_at - now) / 60
-        return _skipped(url, "not_due", f"next poll in {minutes:.0f} min", kind=kind)
+        return _skipped(url, Reason.NOT_DUE, f"next poll in {minutes:.0f} min", kind=kind)
 
     def remember(items: list[DiscoveredItem], source_url: str, kind: OutcomeKind) -> int:
         """Store discovered articles (the frontier); returns how many are new to us."""
@@ -282,7 +251,7 @@ def _crawl(
     def poll(url: str, kind: OutcomeKind, outcome: CrawlOutcome, new_items: int = 0) -> None:
         if state is None:
             return
-        ok = outcome.reason in _SOURCE_OK
+        ok = outcome.reason.poll_ok
         error = None if ok else f"{outcome.reason}: {outcome.detail}"
         state.record_poll(
             url,
@@ -315,7 +284,7 @@ def _crawl(
         record = state.get(feed_url) if state is not None else None
         headers = record.conditional_headers() if record and record.content_hash else None
         result = fetcher.fetch_document(feed_url, policy, headers)
-        if result.reason == "not_modified":
+        if result.reason is Reason.NOT_MODIFIED:
             if state is not None:
                 _record_not_modified(state, feed_url, outlet, "feed", result)
             outcome = _from_fetch(result, "feed")
@@ -333,7 +302,7 @@ def _crawl(
             if state is not None:
                 _record_document(state, outlet, "feed", result, digest)
             outcome = _from_fetch(
-                result, "feed", reason="unchanged", detail="same body hash as last time"
+                result, "feed", reason=Reason.UNCHANGED, detail="same body hash as last time"
             )
             poll(feed_url, "feed", outcome)
             yield outcome
@@ -341,7 +310,7 @@ def _crawl(
         try:
             items = parse_feed(result.body, base_url=result.final_url)
         except DiscoveryError as exc:
-            outcome = _from_fetch(result, "feed", reason="parse_error", detail=str(exc))
+            outcome = _from_fetch(result, "feed", reason=Reason.PARSE_ERROR, detail=str(exc))
             poll(feed_url, "feed", outcome)
             yield outcome
             continue
@@ -380,14 +349,14 @@ def _crawl(
             result = fetcher.fetch_document(url, policy, headers)
             fetched[url] = result
             if record is not None and state is not None:
-                same = result.reason == "not_modified" or (
+                same = result.reason is Reason.NOT_MODIFIED or (
                     result.ok
                     and result.body is not None
                     and _sha256(result.body) == record.content_hash
                 )
                 if same:
                     unchanged.add(url)
-                    if result.reason == "not_modified":
+                    if result.reason is Reason.NOT_MODIFIED:
                         _record_not_modified(state, url, outlet, "sitemap", result)
                     else:
                         _record_document(
@@ -432,16 +401,19 @@ def _crawl(
                 doc_outcomes.append(
                     _from_fetch(result, "sitemap", reason=failure.reason, detail=failure.detail)
                 )
-            elif url in unchanged and result.reason != "not_modified":
+            elif url in unchanged and result.reason != Reason.NOT_MODIFIED:
                 doc_outcomes.append(
                     _from_fetch(
-                        result, "sitemap", reason="unchanged", detail="same body hash as last time"
+                        result,
+                        "sitemap",
+                        reason=Reason.UNCHANGED,
+                        detail="same body hash as last time",
                     )
                 )
             else:
                 doc_outcomes.append(_from_fetch(result, "sitemap"))
         for failure in failures.values():  # children never loaded (too deep / offsite)
-            reason = "offsite" if failure.reason == "offsite" else "over_limit"
+            reason = Reason.OFFSITE if failure.reason is Reason.OFFSITE else Reason.OVER_LIMIT
             doc_outcomes.append(
                 CrawlOutcome(
                     failure.url, None, reason, 0, 0.0, kind="sitemap", detail=failure.detail
@@ -460,7 +432,7 @@ def _crawl(
     items, offsite = split_onsite(dedupe(discovered), outlet.is_onsite)
     for item in offsite:
         yield _skipped(
-            item.url, "offsite", "link outside the outlet's domains", origin.get(item.url)
+            item.url, Reason.OFFSITE, "link outside the outlet's domains", origin.get(item.url)
         )
 
     records: dict[str, UrlRecord] = {}
@@ -484,22 +456,22 @@ def _crawl(
         source = origin.get(item.url)
         record = records.get(item.url)
         if seen is not None and item.url in seen:
-            yield _skipped(item.url, "seen", source=source)
+            yield _skipped(item.url, Reason.SEEN, source=source)
             continue
         if record is not None and record.last_fetched_at is not None:
             age = now - record.last_fetched_at
             if age < revisit:
                 detail = f"fetched {age / 3600:.1f} h ago ({record.last_reason})"
-                yield _skipped(item.url, "seen", detail, source)
+                yield _skipped(item.url, Reason.SEEN, detail, source)
                 continue
         if item.url in canonicals:
             yield _skipped(
-                item.url, "duplicate", "the canonical of a page produced already", source
+                item.url, Reason.DUPLICATE, "the canonical of a page produced already", source
             )
             continue
         if budget <= 0:
             limit = f"max_articles_per_run={outlet.max_articles_per_run}"
-            yield _skipped(item.url, "over_limit", limit, source)
+            yield _skipped(item.url, Reason.OVER_LIMIT, limit, source)
             continue
         budget -= 1
         revisiting = record is not None and record.content_hash is not None
@@ -507,11 +479,7 @@ def _crawl(
         result = fetcher.fetch_page(item.url, policy, headers)
         if not result.ok or result.text is None:
             outcome = _from_fetch(result, "article", source=source)
-            if (
-                state is not None
-                and result.reason not in _RETRY_LATER
-                and not (result.reason == "http_error" and (result.status or 500) >= 500)
-            ):
+            if state is not None and not result.reason.retried_next_run(result.status):
                 record_article(state, outlet, outcome)
             yield outcome
             continue
@@ -520,7 +488,7 @@ def _crawl(
             outcome = _from_fetch(
                 result,
                 "article",
-                reason="unchanged",
+                reason=Reason.UNCHANGED,
                 detail="same body hash as last time",
                 source=source,
                 version=record.version,
@@ -539,20 +507,20 @@ def _crawl(
             yield _from_fetch(
                 result,
                 "article",
-                reason="duplicate",
+                reason=Reason.DUPLICATE,
                 detail=f"canonical {canonical} already produced",
                 source=source,
                 content_hash=digest,
             )
             if state is not None:
-                record_article(state, outlet, _skipped(item.url, "duplicate"))
+                record_article(state, outlet, _skipped(item.url, Reason.DUPLICATE))
             continue
         version = (record.version if record is not None else 0) + 1
         try:
             page = _raw_page(outlet, item, result, version)
         except (ValidationError, InvalidURLError) as exc:
             yield _from_fetch(
-                result, "article", reason="parse_error", detail=str(exc), source=source
+                result, "article", reason=Reason.PARSE_ERROR, detail=str(exc), source=source
             )
             continue
         if seen is not None:
@@ -572,7 +540,11 @@ def _crawl(
             canonicals.add(canonical)
             if state is not None and canonical != item.url:
                 state.record_fetch(
-                    canonical, outlet=outlet.name, kind="canonical", status=None, reason="fetched"
+                    canonical,
+                    outlet=outlet.name,
+                    kind="canonical",
+                    status=None,
+                    reason=Reason.FETCHED,
                 )
         yield outcome
 
@@ -597,7 +569,7 @@ def _recently_fetched(state: StateStore | None, url: str, now: float, revisit: f
     return (
         record is not None
         and record.last_fetched_at is not None
-        and record.last_reason == "fetched"
+        and record.last_reason == Reason.FETCHED
         and now - record.last_fetched_at < revisit
     )
 
@@ -630,13 +602,13 @@ def discover_sources(
     page_links: list[DiscoveredItem] = []
     changed = False
     detail = ""
-    if result.reason == "not_modified" or (
+    if result.reason is Reason.NOT_MODIFIED or (
         result.ok
         and result.text is not None
         and record is not None
         and record.content_hash == _sha256(result.text.encode("utf-8"))
     ):
-        reason = "not_modified" if result.reason == "not_modified" else "unchanged"
+        reason = Reason.NOT_MODIFIED if result.reason is Reason.NOT_MODIFIED else Reason.UNCHANGED
         if state is not None:
             state.record_fetch(
                 home,
@@ -653,7 +625,7 @@ def discover_sources(
         try:
             links = parse_homepage(result.text, base_url=result.final_url)
         except DiscoveryError as exc:
-            outcome = _from_fetch(result, "homepage", reason="parse_error", detail=str(exc))
+            outcome = _from_fetch(result, "homepage", reason=Reason.PARSE_ERROR, detail=str(exc))
             links = None
         else:
             outcome = _from_fetch(result, "homepage")
@@ -676,7 +648,7 @@ def discover_sources(
             state.discover(
                 outlet.name, [(u, None, None) for u in known_sitemaps], kind="found_sitemap"
             )
-    if detail and outcome.reason == "fetched":
+    if detail and outcome.reason is Reason.FETCHED:
         outcome = replace(outcome, detail=detail)
     yield outcome
     found.feeds, found.sitemaps = known_feeds, known_sitemaps
@@ -693,7 +665,9 @@ def discover_sources(
                     section_result.text, base_url=section_result.final_url
                 ).links
             except DiscoveryError as exc:
-                yield _from_fetch(section_result, "homepage", reason="parse_error", detail=str(exc))
+                yield _from_fetch(
+                    section_result, "homepage", reason=Reason.PARSE_ERROR, detail=str(exc)
+                )
                 continue
         yield _from_fetch(
             section_result, "homepage", detail=f"section page, {len(section_links)} links"
@@ -770,7 +744,7 @@ def _record_document(
         outlet=outlet.name,
         kind=kind,
         status=result.status,
-        reason="fetched",
+        reason=Reason.FETCHED,
         etag=result.headers.get("etag"),
         last_modified=result.headers.get("last-modified"),
         content_hash=digest,
@@ -819,7 +793,7 @@ def _record_not_modified(
         outlet=outlet.name,
         kind=kind,
         status=result.status,
-        reason="not_modified",
+        reason=Reason.NOT_MODIFIED,
         etag=result.headers.get("etag"),
         last_modified=result.headers.get("last-modified"),
     )
@@ -843,19 +817,21 @@ def summarize(outcomes: Iterable[CrawlOutcome]) -> dict[str, Any]:
     for outcome in outcomes:
         total_bytes += outcome.bytes
         elapsed += outcome.elapsed_ms
+        reason = outcome.reason
         if outcome.kind != "article":
-            if outcome.reason in _SOURCE_OK or outcome.reason == "not_due":
+            # A source not due was not polled this run: not a failure.
+            if reason.poll_ok or reason is Reason.NOT_DUE:
                 sources_ok += 1
             else:
-                sources_failed[outcome.reason] += 1
+                sources_failed[str(reason)] += 1
             continue
         discovered.add(outcome.url)
         if outcome.ok:
             fetched += 1
-        elif outcome.reason in SKIPPED:
-            skipped[outcome.reason] += 1
+        elif reason.disposition is Disposition.SKIPPED:
+            skipped[str(reason)] += 1
         else:
-            failed[outcome.reason] += 1
+            failed[str(reason)] += 1
     return {
         "discovered": len(discovered),
         "fetched": fetched,
