@@ -12,17 +12,14 @@ frontier for the next run); an article fetched less than ``revisit_after_hours``
 fetched again; a revisited article whose body hash changed is produced again with the next
 ``version``. Per-feed health is recorded on every poll.
 
-Reason codes (stable; they label the metrics too):
+Every outcome's ``reason`` is an :class:`ingest.reasons.Reason` (stable; they label the
+metrics too), which says what each code means: the fetcher's (``fetched``, ``not_modified``,
+``timeout``…) and the crawl's own decisions (``unchanged``, ``seen``, ``over_limit``,
+``not_due``, ``duplicate``).
 
-* fetch results (:data:`ingest.fetch.REASONS`): ``fetched``, ``not_modified`` (304 to a
-  conditional GET), ``robots_disallowed``, ``rate_limited`` (429, or the host's slot is too far
-  away), ``timeout``, ``too_large``, ``too_many_redirects``, ``blocked_address``, ``not_html``,
-  ``bad_encoding``, ``http_error``, ``offsite``, ``parse_error``;
-* crawl decisions: ``unchanged`` (200 but the same body hash as last time: nothing produced),
-  ``seen`` (an article fetched within the revisit interval, or in this process's ``seen``
-  set: no request sent), ``over_limit`` (beyond ``max_articles_per_run``; fetched next run),
-  ``not_due`` (a feed not due yet under adaptive polling: no request sent), ``duplicate``
-  (fetched, but its ``rel=canonical`` URL was produced already: nothing produced).
+The crawl runs in named steps (:class:`OutletCrawl`): find the sources, read each feed and
+sitemap, choose the candidate articles, then fetch, check and record each one. It uses the
+state only through :class:`~ingest.state.CrawlState`.
 
 Outlets with ``discover: true`` and no feeds/sitemaps (:func:`discover_sources`): the homepage
 is fetched (conditional GET) and yields a ``homepage`` outcome; feeds come from its
@@ -45,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -59,6 +56,7 @@ from ingest.discovery import (
     DiscoveredItem,
     DiscoveryError,
     SitemapDocument,
+    SitemapWalk,
     dedupe,
     looks_like_article,
     parse_feed,
@@ -69,18 +67,18 @@ from ingest.discovery import (
 )
 from ingest.fetch import Fetcher, FetchPolicy, FetchResult
 from ingest.metrics import METRICS
-from ingest.state import StateStore, UrlRecord
+from ingest.reasons import Disposition, Reason
+from ingest.state import CrawlState, UrlRecord
 from newsflow.contracts import RawPage
 from newsflow.outlets import Outlet
 from newsflow.settings import Settings
 from newsflow.urls import InvalidURLError, normalize_url, url_id
 
 __all__ = [
-    "FAILED",
-    "SKIPPED",
     "CrawlOutcome",
     "DiscoveredSources",
     "OutcomeKind",
+    "OutletCrawl",
     "crawl_outlet",
     "discover_sources",
     "record_article",
@@ -88,29 +86,6 @@ __all__ = [
 ]
 
 OutcomeKind = Literal["homepage", "feed", "sitemap", "article"]
-
-#: Reasons that mean "deliberately not ingested" rather than "something went wrong".
-SKIPPED = frozenset(
-    {
-        "seen",
-        "over_limit",
-        "not_modified",
-        "unchanged",
-        "not_due",
-        "not_html",
-        "offsite",
-        "too_large",
-        "blocked_address",
-        "robots_disallowed",
-        "rate_limited",
-        "duplicate",
-    }
-)
-FAILED = frozenset({"timeout", "too_many_redirects", "bad_encoding", "http_error", "parse_error"})
-#: Source outcomes that count as a successful poll for feed health.
-_SOURCE_OK = frozenset({"fetched", "not_modified", "unchanged"})
-#: Article failures worth retrying next run (left in the frontier, not recorded as fetched).
-_RETRY_LATER = frozenset({"timeout", "rate_limited"})
 
 #: Bounds for sitemap indexes.
 SITEMAP_MAX_DEPTH = 3
@@ -122,11 +97,11 @@ _POLL_SLACK = 60.0
 @dataclass(frozen=True)
 class CrawlOutcome:
     """What happened to one URL. ``page`` is set exactly when an article is to be produced
-    (``reason == "fetched"``); ``version`` counts its content versions (1 = first)."""
+    (reason ``fetched``); ``version`` counts its content versions (1 = first)."""
 
     url: str
     status: int | None
-    reason: str  # see the module docstring
+    reason: Reason
     bytes: int
     elapsed_ms: float
     page: RawPage | None = None
@@ -140,7 +115,7 @@ class CrawlOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.reason == "fetched"
+        return self.reason is Reason.FETCHED
 
     def json_line(self) -> dict[str, Any]:
         """The operator's view (``newsflow crawl --stdout``)."""
@@ -148,7 +123,7 @@ class CrawlOutcome:
             "url": self.url,
             "kind": self.kind,
             "status": self.status,
-            "reason": self.reason,
+            "reason": str(self.reason),
             "bytes": self.bytes,
             "elapsed_ms": self.elapsed_ms,
             "detail": self.detail,
@@ -161,7 +136,7 @@ def _from_fetch(
     result: FetchResult,
     kind: OutcomeKind,
     *,
-    reason: str | None = None,
+    reason: Reason | None = None,
     detail: str | None = None,
     page: RawPage | None = None,
     source: str | None = None,
@@ -187,7 +162,7 @@ def _from_fetch(
 
 def _skipped(
     url: str,
-    reason: str,
+    reason: Reason,
     detail: str = "",
     source: str | None = None,
     kind: OutcomeKind = "article",
@@ -220,7 +195,7 @@ def crawl_outlet(
     settings: Settings,
     seen: set[str] | None = None,
     policy: FetchPolicy | None = None,
-    state: StateStore | None = None,
+    state: CrawlState | None = None,
     defer_article_records: bool = False,
 ) -> Iterator[CrawlOutcome]:
     """Discover and fetch one outlet's articles, yielding an outcome per URL as it goes.
@@ -235,43 +210,178 @@ def crawl_outlet(
     reported as ``over_limit`` (still new, so the next run picks them up).
     """
     policy = policy or FetchPolicy.for_outlet(outlet, settings)
-    for outcome in _crawl(outlet, fetcher, settings, seen, policy, state, defer_article_records):
+    crawl = OutletCrawl(
+        outlet,
+        fetcher,
+        settings,
+        policy,
+        state,
+        seen=seen,
+        defer_article_records=defer_article_records,
+    )
+    for outcome in crawl.run():
         METRICS.urls.labels(outlet.name, outcome.kind, outcome.reason).inc()
         yield outcome
 
 
-def _crawl(
-    outlet: Outlet,
-    fetcher: Fetcher,
-    settings: Settings,
-    seen: set[str] | None,
-    policy: FetchPolicy,
-    state: StateStore | None,
-    defer: bool,
-) -> Iterator[CrawlOutcome]:
-    discovered: list[DiscoveredItem] = []
-    origin: dict[str, str] = {}  # article URL -> the feed/sitemap that announced it
-    bounds = _poll_bounds(outlet)
-    now = state.clock() if state is not None else time.time()
+class OutletCrawl:
+    """One crawl of one outlet, in the steps :meth:`run` takes in order: find the sources,
+    read each feed and sitemap, choose the candidate articles, then fetch, check and record
+    each article.
 
-    def not_due(url: str, kind: OutcomeKind) -> CrawlOutcome | None:
-        if state is None or bounds is None:
+    Why a class: the steps share the run's context (outlet, fetcher, policy, state, the time
+    the run started) and what earlier steps found (the articles announced so far), and the
+    article step keeps the run's budget and the canonical URLs produced; as attributes, each
+    step can be read, and called from a test, on its own.
+    """
+
+    def __init__(
+        self,
+        outlet: Outlet,
+        fetcher: Fetcher,
+        settings: Settings,
+        policy: FetchPolicy,
+        state: CrawlState | None,
+        *,
+        seen: set[str] | None = None,
+        defer_article_records: bool = False,
+    ) -> None:
+        self.outlet = outlet
+        self.fetcher = fetcher
+        self.policy = policy
+        self.state = state
+        self.seen = seen
+        self.defer_article_records = defer_article_records
+        self.poll_bounds = _poll_bounds(outlet)
+        self.now = state.clock() if state is not None else time.time()
+        self.revisit_seconds = settings.revisit_after_hours * 3600
+        self.announced = _Announced()
+        self.budget = outlet.max_articles_per_run
+        self.canonicals: set[str] = set()  # canonical URLs produced in this run
+
+    def run(self) -> Iterator[CrawlOutcome]:
+        """Every outcome of the crawl, in order."""
+        feeds, sitemaps = yield from self.find_sources()
+        for feed_url in feeds:
+            yield from self.read_feed(feed_url)
+        for sitemap_url in sitemaps:
+            yield from self.read_sitemap(sitemap_url)
+        candidates, records = yield from self.choose_candidates()
+        for item in _newest_first(candidates):
+            yield from self.crawl_article(item, records.get(item.url))
+
+    # ------------------------------------------------------------------ sources
+
+    def find_sources(self) -> Generator[CrawlOutcome, None, tuple[list[str], list[str]]]:
+        """The feeds and sitemaps to read: the registry's, or for a ``discover: true`` outlet
+        those found from its homepage; when none is found, the article links of the homepage
+        and section pages are announced instead (the last resort)."""
+        outlet = self.outlet
+        if not outlet.needs_discovery:
+            return list(outlet.feeds), list(outlet.sitemaps)
+        found = DiscoveredSources()
+        yield from discover_sources(outlet, self.fetcher, self.policy, self.state, found)
+        if not found.feeds and not found.sitemaps:
+            self._remember(found.links)
+            for link in found.links:
+                self.announced.add(link, found.link_sources.get(link.url, outlet.homepage))
+        return found.feeds, found.sitemaps
+
+    def read_feed(self, feed_url: str) -> Iterator[CrawlOutcome]:
+        """Poll one feed with a conditional GET and compare its body hash with last time's, so
+        that an unchanged feed costs one request and announces nothing; its health is recorded
+        on every poll."""
+        skip = self._not_due(feed_url, "feed")
+        if skip is not None:
+            yield skip
+            return
+        record = self.state.get(feed_url) if self.state is not None else None
+        headers = record.conditional_headers() if record and record.content_hash else None
+        result = self.fetcher.fetch_document(feed_url, self.policy, headers)
+        outcome, items, new = self._check_feed(feed_url, record, result)
+        self._record_poll(feed_url, "feed", outcome, new)
+        yield outcome
+        for item in items:
+            self.announced.add(item, feed_url)
+
+    def _check_feed(
+        self, feed_url: str, record: UrlRecord | None, result: FetchResult
+    ) -> tuple[CrawlOutcome, list[DiscoveredItem], int]:
+        """The outcome of one feed fetch, the articles it announces and how many of them are
+        new; records the document (validators, hash) and its articles in the state."""
+        state = self.state
+        if result.reason is Reason.NOT_MODIFIED:
+            if state is not None:
+                _record_not_modified(state, feed_url, self.outlet, "feed", result)
+            return _from_fetch(result, "feed"), [], 0
+        if not result.ok or result.body is None:
+            return _from_fetch(result, "feed"), [], 0
+        digest = _sha256(result.body)
+        if record is not None and record.content_hash == digest:
+            # Stale validators (ETag unchanged or missing) but the same bytes: nothing new.
+            if state is not None:
+                _record_document(state, self.outlet, "feed", result, digest)
+            unchanged = _from_fetch(
+                result, "feed", reason=Reason.UNCHANGED, detail="same body hash as last time"
+            )
+            return unchanged, [], 0
+        try:
+            items = parse_feed(result.body, base_url=result.final_url)
+        except DiscoveryError as exc:
+            return _from_fetch(result, "feed", reason=Reason.PARSE_ERROR, detail=str(exc)), [], 0
+        if state is not None:
+            _record_document(state, self.outlet, "feed", result, digest)
+        new = self._remember(items)
+        detail = f"{len(items)} items, {new} new"
+        return _from_fetch(result, "feed", detail=detail, content_hash=digest), items, new
+
+    def read_sitemap(self, sitemap_url: str) -> Iterator[CrawlOutcome]:
+        """Walk one sitemap or sitemap index within bounds, each document with a conditional
+        GET; yields an outcome per document, records the root's poll and announces the
+        articles found."""
+        skip = self._not_due(sitemap_url, "sitemap")
+        if skip is not None:
+            yield skip
+            return
+        reader = _SitemapReader(self.outlet, self.fetcher, self.policy, self.state)
+        walk = walk_sitemaps(
+            sitemap_url,
+            reader.load,
+            max_depth=SITEMAP_MAX_DEPTH,
+            max_urls=max(self.outlet.max_articles_per_run * 10, 1000),
+            max_sitemaps=SITEMAP_MAX_DOCUMENTS,
+            follow=self.outlet.is_onsite,
+            on_parsed=reader.parsed,
+        )
+        outcomes = reader.outcomes(walk)
+        new = self._remember(walk.items)
+        if outcomes:
+            self._record_poll(sitemap_url, "sitemap", outcomes[0], new)
+        yield from outcomes
+        for item in walk.items:
+            self.announced.add(item, sitemap_url)
+
+    def _not_due(self, url: str, kind: OutcomeKind) -> CrawlOutcome | None:
+        """A ``not_due`` outcome for a source that adaptive polling says to leave alone for
+        now (only with a state and an outlet with poll bounds), else ``None``."""
+        if self.state is None or self.poll_bounds is None:
             return None
-        health = state.get_health(url)
+        health = self.state.get_health(url)
         if health is None or health.next_poll_at is None:
             return None
-        if now + _POLL_SLACK >= health.next_poll_at:
+        if self.now + _POLL_SLACK >= health.next_poll_at:
             return None
-        minutes = (health.next_poll_at - now) / 60
-        return _skipped(url, "not_due", f"next poll in {minutes:.0f} min", kind=kind)
+        minutes = (health.next_poll_at - self.now) / 60
+        return _skipped(url, Reason.NOT_DUE, f"next poll in {minutes:.0f} min", kind=kind)
 
-    def remember(items: list[DiscoveredItem], source_url: str, kind: OutcomeKind) -> int:
-        """Store discovered articles (the frontier); returns how many are new to us."""
-        if state is None:
+    def _remember(self, items: list[DiscoveredItem]) -> int:
+        """Store announced articles on the outlet's domains (the frontier, so those this run
+        does not fetch are fetched next run); returns how many are new to us."""
+        if self.state is None:
             return len(items)
-        onsite = [i for i in items if outlet.is_onsite(i.url)]
-        new = state.discover(
-            outlet.name,
+        onsite = [i for i in items if self.outlet.is_onsite(i.url)]
+        new = self.state.discover(
+            self.outlet.name,
             [
                 (i.url, i.title, i.published_at.timestamp() if i.published_at else None)
                 for i in onsite
@@ -279,194 +389,43 @@ def _crawl(
         )
         return len(new)
 
-    def poll(url: str, kind: OutcomeKind, outcome: CrawlOutcome, new_items: int = 0) -> None:
-        if state is None:
+    def _record_poll(
+        self, url: str, kind: OutcomeKind, outcome: CrawlOutcome, new_items: int = 0
+    ) -> None:
+        """Feed health: one poll of a feed or sitemap, ok or failed by its reason, and when it
+        is due again under adaptive polling."""
+        if self.state is None:
             return
-        ok = outcome.reason in _SOURCE_OK
+        ok = outcome.reason.poll_ok
         error = None if ok else f"{outcome.reason}: {outcome.detail}"
-        state.record_poll(
+        self.state.record_poll(
             url,
-            outlet=outlet.name,
+            outlet=self.outlet.name,
             kind=kind,
             ok=ok,
             new_items=new_items,
             error=error,
-            poll_bounds=bounds,
+            poll_bounds=self.poll_bounds,
         )
-
-    feeds: list[str] = list(outlet.feeds)
-    sitemaps: list[str] = list(outlet.sitemaps)
-    if outlet.needs_discovery:
-        found = DiscoveredSources()
-        yield from discover_sources(outlet, fetcher, policy, state, found)
-        feeds, sitemaps = found.feeds, found.sitemaps
-        if not feeds and not sitemaps:
-            for link in found.links:
-                origin.setdefault(link.url, found.link_sources.get(link.url, outlet.homepage))
-            remember(found.links, outlet.homepage, "article")
-            discovered.extend(found.links)
-
-    # ------------------------------------------------------------------ feeds
-    for feed_url in feeds:
-        skip = not_due(feed_url, "feed")
-        if skip is not None:
-            yield skip
-            continue
-        record = state.get(feed_url) if state is not None else None
-        headers = record.conditional_headers() if record and record.content_hash else None
-        result = fetcher.fetch_document(feed_url, policy, headers)
-        if result.reason == "not_modified":
-            if state is not None:
-                _record_not_modified(state, feed_url, outlet, "feed", result)
-            outcome = _from_fetch(result, "feed")
-            poll(feed_url, "feed", outcome)
-            yield outcome
-            continue
-        if not result.ok or result.body is None:
-            outcome = _from_fetch(result, "feed")
-            poll(feed_url, "feed", outcome)
-            yield outcome
-            continue
-        digest = _sha256(result.body)
-        if record is not None and record.content_hash == digest:
-            # Stale validators (ETag unchanged or missing) but the same bytes: nothing new.
-            if state is not None:
-                _record_document(state, outlet, "feed", result, digest)
-            outcome = _from_fetch(
-                result, "feed", reason="unchanged", detail="same body hash as last time"
-            )
-            poll(feed_url, "feed", outcome)
-            yield outcome
-            continue
-        try:
-            items = parse_feed(result.body, base_url=result.final_url)
-        except DiscoveryError as exc:
-            outcome = _from_fetch(result, "feed", reason="parse_error", detail=str(exc))
-            poll(feed_url, "feed", outcome)
-            yield outcome
-            continue
-        if state is not None:
-            _record_document(state, outlet, "feed", result, digest)
-        new = remember(items, feed_url, "feed")
-        outcome = _from_fetch(
-            result, "feed", detail=f"{len(items)} items, {new} new", content_hash=digest
-        )
-        poll(feed_url, "feed", outcome, new)
-        yield outcome
-        for item in items:
-            origin.setdefault(item.url, feed_url)
-        discovered.extend(items)
-
-    # ------------------------------------------------------------------ sitemaps
-    max_urls = max(outlet.max_articles_per_run * 10, 1000)
-    for sitemap_url in sitemaps:
-        skip = not_due(sitemap_url, "sitemap")
-        if skip is not None:
-            yield skip
-            continue
-        fetched: dict[str, FetchResult] = {}
-        unchanged: set[str] = set()
-        digests: dict[str, str] = {}
-        doc_outcomes: list[CrawlOutcome] = []
-
-        def load(
-            url: str,
-            fetched: dict[str, FetchResult] = fetched,
-            unchanged: set[str] = unchanged,
-            digests: dict[str, str] = digests,
-        ) -> bytes | SitemapDocument | None:
-            record = state.get(url) if state is not None else None
-            headers = record.conditional_headers() if record and record.content_hash else None
-            result = fetcher.fetch_document(url, policy, headers)
-            fetched[url] = result
-            if record is not None and state is not None:
-                same = result.reason == "not_modified" or (
-                    result.ok
-                    and result.body is not None
-                    and _sha256(result.body) == record.content_hash
-                )
-                if same:
-                    unchanged.add(url)
-                    if result.reason == "not_modified":
-                        _record_not_modified(state, url, outlet, "sitemap", result)
-                    else:
-                        _record_document(
-                            state, outlet, "sitemap", result, record.content_hash or ""
-                        )
-                    # Its articles are in the frontier already; an index's children may
-                    # have changed, so walk them.
-                    if record.children:
-                        return SitemapDocument(sitemaps=list(record.children), is_index=True)
-                    return SitemapDocument()
-            if result.ok and result.body is not None:
-                digests[url] = _sha256(result.body)
-                return result.body
-            return None
-
-        def parsed(
-            url: str,
-            doc: SitemapDocument,
-            fetched: dict[str, FetchResult] = fetched,
-            digests: dict[str, str] = digests,
-        ) -> None:
-            if state is not None and url in digests:
-                children = doc.sitemaps if doc.is_index else None
-                _record_document(
-                    state, outlet, "sitemap", fetched[url], digests[url], children=children
-                )
-
-        walk = walk_sitemaps(
-            sitemap_url,
-            load,
-            max_depth=SITEMAP_MAX_DEPTH,
-            max_urls=max_urls,
-            max_sitemaps=SITEMAP_MAX_DOCUMENTS,
-            follow=outlet.is_onsite,
-            on_parsed=parsed,
-        )
-        failures = {f.url: f for f in walk.failures}
-        for url in walk.visited:
-            result = fetched[url]
-            failure = failures.pop(url, None)
-            if failure is not None:
-                doc_outcomes.append(
-                    _from_fetch(result, "sitemap", reason=failure.reason, detail=failure.detail)
-                )
-            elif url in unchanged and result.reason != "not_modified":
-                doc_outcomes.append(
-                    _from_fetch(
-                        result, "sitemap", reason="unchanged", detail="same body hash as last time"
-                    )
-                )
-            else:
-                doc_outcomes.append(_from_fetch(result, "sitemap"))
-        for failure in failures.values():  # children never loaded (too deep / offsite)
-            reason = "offsite" if failure.reason == "offsite" else "over_limit"
-            doc_outcomes.append(
-                CrawlOutcome(
-                    failure.url, None, reason, 0, 0.0, kind="sitemap", detail=failure.detail
-                )
-            )
-        new = remember(walk.items, sitemap_url, "sitemap")
-        root = doc_outcomes[0] if doc_outcomes else None
-        if root is not None:
-            poll(sitemap_url, "sitemap", root, new)
-        yield from doc_outcomes
-        for item in walk.items:
-            origin.setdefault(item.url, sitemap_url)
-        discovered.extend(walk.items)
 
     # ------------------------------------------------------------------ articles
-    items, offsite = split_onsite(dedupe(discovered), outlet.is_onsite)
-    for item in offsite:
-        yield _skipped(
-            item.url, "offsite", "link outside the outlet's domains", origin.get(item.url)
-        )
 
-    records: dict[str, UrlRecord] = {}
-    if state is not None:
+    def choose_candidates(
+        self,
+    ) -> Generator[CrawlOutcome, None, tuple[list[DiscoveredItem], dict[str, UrlRecord]]]:
+        """The articles this run may fetch: those announced on the outlet's domains (the
+        others are reported ``offsite``) plus the frontier earlier runs left, each with its
+        record in the state (keyed by URL)."""
+        items, offsite = split_onsite(dedupe(self.announced.items), self.outlet.is_onsite)
+        for item in offsite:
+            source = self.announced.origin.get(item.url)
+            yield _skipped(item.url, Reason.OFFSITE, "link outside the outlet's domains", source)
+        if self.state is None:
+            return items, {}
         known = {item.url for item in items}
-        for pending in state.frontier(outlet.name, limit=outlet.max_articles_per_run * 2):
+        for pending in self.state.frontier(
+            self.outlet.name, limit=self.outlet.max_articles_per_run * 2
+        ):
             if pending.url not in known:
                 published = (
                     datetime.fromtimestamp(pending.published_at, UTC)
@@ -475,88 +434,119 @@ def _crawl(
                 )
                 items.append(DiscoveredItem(pending.url, pending.title, published))
                 known.add(pending.url)
-        records = state.lookup(item.url for item in items)
+        return items, self.state.lookup(item.url for item in items)
 
-    revisit = settings.revisit_after_hours * 3600
-    budget = outlet.max_articles_per_run
-    canonicals: set[str] = set()  # canonical URLs produced in this run
-    for item in _newest_first(items):
-        source = origin.get(item.url)
-        record = records.get(item.url)
-        if seen is not None and item.url in seen:
-            yield _skipped(item.url, "seen", source=source)
-            continue
-        if record is not None and record.last_fetched_at is not None:
-            age = now - record.last_fetched_at
-            if age < revisit:
-                detail = f"fetched {age / 3600:.1f} h ago ({record.last_reason})"
-                yield _skipped(item.url, "seen", detail, source)
-                continue
-        if item.url in canonicals:
-            yield _skipped(
-                item.url, "duplicate", "the canonical of a page produced already", source
-            )
-            continue
-        if budget <= 0:
-            limit = f"max_articles_per_run={outlet.max_articles_per_run}"
-            yield _skipped(item.url, "over_limit", limit, source)
-            continue
-        budget -= 1
+    def crawl_article(
+        self, item: DiscoveredItem, record: UrlRecord | None
+    ) -> Iterator[CrawlOutcome]:
+        """One candidate article: skipped without a request when it needs none, otherwise
+        fetched (conditionally when revisiting) within the run's budget, then checked."""
+        source = self.announced.origin.get(item.url)
+        skip = self._skip_unfetched(item, record, source)
+        if skip is not None:
+            yield skip
+            return
+        self.budget -= 1
         revisiting = record is not None and record.content_hash is not None
         headers = record.conditional_headers() if record is not None and revisiting else None
-        result = fetcher.fetch_page(item.url, policy, headers)
+        result = self.fetcher.fetch_page(item.url, self.policy, headers)
+        yield from self._check_article(item, record, source, result)
+
+    def _skip_unfetched(
+        self, item: DiscoveredItem, record: UrlRecord | None, source: str | None
+    ) -> CrawlOutcome | None:
+        """Why an article is not fetched this run (seen in this process, fetched within the
+        revisit interval, the canonical of a page produced already, over the budget), or
+        ``None`` to fetch it."""
+        if self.seen is not None and item.url in self.seen:
+            return _skipped(item.url, Reason.SEEN, source=source)
+        if record is not None and record.last_fetched_at is not None:
+            age = self.now - record.last_fetched_at
+            if age < self.revisit_seconds:
+                detail = f"fetched {age / 3600:.1f} h ago ({record.last_reason})"
+                return _skipped(item.url, Reason.SEEN, detail, source)
+        if item.url in self.canonicals:
+            detail = "the canonical of a page produced already"
+            return _skipped(item.url, Reason.DUPLICATE, detail, source)
+        if self.budget <= 0:
+            limit = f"max_articles_per_run={self.outlet.max_articles_per_run}"
+            return _skipped(item.url, Reason.OVER_LIMIT, limit, source)
+        return None
+
+    def _check_article(
+        self,
+        item: DiscoveredItem,
+        record: UrlRecord | None,
+        source: str | None,
+        result: FetchResult,
+    ) -> Iterator[CrawlOutcome]:
+        """Judge a fetched article: failed, unchanged, a duplicate of a canonical produced
+        already, unparseable, or a page to produce (a new version when revisited); each is
+        recorded in the state as it is decided, except failures worth retrying next run."""
         if not result.ok or result.text is None:
             outcome = _from_fetch(result, "article", source=source)
-            if (
-                state is not None
-                and result.reason not in _RETRY_LATER
-                and not (result.reason == "http_error" and (result.status or 500) >= 500)
-            ):
-                record_article(state, outlet, outcome)
+            if not result.reason.retried_next_run(result.status):
+                self._record_article(outcome)
             yield outcome
-            continue
+            return
         digest = _sha256(result.text.encode("utf-8"))
         if record is not None and record.content_hash == digest:
             outcome = _from_fetch(
                 result,
                 "article",
-                reason="unchanged",
+                reason=Reason.UNCHANGED,
                 detail="same body hash as last time",
                 source=source,
                 version=record.version,
                 content_hash=digest,
             )
-            if state is not None:
-                record_article(state, outlet, outcome)
+            self._record_article(outcome)
             yield outcome
-            continue
-        canonical = _canonical(result.text, result.final_url, outlet)
+            return
+        canonical = _canonical(result.text, result.final_url, self.outlet)
         if (
             canonical is not None
             and canonical != item.url
-            and (canonical in canonicals or _recently_fetched(state, canonical, now, revisit))
+            and (
+                canonical in self.canonicals
+                or _recently_fetched(self.state, canonical, self.now, self.revisit_seconds)
+            )
         ):
             yield _from_fetch(
                 result,
                 "article",
-                reason="duplicate",
+                reason=Reason.DUPLICATE,
                 detail=f"canonical {canonical} already produced",
                 source=source,
                 content_hash=digest,
             )
-            if state is not None:
-                record_article(state, outlet, _skipped(item.url, "duplicate"))
-            continue
+            self._record_article(_skipped(item.url, Reason.DUPLICATE))
+            return
         version = (record.version if record is not None else 0) + 1
         try:
-            page = _raw_page(outlet, item, result, version)
+            page = _raw_page(self.outlet, item, result, version)
         except (ValidationError, InvalidURLError) as exc:
             yield _from_fetch(
-                result, "article", reason="parse_error", detail=str(exc), source=source
+                result, "article", reason=Reason.PARSE_ERROR, detail=str(exc), source=source
             )
-            continue
-        if seen is not None:
-            seen.add(item.url)
+            return
+        yield self._produce(item, result, page, digest, canonical, source)
+
+    def _produce(
+        self,
+        item: DiscoveredItem,
+        result: FetchResult,
+        page: RawPage,
+        digest: str,
+        canonical: str | None,
+        source: str | None,
+    ) -> CrawlOutcome:
+        """A page to produce: remembered as seen, recorded (unless the caller records it once
+        Kafka has acknowledged it), and its canonical kept so that another URL of the same
+        page is a duplicate."""
+        if self.seen is not None:
+            self.seen.add(item.url)
+        version = page.version
         outcome = _from_fetch(
             result,
             "article",
@@ -566,15 +556,131 @@ def _crawl(
             content_hash=digest,
             detail=f"version {version}" if version > 1 else result.detail,
         )
-        if state is not None and not defer:
-            record_article(state, outlet, outcome)
+        if not self.defer_article_records:
+            self._record_article(outcome)
         if canonical is not None:
-            canonicals.add(canonical)
-            if state is not None and canonical != item.url:
-                state.record_fetch(
-                    canonical, outlet=outlet.name, kind="canonical", status=None, reason="fetched"
+            self.canonicals.add(canonical)
+            if self.state is not None and canonical != item.url:
+                self.state.record_fetch(
+                    canonical,
+                    outlet=self.outlet.name,
+                    kind="canonical",
+                    status=None,
+                    reason=Reason.FETCHED,
                 )
-        yield outcome
+        return outcome
+
+    def _record_article(self, outcome: CrawlOutcome) -> None:
+        """Remember an article's outcome in the state (when there is one)."""
+        if self.state is not None:
+            record_article(self.state, self.outlet, outcome)
+
+
+@dataclass
+class _Announced:
+    """The articles the sources announced, in order, and the feed, sitemap or page that
+    first announced each (an article outcome's ``source``)."""
+
+    items: list[DiscoveredItem] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)
+
+    def add(self, item: DiscoveredItem, source: str) -> None:
+        self.origin.setdefault(item.url, source)
+        self.items.append(item)
+
+
+class _SitemapReader:
+    """Loads the documents of one sitemap walk (:func:`walk_sitemaps` calls :meth:`load` and
+    :meth:`parsed`), keeping each fetch result, the documents unchanged since last time and
+    the hashes of new bodies, so that every document gets its outcome and its record."""
+
+    def __init__(
+        self, outlet: Outlet, fetcher: Fetcher, policy: FetchPolicy, state: CrawlState | None
+    ) -> None:
+        self.outlet = outlet
+        self.fetcher = fetcher
+        self.policy = policy
+        self.state = state
+        self.fetched: dict[str, FetchResult] = {}
+        self.unchanged: set[str] = set()
+        self.digests: dict[str, str] = {}
+
+    def load(self, url: str) -> bytes | SitemapDocument | None:
+        """The document's bytes to parse; for one unchanged since last time (304 or the same
+        hash) its remembered children instead, since its articles are in the frontier
+        already; ``None`` when the fetch failed."""
+        state = self.state
+        record = state.get(url) if state is not None else None
+        headers = record.conditional_headers() if record and record.content_hash else None
+        result = self.fetcher.fetch_document(url, self.policy, headers)
+        self.fetched[url] = result
+        if record is not None and state is not None:
+            same = result.reason is Reason.NOT_MODIFIED or (
+                result.ok
+                and result.body is not None
+                and _sha256(result.body) == record.content_hash
+            )
+            if same:
+                self.unchanged.add(url)
+                if result.reason is Reason.NOT_MODIFIED:
+                    _record_not_modified(state, url, self.outlet, "sitemap", result)
+                else:
+                    _record_document(
+                        state, self.outlet, "sitemap", result, record.content_hash or ""
+                    )
+                # An index's children may have changed, so walk them.
+                if record.children:
+                    return SitemapDocument(sitemaps=list(record.children), is_index=True)
+                return SitemapDocument()
+        if result.ok and result.body is not None:
+            self.digests[url] = _sha256(result.body)
+            return result.body
+        return None
+
+    def parsed(self, url: str, doc: SitemapDocument) -> None:
+        """Record a document parsed from new bytes: validators, hash, an index's children."""
+        if self.state is not None and url in self.digests:
+            children = doc.sitemaps if doc.is_index else None
+            _record_document(
+                self.state,
+                self.outlet,
+                "sitemap",
+                self.fetched[url],
+                self.digests[url],
+                children=children,
+            )
+
+    def outcomes(self, walk: SitemapWalk) -> list[CrawlOutcome]:
+        """One outcome per document loaded, in walk order, then one per child sitemap never
+        loaded (``offsite``, or ``over_limit`` past the walk's bounds)."""
+        outcomes: list[CrawlOutcome] = []
+        failures = {f.url: f for f in walk.failures}
+        for url in walk.visited:
+            result = self.fetched[url]
+            failure = failures.pop(url, None)
+            if failure is not None:
+                outcomes.append(
+                    _from_fetch(result, "sitemap", reason=failure.reason, detail=failure.detail)
+                )
+            elif url in self.unchanged and result.reason is not Reason.NOT_MODIFIED:
+                outcomes.append(
+                    _from_fetch(
+                        result,
+                        "sitemap",
+                        reason=Reason.UNCHANGED,
+                        detail="same body hash as last time",
+                    )
+                )
+            else:
+                outcomes.append(_from_fetch(result, "sitemap"))
+        for failure in failures.values():
+            reason = Reason.OFFSITE if failure.reason is Reason.OFFSITE else Reason.OVER_LIMIT
+            outcomes.append(
+                CrawlOutcome(
+                    failure.url, None, reason, 0, 0.0, kind="sitemap", detail=failure.detail
+                )
+            )
+        return outcomes
 
 
 def _canonical(text: str, base_url: str, outlet: Outlet) -> str | None:
@@ -590,14 +696,14 @@ def _canonical(text: str, base_url: str, outlet: Outlet) -> str | None:
     return url
 
 
-def _recently_fetched(state: StateStore | None, url: str, now: float, revisit: float) -> bool:
+def _recently_fetched(state: CrawlState | None, url: str, now: float, revisit: float) -> bool:
     if state is None:
         return False
     record = state.get(url)
     return (
         record is not None
         and record.last_fetched_at is not None
-        and record.last_reason == "fetched"
+        and record.last_reason == Reason.FETCHED
         and now - record.last_fetched_at < revisit
     )
 
@@ -616,7 +722,7 @@ def discover_sources(
     outlet: Outlet,
     fetcher: Fetcher,
     policy: FetchPolicy,
-    state: StateStore | None,
+    state: CrawlState | None,
     found: DiscoveredSources,
 ) -> Iterator[CrawlOutcome]:
     """Find a feedless outlet's feeds and sitemaps (see the module docstring), filling
@@ -630,13 +736,13 @@ def discover_sources(
     page_links: list[DiscoveredItem] = []
     changed = False
     detail = ""
-    if result.reason == "not_modified" or (
+    if result.reason is Reason.NOT_MODIFIED or (
         result.ok
         and result.text is not None
         and record is not None
         and record.content_hash == _sha256(result.text.encode("utf-8"))
     ):
-        reason = "not_modified" if result.reason == "not_modified" else "unchanged"
+        reason = Reason.NOT_MODIFIED if result.reason is Reason.NOT_MODIFIED else Reason.UNCHANGED
         if state is not None:
             state.record_fetch(
                 home,
@@ -653,7 +759,7 @@ def discover_sources(
         try:
             links = parse_homepage(result.text, base_url=result.final_url)
         except DiscoveryError as exc:
-            outcome = _from_fetch(result, "homepage", reason="parse_error", detail=str(exc))
+            outcome = _from_fetch(result, "homepage", reason=Reason.PARSE_ERROR, detail=str(exc))
             links = None
         else:
             outcome = _from_fetch(result, "homepage")
@@ -676,7 +782,7 @@ def discover_sources(
             state.discover(
                 outlet.name, [(u, None, None) for u in known_sitemaps], kind="found_sitemap"
             )
-    if detail and outcome.reason == "fetched":
+    if detail and outcome.reason is Reason.FETCHED:
         outcome = replace(outcome, detail=detail)
     yield outcome
     found.feeds, found.sitemaps = known_feeds, known_sitemaps
@@ -693,7 +799,9 @@ def discover_sources(
                     section_result.text, base_url=section_result.final_url
                 ).links
             except DiscoveryError as exc:
-                yield _from_fetch(section_result, "homepage", reason="parse_error", detail=str(exc))
+                yield _from_fetch(
+                    section_result, "homepage", reason=Reason.PARSE_ERROR, detail=str(exc)
+                )
                 continue
         yield _from_fetch(
             section_result, "homepage", detail=f"section page, {len(section_links)} links"
@@ -757,7 +865,7 @@ def _probe(outlet: Outlet, fetcher: Fetcher, policy: FetchPolicy) -> tuple[list[
 
 
 def _record_document(
-    state: StateStore,
+    state: CrawlState,
     outlet: Outlet,
     kind: str,
     result: FetchResult,
@@ -770,7 +878,7 @@ def _record_document(
         outlet=outlet.name,
         kind=kind,
         status=result.status,
-        reason="fetched",
+        reason=Reason.FETCHED,
         etag=result.headers.get("etag"),
         last_modified=result.headers.get("last-modified"),
         content_hash=digest,
@@ -778,7 +886,7 @@ def _record_document(
     )
 
 
-def record_article(state: StateStore, outlet: Outlet, outcome: CrawlOutcome) -> int:
+def record_article(state: CrawlState, outlet: Outlet, outcome: CrawlOutcome) -> int:
     """Remember an article's fetch (validators, hash, version); returns its version."""
     return state.record_fetch(
         outcome.url,
@@ -811,7 +919,7 @@ def _raw_page(
 
 
 def _record_not_modified(
-    state: StateStore, url: str, outlet: Outlet, kind: str, result: FetchResult
+    state: CrawlState, url: str, outlet: Outlet, kind: str, result: FetchResult
 ) -> None:
     """A 304: the stored content stands; keep whatever validators the server sent again."""
     state.record_fetch(
@@ -819,7 +927,7 @@ def _record_not_modified(
         outlet=outlet.name,
         kind=kind,
         status=result.status,
-        reason="not_modified",
+        reason=Reason.NOT_MODIFIED,
         etag=result.headers.get("etag"),
         last_modified=result.headers.get("last-modified"),
     )
@@ -843,19 +951,21 @@ def summarize(outcomes: Iterable[CrawlOutcome]) -> dict[str, Any]:
     for outcome in outcomes:
         total_bytes += outcome.bytes
         elapsed += outcome.elapsed_ms
+        reason = outcome.reason
         if outcome.kind != "article":
-            if outcome.reason in _SOURCE_OK or outcome.reason == "not_due":
+            # A source not due was not polled this run: not a failure.
+            if reason.poll_ok or reason is Reason.NOT_DUE:
                 sources_ok += 1
             else:
-                sources_failed[outcome.reason] += 1
+                sources_failed[str(reason)] += 1
             continue
         discovered.add(outcome.url)
         if outcome.ok:
             fetched += 1
-        elif outcome.reason in SKIPPED:
-            skipped[outcome.reason] += 1
+        elif reason.disposition is Disposition.SKIPPED:
+            skipped[str(reason)] += 1
         else:
-            failed[outcome.reason] += 1
+            failed[str(reason)] += 1
     return {
         "discovered": len(discovered),
         "fetched": fetched,

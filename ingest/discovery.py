@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
+from ingest.reasons import Reason
 from newsflow.urls import InvalidURLError, normalize_url
 
 __all__ = [
@@ -83,7 +84,7 @@ class SitemapDocument:
 @dataclass(frozen=True)
 class SitemapFailure:
     url: str
-    reason: str  # "parse_error", "too_deep", "offsite"; fetch failures are the loader's business
+    reason: Reason  # parse_error, too_deep, offsite; fetch failures are the loader's business
     detail: str = ""
 
 
@@ -437,7 +438,7 @@ def walk_sitemaps(
     try:
         start = normalize_url(root_url)
     except ValueError as exc:  # InvalidURLError, or a bad port
-        return SitemapWalk([], [SitemapFailure(root_url, "parse_error", str(exc))], [])
+        return SitemapWalk([], [SitemapFailure(root_url, Reason.PARSE_ERROR, str(exc))], [])
     queue: list[tuple[str, int]] = [(start, 0)]
     while queue:
         url, depth = queue.pop(0)
@@ -457,7 +458,7 @@ def walk_sitemaps(
             try:
                 doc = parse_sitemap(data, base_url=url)
             except DiscoveryError as exc:
-                failures.append(SitemapFailure(url, "parse_error", str(exc)))
+                failures.append(SitemapFailure(url, Reason.PARSE_ERROR, str(exc)))
                 continue
             if on_parsed is not None:
                 on_parsed(url, doc)
@@ -465,10 +466,10 @@ def walk_sitemaps(
             for child in doc.sitemaps:
                 if depth + 1 > max_depth:
                     failures.append(
-                        SitemapFailure(child, "too_deep", f"nested deeper than {max_depth}")
+                        SitemapFailure(child, Reason.TOO_DEEP, f"nested deeper than {max_depth}")
                     )
                 elif follow is not None and not follow(child):
-                    failures.append(SitemapFailure(child, "offsite", "sitemap not followed"))
+                    failures.append(SitemapFailure(child, Reason.OFFSITE, "sitemap not followed"))
                 else:
                     queue.append((child, depth + 1))
             continue

@@ -5,7 +5,7 @@ memory die with it before anything scrapes them. The crawl state already records
 last outcome and every feed's polls; ``newsflow exporter`` serves them:
 
 - ``newsflow_ingest_urls{outlet,kind,reason}``: URLs by their last fetch outcome (``reason``
-  is a stable code from :mod:`ingest.crawl`, or ``never_fetched``)
+  is a stable code from :class:`ingest.reasons.Reason`, or ``never_fetched``)
 - ``newsflow_feed_last_success_age_seconds{outlet,url}``, ``…_last_new_item_age_seconds``
 - ``newsflow_feed_consecutive_errors{outlet,url}``, ``newsflow_feed_polls_total{outlet,url}``
 - ``newsflow_feed_unhealthy{outlet,url,problem}``: 1 per problem the ``feed_health`` DAG

@@ -25,7 +25,8 @@
   that would wait longer than ``max_wait`` is not sent (``rate_limited``).
 
 It never raises for network or content problems: every call returns a :class:`FetchResult`
-whose ``reason`` is one of :data:`REASONS`. Conditional GET: pass validators as ``headers``.
+whose ``reason`` is an :class:`ingest.reasons.Reason`. Conditional GET: pass validators as
+``headers``.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin
 from urllib.robotparser import RobotFileParser
 
 import httpx
 
+from ingest.reasons import Reason
 from newsflow.decoding import encoding_candidates
 from newsflow.netguard import Resolver, check_address, resolve_addresses, system_resolver
 from newsflow.settings import Settings, get_settings
@@ -55,30 +57,11 @@ if TYPE_CHECKING:
     from newsflow.outlets import Outlet
 
 __all__ = [
-    "REASONS",
     "FetchPolicy",
     "FetchResult",
     "Fetcher",
-    "Reason",
     "decode_html",
 ]
-
-Reason = Literal[
-    "fetched",
-    "not_modified",
-    "timeout",
-    "too_large",
-    "too_many_redirects",
-    "blocked_address",
-    "not_html",
-    "bad_encoding",
-    "http_error",
-    "offsite",
-    "parse_error",
-    "robots_disallowed",
-    "rate_limited",
-]
-REASONS: frozenset[str] = frozenset(get_args(Reason))
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _ACCEPT_PAGE = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"
@@ -168,7 +151,7 @@ class FetchResult:
 
     @property
     def ok(self) -> bool:
-        return self.reason == "fetched"
+        return self.reason is Reason.FETCHED
 
 
 class _AbortError(Exception):
@@ -218,7 +201,7 @@ class _Inflater:
             chunk = self._obj.decompress(data, room + 1)
             self.total += len(chunk)
             if self.total > self.limit:
-                raise _AbortError("too_large", f"body inflates past {self.limit} bytes")
+                raise _AbortError(Reason.TOO_LARGE, f"body inflates past {self.limit} bytes")
             out.append(chunk)
             if self._obj.unconsumed_tail:
                 data = self._obj.unconsumed_tail
@@ -476,7 +459,7 @@ class Fetcher:
                 started += waited  # politeness is not part of the fetch's own time budget
                 remaining = policy.deadline - (self._clock() - started)
                 if remaining <= 0:
-                    raise _AbortError("timeout", f"deadline of {policy.deadline}s exceeded")
+                    raise _AbortError(Reason.TIMEOUT, f"deadline of {policy.deadline}s exceeded")
                 request = self._build_request(target, addresses[0], policy, remaining, page=page)
                 with self._lock:
                     self.request_log.append((_host_key(target), time.time()))
@@ -492,27 +475,29 @@ class Fetcher:
                                 _host_key(target), retry_after, cap=policy.max_retry_after
                             )
                             detail = f"HTTP {status}; backing off {delay:.0f}s"
-                            return result("rate_limited" if status == 429 else "http_error", detail)
+                            return result(
+                                Reason.RATE_LIMITED if status == 429 else Reason.HTTP_ERROR, detail
+                            )
                         self._limiter.clear_strikes(_host_key(target))
                         if status in _REDIRECTS and "location" in response.headers:
                             if redirects >= policy.max_redirects:
                                 raise _AbortError(
-                                    "too_many_redirects",
+                                    Reason.TOO_MANY_REDIRECTS,
                                     f"more than {policy.max_redirects} redirects",
                                 )
                             current = urljoin(current, response.headers["location"].strip())
                             redirects += 1
                             continue
                         if status == 304:
-                            return result("not_modified", headers=_validators(response))
+                            return result(Reason.NOT_MODIFIED, headers=_validators(response))
                         if not 200 <= status < 300:
-                            return result("http_error", f"HTTP {status}")
+                            return result(Reason.HTTP_ERROR, f"HTTP {status}")
                         if page and content_type is not None and content_type not in HTML_TYPES:
-                            return result("not_html", f"content type {content_type}")
+                            return result(Reason.NOT_HTML, f"content type {content_type}")
                         length = response.headers.get("content-length", "")
                         if length.isdigit() and int(length) > policy.max_bytes:
                             raise _AbortError(
-                                "too_large", f"Content-Length {length} > {policy.max_bytes}"
+                                Reason.TOO_LARGE, f"Content-Length {length} > {policy.max_bytes}"
                             )
                         buffer = bytearray()
                         for chunk in self._read(response, policy, started):
@@ -526,59 +511,59 @@ class Fetcher:
                     self._limiter.release_lease(lease)
                 break
             if not page:
-                return result("fetched", body=body, headers=_validators(response))
+                return result(Reason.FETCHED, body=body, headers=_validators(response))
             if content_type is None and not _looks_like_html(body):
-                return result("not_html", "no content type and the body is not HTML")
+                return result(Reason.NOT_HTML, "no content type and the body is not HTML")
             try:
                 text = decode_html(body, charset)
             except UnicodeError as exc:
-                return result("bad_encoding", str(exc))
-            return result("fetched", text=text, headers=_validators(response))
+                return result(Reason.BAD_ENCODING, str(exc))
+            return result(Reason.FETCHED, text=text, headers=_validators(response))
         except _AbortError as stop:
             if stop.status is not None:
                 status = stop.status
             return result(stop.reason, stop.detail)
         except httpx.TimeoutException as exc:
-            return result("timeout", f"{type(exc).__name__}: {exc}")
+            return result(Reason.TIMEOUT, f"{type(exc).__name__}: {exc}")
         except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.DecodingError) as exc:
-            return result("parse_error", f"{type(exc).__name__}: {exc}")
+            return result(Reason.PARSE_ERROR, f"{type(exc).__name__}: {exc}")
         except (ValueError, UnicodeError) as exc:  # e.g. a malformed Location header
-            return result("parse_error", f"{type(exc).__name__}: {exc}")
+            return result(Reason.PARSE_ERROR, f"{type(exc).__name__}: {exc}")
         except (httpx.HTTPError, httpx.StreamError, OSError) as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return result("http_error", detail)
+            return result(Reason.HTTP_ERROR, detail)
 
     def _check_url(self, url: str, policy: FetchPolicy, *, page: bool) -> httpx.URL:
         try:
             target = httpx.URL(url)
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
-            raise _AbortError("parse_error", f"invalid URL {url!r}: {exc}") from None
+            raise _AbortError(Reason.PARSE_ERROR, f"invalid URL {url!r}: {exc}") from None
         if target.scheme not in ("http", "https"):
-            raise _AbortError("blocked_address", f"scheme {target.scheme!r} is not allowed")
+            raise _AbortError(Reason.BLOCKED_ADDRESS, f"scheme {target.scheme!r} is not allowed")
         if not target.host:
-            raise _AbortError("parse_error", f"URL has no host: {url!r}")
+            raise _AbortError(Reason.PARSE_ERROR, f"URL has no host: {url!r}")
         if not _valid_host(target.raw_host.decode("ascii", "replace")):
-            raise _AbortError("parse_error", f"invalid host in URL {url!r}")
+            raise _AbortError(Reason.PARSE_ERROR, f"invalid host in URL {url!r}")
         if target.port is not None and not 0 < target.port < 65536:
-            raise _AbortError("parse_error", f"invalid port in URL {url!r}")
+            raise _AbortError(Reason.PARSE_ERROR, f"invalid port in URL {url!r}")
         if target.userinfo:
-            raise _AbortError("blocked_address", "credentials in URL are not allowed")
+            raise _AbortError(Reason.BLOCKED_ADDRESS, "credentials in URL are not allowed")
         return target
 
     def _check_onsite(self, target: httpx.URL, policy: FetchPolicy, *, page: bool) -> None:
         if page and policy.onsite is not None and not policy.onsite(str(target)):
-            raise _AbortError("offsite", f"{target.host} is not one of the outlet's domains")
+            raise _AbortError(Reason.OFFSITE, f"{target.host} is not one of the outlet's domains")
 
     def _check_host(self, target: httpx.URL, policy: FetchPolicy) -> list[str]:
         try:
             host, addresses = resolve_addresses(target, self._resolve)
         except LookupError as exc:
-            raise _AbortError("http_error", str(exc)) from None
+            raise _AbortError(Reason.HTTP_ERROR, str(exc)) from None
         private_ok = policy.private_ok(target.host) or policy.private_ok(host)
         for address in addresses:
             problem = check_address(address, private_ok=private_ok)
             if problem is not None:
-                raise _AbortError("blocked_address", f"{host}: {problem}")
+                raise _AbortError(Reason.BLOCKED_ADDRESS, f"{host}: {problem}")
         return addresses
 
     def _before_request(self, target: httpx.URL, policy: FetchPolicy) -> float:
@@ -592,10 +577,12 @@ class Fetcher:
             robots = self._robots_for(target, policy)
             waited += self._clock() - before
             if robots.disallow_all:
-                raise _AbortError("robots_disallowed", robots.detail or "robots.txt: disallowed")
+                raise _AbortError(
+                    Reason.ROBOTS_DISALLOWED, robots.detail or "robots.txt: disallowed"
+                )
             if robots.parser is not None:
                 if not robots.parser.can_fetch(policy.user_agent, str(target)):
-                    raise _AbortError("robots_disallowed", "disallowed by robots.txt")
+                    raise _AbortError(Reason.ROBOTS_DISALLOWED, "disallowed by robots.txt")
                 delay = robots.parser.crawl_delay(policy.user_agent)
                 if delay is not None:
                     interval = max(interval, min(float(delay), policy.max_crawl_delay))
@@ -603,7 +590,8 @@ class Fetcher:
         wait = self._limiter.reserve(key, interval, max_wait=policy.max_wait)
         if wait is None:
             raise _AbortError(
-                "rate_limited", f"{key}: next request slot is more than {policy.max_wait:.0f}s away"
+                Reason.RATE_LIMITED,
+                f"{key}: next request slot is more than {policy.max_wait:.0f}s away",
             )
         if wait > 0:
             self._sleep(wait)
@@ -625,7 +613,7 @@ class Fetcher:
         deadline = self._clock() + max(0.0, timeout)
         if not slot.acquire(timeout=max(0.0, timeout)):
             raise _AbortError(
-                "rate_limited", f"{key}: {policy.max_concurrency} requests already in flight"
+                Reason.RATE_LIMITED, f"{key}: {policy.max_concurrency} requests already in flight"
             )
         cap = max(1, policy.max_concurrency)
         while True:
@@ -635,7 +623,7 @@ class Fetcher:
             if self._clock() >= deadline:
                 slot.release()
                 raise _AbortError(
-                    "rate_limited", f"{key}: {cap} requests already in flight across processes"
+                    Reason.RATE_LIMITED, f"{key}: {cap} requests already in flight across processes"
                 )
             self._sleep(0.05)
 
@@ -665,7 +653,12 @@ class Fetcher:
             status, body = fetched.status, fetched.body.decode("utf-8", "replace")
         elif fetched.status is not None and 400 <= fetched.status < 500 and fetched.status != 429:
             status, body = fetched.status, ""  # no robots.txt: everything allowed
-        elif fetched.reason in ("blocked_address", "offsite", "too_large", "too_many_redirects"):
+        elif fetched.reason in (
+            Reason.BLOCKED_ADDRESS,
+            Reason.OFFSITE,
+            Reason.TOO_LARGE,
+            Reason.TOO_MANY_REDIRECTS,
+        ):
             status, body = 404, ""  # the fetch itself is guarded; treat as no robots.txt
         else:
             status, body = None, fetched.reason  # unreachable: disallow all for a while
@@ -723,29 +716,31 @@ class Fetcher:
             if c.strip() and c.strip().lower() != "identity"
         ]
         if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
-            raise _AbortError("parse_error", f"unsupported Content-Encoding {', '.join(codings)}")
+            raise _AbortError(
+                Reason.PARSE_ERROR, f"unsupported Content-Encoding {', '.join(codings)}"
+            )
         inflater = _Inflater(codings[0], policy.max_bytes) if codings else None
         raw_total = 0
         total = 0
         stream = response.stream
         if not isinstance(stream, httpx.SyncByteStream):  # pragma: no cover (async client)
-            raise _AbortError("parse_error", "unexpected async response stream")
+            raise _AbortError(Reason.PARSE_ERROR, "unexpected async response stream")
         # Iterate the raw stream (still content-encoded) ourselves: iter_raw() refuses bodies a
         # mock transport has pre-read, and iter_bytes() would inflate without a bound.
         for raw in stream:
             raw_total += len(raw)
             if raw_total > policy.max_bytes:
-                raise _AbortError("too_large", f"body exceeds {policy.max_bytes} bytes")
+                raise _AbortError(Reason.TOO_LARGE, f"body exceeds {policy.max_bytes} bytes")
             try:
                 chunk = inflater.feed(raw) if inflater is not None else raw
             except zlib.error as exc:
-                raise _AbortError("parse_error", f"corrupt {codings[0]} body: {exc}") from None
+                raise _AbortError(Reason.PARSE_ERROR, f"corrupt {codings[0]} body: {exc}") from None
             total += len(chunk)
             if total > policy.max_bytes:
-                raise _AbortError("too_large", f"body exceeds {policy.max_bytes} bytes")
+                raise _AbortError(Reason.TOO_LARGE, f"body exceeds {policy.max_bytes} bytes")
             if self._clock() - started > policy.deadline:
                 raise _AbortError(
-                    "timeout", f"deadline of {policy.deadline}s exceeded while reading"
+                    Reason.TIMEOUT, f"deadline of {policy.deadline}s exceeded while reading"
                 )
             yield chunk
 

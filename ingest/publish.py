@@ -91,11 +91,7 @@ def publish_outlet(
 
 
 def _log_outcome(outlet: str, outcome: CrawlOutcome) -> None:
-    level = (
-        logging.INFO
-        if outcome.ok or outcome.reason in ("seen", "over_limit", "not_modified", "unchanged")
-        else logging.WARNING
-    )
+    level = logging.INFO if outcome.reason.routine else logging.WARNING
     log.log(
         level,
         "outlet %s: %s %s status=%s reason=%s bytes=%d elapsed_ms=%.0f %s",

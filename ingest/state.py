@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
     Column,
@@ -60,6 +60,7 @@ from newsflow.settings import Settings
 from newsflow.urls import normalize_url, url_id
 
 __all__ = [
+    "CrawlState",
     "FeedHealth",
     "StateStore",
     "UrlRecord",
@@ -342,6 +343,61 @@ def _lock_host(conn: Connection, host: str, *columns: Any) -> RowMapping:
         .mappings()
         .one()
     )
+
+
+class CrawlState(Protocol):
+    """The part of the crawl state a crawl reads and writes (:mod:`ingest.crawl`).
+
+    Why a protocol: it names exactly what a crawl depends on, so a crawl can be followed and
+    tested step by step against it; :class:`StateStore` is the real one (mypy checks that it
+    conforms, below)."""
+
+    #: Wall-clock seconds (the store's clock, so tests can move time).
+    clock: Callable[[], float]
+
+    def get(self, url: str) -> UrlRecord | None: ...
+
+    def lookup(self, urls: Iterable[str]) -> dict[str, UrlRecord]: ...
+
+    def discover(
+        self,
+        outlet: str,
+        items: Iterable[tuple[str, str | None, float | None]],
+        *,
+        kind: str = "article",
+    ) -> set[str]: ...
+
+    def sources(self, outlet: str, kind: str) -> list[str]: ...
+
+    def frontier(self, outlet: str, *, limit: int) -> list[UrlRecord]: ...
+
+    def record_fetch(
+        self,
+        url: str,
+        *,
+        outlet: str,
+        kind: str,
+        status: int | None,
+        reason: str,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        content_hash: str | None = None,
+        children: Sequence[str] | None = None,
+    ) -> int: ...
+
+    def record_poll(
+        self,
+        url: str,
+        *,
+        outlet: str,
+        kind: str,
+        ok: bool,
+        new_items: int = 0,
+        error: str | None = None,
+        poll_bounds: tuple[float, float] | None = None,
+    ) -> FeedHealth: ...
+
+    def get_health(self, url: str) -> FeedHealth | None: ...
 
 
 class StateStore:
@@ -758,3 +814,9 @@ def _transient(exc: DBAPIError) -> bool:
         word in message
         for word in ("database is locked", "deadlock", "could not serialize", "busy")
     )
+
+
+if TYPE_CHECKING:
+
+    def _conforms(store: StateStore) -> CrawlState:
+        return store
