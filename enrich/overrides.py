@@ -1,21 +1,9 @@
-"""Per-outlet extraction overrides: selectors for outlets whose pages defeat the generic rules.
+"""Per-outlet extraction overrides: the selectors an outlet declares under ``extraction:``
+in the registry (their schema and compilation: :mod:`newsflow.selectors`), applied to a page.
 
-Declared in the outlets registry under an outlet's ``extraction`` key (the schema:
-:mod:`newsflow.selectors`)::
-
-    extraction:
-      body: [".story-body"]                 # elements whose text is the article body
-      drop: [".promo", "aside"]             # removed before any extraction
-      title: "h1.headline"
-      authors: ".byline a"                  # every match is one byline (split further)
-      published: "//div[@class='times']/text()[1]"   # an attribute, element or text node
-      article_pages: "/news/[^/]+/$"        # regex on the URL: such pages are articles
-
-A selector is XPath when it starts with ``/``, ``./`` or ``(``, otherwise CSS. Both are
-compiled when the registry is loaded, so a bad selector is reported with the outlet's name and
-the field before any page is fetched. What an override finds wins over the generic result, and
-the field's ``*_source`` records ``outlet:<field>``; when it finds nothing the generic result
-stands (a redesign degrades to the generic extractor instead of to empty fields).
+What an override finds wins over the generic result, and the field's ``*_source`` records
+``outlet:<field>``; when it finds nothing the generic result stands (a redesign degrades to the
+generic extractor instead of to empty fields).
 """
 
 from __future__ import annotations

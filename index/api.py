@@ -47,18 +47,8 @@ from newsflow.settings import Settings
 log = logging.getLogger("newsflow.api")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-API_VERSION = "1.0"
 MAX_FILTER_VALUES = 20
 STORY_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-# The page loads nothing from elsewhere and runs no inline script.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid parameters or resume token."},

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from ingest.fetch import Fetcher, FetchPolicy, decode_html
-from ingest.reasons import Reason
 from newsflow.netguard import check_address
 from newsflow.outlets import Outlet
 from newsflow.settings import Settings
@@ -529,24 +528,6 @@ def test_politeness_delay_between_requests_to_the_same_host() -> None:
         second = fetcher.fetch_page("https://news.example/3", polite)
     assert clock.sleeps == [0.1, 0.15]
     assert second.elapsed_ms == pytest.approx(50, abs=1)  # waiting is not fetch time
-
-
-def test_every_reason_is_a_known_code() -> None:
-    assert {
-        "fetched",
-        "not_modified",
-        "timeout",
-        "too_large",
-        "too_many_redirects",
-        "blocked_address",
-        "not_html",
-        "bad_encoding",
-        "http_error",
-        "offsite",
-        "parse_error",
-        "robots_disallowed",
-        "rate_limited",
-    } <= set(Reason)
 
 
 def test_utf8_body_with_a_stale_legacy_label_is_read_as_utf8() -> None:
