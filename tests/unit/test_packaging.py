@@ -103,3 +103,16 @@ def test_the_image_installs_the_built_wheel() -> None:
     runtime_stage = text.rsplit("\nFROM ", 1)[1]
     copied = re.findall(r"^COPY\s+(?!--from)(\S+)", runtime_stage, flags=re.MULTILINE)
     assert not copied, f"the runtime stage copies sources instead of the wheel: {copied}"
+
+
+def test_python_paths_in_the_stack_templates_resolve() -> None:
+    # Airflow imports what its config names; a module moved without its template breaks the
+    # stack only on machines without PostgreSQL (the SQLite fallback), so check it here.
+    import importlib
+
+    template = (REPO / "deploy" / "airflow" / "airflow.cfg.tmpl").read_text(encoding="utf-8")
+    paths = re.findall(r"=\s*((?:[a-z_]+\.)+[A-Za-z_]+)\s*$", template, flags=re.MULTILINE)
+    assert paths, "expected a Python path in airflow.cfg.tmpl"
+    for path in paths:
+        module, _, attribute = path.rpartition(".")
+        assert hasattr(importlib.import_module(module), attribute), path
