@@ -223,7 +223,15 @@ ErrorKind = Literal["permanent", "retries_exhausted"]
 
 
 class DeadLetter(Message):
-    """A message a stage could not process, parked with its reason so it can be replayed."""
+    """A message a stage could not process, parked with its reason so it can be replayed.
+
+    A letter must fit the dead-letter topic's message limit, and the original may not: then
+    ``value`` keeps only a prefix (or nothing), ``value_truncated`` says so, and
+    ``value_bytes`` and ``value_sha256`` describe the original record's value. The letter
+    still names ``source_topic``, ``partition`` and ``offset``: replay re-reads the original
+    from there while the topic retains it (``newsflow.dlq``). The three fields are optional,
+    added within schema version 1, and left out of the JSON when unset.
+    """
 
     stage: str
     source_topic: str
@@ -237,6 +245,21 @@ class DeadLetter(Message):
     detail: str = ""
     attempts: int = Field(default=1, ge=1)
     failed_at: AwareDatetime = Field(default_factory=utcnow)
+    # True when ``value`` (and ``key``, if it was very long) is not the whole original.
+    value_truncated: bool = Field(default=False, exclude_if=lambda v: not v)
+    value_bytes: int | None = Field(default=None, ge=0, exclude_if=lambda v: v is None)
+    value_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", exclude_if=lambda v: v is None
+    )
+
+    @model_validator(mode="after")
+    def _truncated_names_its_original(self) -> DeadLetter:
+        if self.value_truncated and (self.value_bytes is None or self.value_sha256 is None):
+            raise PydanticCustomError(
+                "truncated_without_digest",
+                "a truncated letter needs the original's value_bytes and value_sha256",
+            )
+        return self
 
 
 M = TypeVar("M", bound=Message)

@@ -1,17 +1,87 @@
-"""Reading and replaying the dead-letter topic."""
+"""The dead-letter topic: letters sized to fit it, read back, and replayed.
+
+A letter carries its original message so that it can be replayed, but the original may be
+as large as the topic's limit and the letter adds its own fields (and JSON escaping) to it.
+:func:`fit_letter` keeps every letter well under the limit: a letter that would not fit keeps
+a prefix of the value (``value_truncated``, with the original's size and SHA-256), and replay
+re-reads such an original from its source topic, partition and offset while it is retained.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import pydantic_core
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from newsflow.contracts import ContractError, DeadLetter, decode
+from newsflow.contracts import ContractError, DeadLetter, decode, encode
 from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer, security_config
 from newsflow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A letter's JSON plus its key stays under this: 2 MiB below the topic's limit leaves room
+# for the record's headers and batch overhead, whatever the producer adds.
+LETTER_MAX_BYTES = MAX_MESSAGE_BYTES - 2 * 1024 * 1024
+# An error's detail is for a human reading the letter: the gist, not a whole dump.
+DETAIL_MAX_CHARS = 2000
+# Keys in this pipeline are ids; a longer one is kept cut, and replay re-reads the original.
+KEY_MAX_CHARS = 1024
+
+
+def letter_size(letter: DeadLetter) -> int:
+    """Bytes the letter takes on the topic: its JSON and its key (headers and overhead apart)."""
+    return len(encode(letter)) + len((letter.key or "").encode("utf-8"))
+
+
+def fit_letter(
+    letter: DeadLetter, original: bytes | None, *, max_bytes: int = LETTER_MAX_BYTES
+) -> DeadLetter:
+    """``letter`` with its detail capped, and cut to ``max_bytes`` if it is larger.
+
+    ``original`` is the record's value as consumed (``letter.value`` is its decoded text): a
+    cut letter names its size and SHA-256 so that replay can find and check it. With a
+    ``max_bytes`` too small for any of the value, the letter is a reference only (value
+    empty); that is also what a letter the broker refused becomes (``max_bytes=0``).
+    """
+    if len(letter.detail) > DETAIL_MAX_CHARS:
+        letter = letter.model_copy(update={"detail": letter.detail[: DETAIL_MAX_CHARS - 1] + "…"})
+    key_too_long = letter.key is not None and len(letter.key) > KEY_MAX_CHARS
+    if not key_too_long and letter_size(letter) <= max_bytes:
+        return letter
+    body = original or b""
+    reference = letter.model_copy(
+        update={
+            "key": letter.key[:KEY_MAX_CHARS] if letter.key is not None else None,
+            "value": "",
+            "value_truncated": True,
+            "value_bytes": len(body),
+            "value_sha256": hashlib.sha256(body).hexdigest(),
+        }
+    )
+    budget = max_bytes - letter_size(reference)
+    if budget <= 0:
+        return reference
+    cut = reference.model_copy(update={"value": _prefix_within(letter.value, budget)})
+    return cut if letter_size(cut) <= max_bytes else reference
+
+
+def _prefix_within(text: str, budget: int) -> str:
+    """A prefix of ``text`` whose JSON string escaping (quotes apart) takes at most ``budget``
+    bytes: characters take 1 to 6 bytes each, so shrink in proportion until it fits."""
+    length = min(len(text), budget)
+    while length > 0:
+        size = len(pydantic_core.to_json(text[:length])) - 2
+        if size <= budget:
+            return text[:length]
+        length = min(length - 1, length * budget // size)
+    return ""
 
 
 @dataclass(frozen=True)
@@ -80,34 +150,140 @@ def select_letters(
     ]
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A letter that was not replayed, and why (a truncated letter whose original is gone)."""
+
+    stored: StoredLetter
+    why: str
+
+
+@dataclass(frozen=True)
+class SendBackResult:
+    sent: list[StoredLetter]
+    skipped: list[Skipped]
+
+
+@dataclass(frozen=True)
+class _Original:
+    key: bytes | None
+    value: bytes | None
+
+
 def send_back(
     settings: Settings,
     letters: Sequence[StoredLetter],
     *,
     progress: Callable[[int], None] | None = None,
-) -> None:
+) -> SendBackResult:
     """Send each letter's original message back to the topic it came from.
 
-    ``progress`` is called for each message the broker acknowledged.
+    A letter that carries its original whole sends that; a truncated one sends the original
+    re-read from its source topic (checked against the letter's SHA-256), and is skipped,
+    with the reason, when the original is no longer there: a truncated value is never sent.
+    ``progress`` is called once per letter done: acknowledged by the broker, or skipped.
     """
     if not letters:
-        return
+        return SendBackResult([], [])
     producer = make_producer(settings, client_id="newsflow-dlq-replay")
+    originals = _OriginalReader(settings)
+    sent: list[StoredLetter] = []
+    skipped: list[Skipped] = []
     try:
-        futures = [
-            producer.send(
-                stored.letter.source_topic,
-                key=stored.letter.key.encode() if stored.letter.key else None,
-                value=stored.letter.value.encode("utf-8"),
-            )
-            for stored in letters
-        ]
-        for future in futures:
+        futures = []
+        for stored in letters:
+            letter = stored.letter
+            if letter.value_truncated:
+                original = originals.read(letter)
+                if isinstance(original, str):
+                    log.warning("dead letter %s: not replayed: %s", _where(letter), original)
+                    skipped.append(Skipped(stored, original))
+                    if progress is not None:
+                        progress(1)
+                    continue
+                key, value = original.key, original.value
+            else:
+                key = letter.key.encode() if letter.key else None
+                value = letter.value.encode("utf-8")
+            futures.append((stored, producer.send(letter.source_topic, key=key, value=value)))
+        for stored, future in futures:
             future.get(timeout=60)
+            sent.append(stored)
             if progress is not None:
                 progress(1)
     finally:
+        originals.close()
         producer.close()
+    return SendBackResult(sent, skipped)
+
+
+def _where(letter: DeadLetter) -> str:
+    return f"{letter.source_topic}[{letter.partition}]@{letter.offset}"
+
+
+class _OriginalReader:
+    """Reads the record a truncated letter points at, one at a time (originals may be
+    10 MB each), with a consumer of its own that joins no group."""
+
+    def __init__(self, settings: Settings, *, timeout_seconds: float = 30.0) -> None:
+        self.settings = settings
+        self.timeout_seconds = timeout_seconds
+        self._consumer: KafkaConsumer | None = None
+
+    def read(self, letter: DeadLetter) -> _Original | str:
+        """The original record, or why it cannot be replayed."""
+        original = self._read(letter)
+        if isinstance(original, str) or letter.value_sha256 is None:
+            return original
+        if hashlib.sha256(original.value or b"").hexdigest() != letter.value_sha256:
+            return (
+                "the record at that offset is not the original (its SHA-256 differs): "
+                "was the topic recreated?"
+            )
+        return original
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+
+    def _read(self, letter: DeadLetter) -> _Original | str:
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                **security_config(self.settings),
+            )
+        consumer = self._consumer
+        gone = "the original is no longer on its topic, and the letter keeps only part of it"
+        partitions = consumer.partitions_for_topic(letter.source_topic)
+        if not partitions or letter.partition not in partitions:
+            return f"{gone}: {letter.source_topic}[{letter.partition}] does not exist"
+        tp = TopicPartition(letter.source_topic, letter.partition)
+        try:
+            first = consumer.beginning_offsets([tp])[tp]
+            end = consumer.end_offsets([tp])[tp]
+        except KafkaError as exc:
+            return f"the original could not be read: {exc}"
+        if letter.offset < first:
+            return f"{gone}: the partition now starts at offset {first} (retention or deletion)"
+        if letter.offset >= end:
+            return f"{gone}: the partition ends at offset {end}"
+        consumer.assign([tp])
+        consumer.seek(tp, letter.offset)
+        deadline = time.monotonic() + self.timeout_seconds
+        while time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=500).get(tp, []):
+                if record.offset < letter.offset:
+                    continue
+                if record.offset > letter.offset:
+                    break
+                return _Original(record.key, record.value)
+            if consumer.position(tp) > letter.offset:  # moved past it: the record is not there
+                return f"{gone}: offset {letter.offset} was removed (compaction or deletion)"
+        return f"the original could not be read within {self.timeout_seconds:.0f} s"
 
 
 def replay(
@@ -117,19 +293,22 @@ def replay(
     stage: str | None = None,
     dry_run: bool = False,
 ) -> list[StoredLetter]:
-    """Send matching letters' original messages back to the topic they came from."""
+    """Send matching letters' original messages back to the topic they came from; return
+    the letters sent (all matching ones with ``dry_run``)."""
     selected = select_letters(settings, reason=reason, stage=stage)
-    if not dry_run:
-        send_back(settings, selected)
-    return selected
+    if dry_run:
+        return selected
+    return send_back(settings, selected).sent
 
 
 @dataclass(frozen=True)
 class ReplayRun:
-    """What one :func:`replay_new_letters` run did: letters read, and replayed by reason."""
+    """What one :func:`replay_new_letters` run did: letters read, and replayed by reason;
+    skipped by reason: truncated letters whose original is gone from its topic."""
 
     read: int
     replayed: dict[str, int]
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def replay_new_letters(
@@ -157,6 +336,7 @@ def replay_new_letters(
         **security_config(settings),
     )
     replayed: dict[str, int] = {}
+    skipped: dict[str, int] = {}
     read = 0
     try:
         partitions = consumer.partitions_for_topic(settings.topic_dead_letters) or set()
@@ -176,10 +356,12 @@ def replay_new_letters(
             read += 1
             if letter is not None and letter.error_kind in error_kinds:
                 selected.append(StoredLetter(partition, offset, letter))
-        send_back(settings, selected)
-        for stored in selected:
+        result = send_back(settings, selected)
+        for stored in result.sent:
             replayed[stored.letter.reason] = replayed.get(stored.letter.reason, 0) + 1
+        for gone in result.skipped:
+            skipped[gone.stored.letter.reason] = skipped.get(gone.stored.letter.reason, 0) + 1
         consumer.commit({tp: OffsetAndMetadata(end[tp], "", -1) for tp in tps})
     finally:
         consumer.close()
-    return ReplayRun(read=read, replayed=replayed)
+    return ReplayRun(read=read, replayed=replayed, skipped=skipped)

@@ -441,6 +441,11 @@ def dlq_list(
                     "url": letter.url,
                     "detail": letter.detail,
                     "failed_at": letter.failed_at.isoformat(),
+                    **(
+                        {"value_truncated": True, "value_bytes": letter.value_bytes}
+                        if letter.value_truncated
+                        else {}
+                    ),
                 }
             )
         )
@@ -452,17 +457,35 @@ def dlq_replay(
     stage: Annotated[str | None, typer.Option(help="Only letters from this stage.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Show what would be replayed.")] = False,
 ) -> None:
-    """Send dead letters back to the topic they came from, e.g. after a fix."""
+    """Send dead letters back to the topic they came from, e.g. after a fix.
+
+    A letter cut to fit the dead-letter topic is replayed from its original, re-read from
+    the source topic; one whose original is gone is named and skipped (exit code 1).
+    """
     from newsflow.dlq import select_letters, send_back
 
     settings = get_settings()
     selected = select_letters(settings, reason=reason, stage=stage)
     if dry_run:
-        typer.echo(f"would replay {len(selected)} message(s)")
+        truncated = sum(1 for stored in selected if stored.letter.value_truncated)
+        typer.echo(
+            f"would replay {len(selected)} message(s)"
+            + (f", {truncated} re-read from their source topic" if truncated else "")
+        )
         return
     with typer.progressbar(length=len(selected), label="replaying", file=sys.stderr) as bar:
-        send_back(settings, selected, progress=bar.update)
-    typer.echo(f"replayed {len(selected)} message(s)")
+        result = send_back(settings, selected, progress=bar.update)
+    for skipped in result.skipped:
+        letter = skipped.stored.letter
+        typer.echo(
+            f"skipped dead letter {skipped.stored.partition}@{skipped.stored.offset} "
+            f"({letter.source_topic}[{letter.partition}]@{letter.offset}, {letter.reason}, "
+            f"url {letter.url}): {skipped.why}"
+        )
+    typer.echo(f"replayed {len(result.sent)} message(s)")
+    if result.skipped:
+        typer.echo(f"skipped {len(result.skipped)} message(s) that could not be replayed")
+        raise typer.Exit(1)
 
 
 def demo(
