@@ -10,6 +10,11 @@ built on:
   ``newsflow_messages_failed_total{stage,kind,reason}`` (``kind`` is ``permanent``,
   ``retries_exhausted``, both dead-lettered, or ``transient``, requeued),
   ``newsflow_batch_seconds{stage}``, ``newsflow_consumer_lag{stage,topic,partition}``,
+  ``newsflow_partition_stall_seconds{stage,topic,partition}`` (how long the partition has had
+  lag without committed progress; 0 when caught up), ``newsflow_batch_rewinds_total{stage,
+  reason}`` and ``newsflow_rewinds_in_a_row{stage}`` (batches requeued on transient failures),
+  ``newsflow_dead_letters_truncated_total{stage,how}`` (``truncated`` or ``reference_only``:
+  letters cut to fit the dead-letter topic),
   ``newsflow_last_poll_timestamp_seconds{stage}``, and what single stages count:
   ``newsflow_dedup_outcomes_total{outcome}``, ``newsflow_index_errors_total{reason}``,
   ``newsflow_alerts_total{kind}``, ``newsflow_alert_latency_seconds``
@@ -76,6 +81,30 @@ class StageMetrics:
             ["stage", "topic", "partition"],
             registry=r,
         )
+        self.partition_stall = Gauge(
+            "newsflow_partition_stall_seconds",
+            "Seconds the partition has had lag without committed progress (0: caught up).",
+            ["stage", "topic", "partition"],
+            registry=r,
+        )
+        self.rewinds = Counter(
+            "newsflow_batch_rewinds",
+            "Batches requeued (not committed, re-read after a backoff) on a transient failure.",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.rewinds_in_a_row = Gauge(
+            "newsflow_rewinds_in_a_row",
+            "Batches requeued since the last one that went through (0: none failing).",
+            ["stage"],
+            registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "newsflow_dead_letters_truncated",
+            "Dead letters cut to fit the topic: value truncated, or a reference only.",
+            ["stage", "how"],
+            registry=r,
+        )
         self.dedup_outcomes = Counter(
             "newsflow_dedup_outcomes", "Dedup decisions by outcome.", ["outcome"], registry=r
         )
@@ -113,6 +142,21 @@ class StageMetrics:
 
     def lag(self, topic: str, partition: int, value: int) -> None:
         self.consumer_lag.labels(self.stage, topic, str(partition)).set(max(value, 0))
+
+    def track_stall(self, topic: str, partition: int, seconds: Callable[[], float]) -> None:
+        """Serve the partition's stall as ``seconds()`` at scrape time, so that it keeps
+        growing while the stage is stuck inside a batch."""
+        self.partition_stall.labels(self.stage, topic, str(partition)).set_function(seconds)
+
+    def untrack_stall(self, topic: str, partition: int) -> None:
+        self.partition_stall.remove(self.stage, topic, str(partition))
+
+    def rewound(self, reason: str, in_a_row: int) -> None:
+        self.rewinds.labels(self.stage, reason).inc()
+        self.rewinds_in_a_row.labels(self.stage).set(in_a_row)
+
+    def letter_truncated(self, how: str) -> None:
+        self.dead_letters_truncated.labels(self.stage, how).inc()
 
 
 class ApiMetrics:

@@ -4,6 +4,13 @@ A stage only says what to do with a batch of input messages (``Stage.process``);
 owns delivery: decoding against the input contract, bounded retries with backoff, the
 dead-letter topic, rewinding on transient failures, and committing offsets only after every
 output and dead letter of the batch has been acknowledged by the broker.
+
+Every message reaches an outcome: an output, or a dead letter sized to fit its topic. The
+batch's dead letters are sent and confirmed before its outputs, so a failing letter rewinds
+the batch without having produced anything; a record the broker refuses for good (too
+large, invalid) is never retried: a refused letter goes again as a reference to its
+original, a refused output becomes a dead letter. Only transient failures rewind, with a
+backoff that grows; ``health`` turns unhealthy when a partition lags without progress.
 """
 
 from __future__ import annotations
@@ -14,23 +21,41 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from newsflow.contracts import ContractError, DeadLetter, Message, decode, encode
+from newsflow.dlq import LETTER_MAX_BYTES, fit_letter
 from newsflow.errors import PermanentError, RetryableError, StageError, TransientError
+from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer
 from newsflow.observability import StageMetrics
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+
+# What the producer or the broker refuses for this record however often it is sent.
+REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    InvalidRecordError,
+    CorruptRecordError,
+)
+# An output's key and value stay under this: room for the record's headers and overhead.
+OUTPUT_MAX_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,73 @@ class Failed:
 
 
 Result = Done | Failed
+
+
+@dataclass(frozen=True)
+class _Letter:
+    """A dead letter to send, with the original value it was cut from (if it was)."""
+
+    letter: DeadLetter
+    original: bytes | None
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """An output, serialized, with the input it came from (to dead-letter if refused)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    source: Inbound[Any]
+
+
+class PartitionProgress:
+    """Since when each partition has had lag without committed progress: a wedge detector.
+
+    Lags are observed between batches, when a partition's position is its committed offset;
+    a commit is progress. A partition that catches up is not stalled; one that starts to lag
+    is stalled from then on until it commits.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._lag: dict[TopicPartition, int] = {}
+        self._since: dict[TopicPartition, float] = {}
+
+    def observe(self, lags: Mapping[TopicPartition, int]) -> list[TopicPartition]:
+        """The lag of every assigned partition; returns those no longer assigned."""
+        now = self._clock()
+        with self._lock:
+            gone = [tp for tp in self._lag if tp not in lags]
+            for tp in gone:
+                self._lag.pop(tp)
+                self._since.pop(tp, None)
+            for tp, lag in lags.items():
+                self._lag[tp] = lag
+                if lag <= 0:
+                    self._since.pop(tp, None)
+                else:
+                    self._since.setdefault(tp, now)
+        return gone
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> None:
+        now = self._clock()
+        with self._lock:
+            for tp in partitions:
+                if tp in self._since:
+                    self._since[tp] = now
+
+    def stall_seconds(self, tp: TopicPartition) -> float:
+        with self._lock:
+            since = self._since.get(tp)
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
+    def stalls(self) -> dict[TopicPartition, float]:
+        """Every lagging partition's seconds without committed progress."""
+        now = self._clock()
+        with self._lock:
+            return {tp: max(0.0, now - since) for tp, since in self._since.items()}
 
 
 class Stage(ABC, Generic[M]):
@@ -149,11 +241,18 @@ class StageRunner(Generic[M]):
         producer: KafkaProducer,
         input_topic: str,
         dead_letter_topic: str,
+        producer_factory: Callable[[], KafkaProducer] | None = None,
     ) -> None:
+        """``producer_factory`` makes a producer like ``producer`` (by default from the
+        settings, with its client id): the runner replaces one that a refusal left unusable."""
         self.stage = stage
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
+        client_id = str(getattr(producer, "config", {}).get("client_id") or stage.name)
+        self.producer_factory = producer_factory or (
+            lambda: make_producer(settings, client_id=client_id)
+        )
         self.input_topic = input_topic
         self.dead_letter_topic = dead_letter_topic
         self.stats = RunStats()
@@ -163,6 +262,12 @@ class StageRunner(Generic[M]):
         self.started = time.monotonic()
         self.last_poll = 0.0  # monotonic; 0 until the first poll
         self._next_lag_check = 0.0
+        self.progress = PartitionProgress()
+        # Batches requeued in a row, and since when (monotonic; None while batches go through).
+        self.rewinds_in_a_row = 0
+        self.failing_since: float | None = None
+        self.last_rewind_reason: str | None = None
+        self.letter_max_bytes = LETTER_MAX_BYTES
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -188,34 +293,68 @@ class StageRunner(Generic[M]):
         )
         self.last_poll = time.monotonic()
         self.metrics.polled()
-        self._update_lag()
         raw = [record for partition_records in records.values() for record in partition_records]
         if not raw:
+            self._update_lag()
             return 0
         started = time.perf_counter()
         try:
             self._handle_batch(raw)
         except TransientError as exc:
-            self._rewind(raw, exc)
+            backoff = self._rewind(raw, exc)
+            self._update_lag()
+            self.stop_event.wait(backoff)
             return 0
+        if self.rewinds_in_a_row:
+            log.info(
+                "stage %s: batch went through after %d requeue(s)",
+                self.stage.name,
+                self.rewinds_in_a_row,
+            )
+            self.rewinds_in_a_row, self.failing_since = 0, None
+            self.metrics.rewinds_in_a_row.labels(self.stage.name).set(0)
         self.metrics.batch_seconds.labels(self.stage.name).observe(time.perf_counter() - started)
         for tp, partition_records in records.items():
             self.metrics.consumed(tp.topic, len(partition_records))
         self.stats.consumed += len(raw)
         self.stats.batches += 1
+        self._update_lag()
         return len(raw)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy while the loop polls: a stuck batch or a dead loop turns it unhealthy."""
+        """Healthy while the loop polls and its partitions make progress: a stuck batch, a dead
+        loop, a partition with lag and no commit for ``worker_stall_seconds``, or batches
+        failing transiently for as long, turn it unhealthy."""
         now = time.monotonic()
         since = now - (self.last_poll or self.started)
-        ok = not self.stop_event.is_set() and since <= self.settings.worker_health_max_poll_gap
-        return ok, {
+        limit = self.settings.worker_stall_seconds
+        stalled = {
+            f"{tp.topic}[{tp.partition}]": round(seconds, 1)
+            for tp, seconds in sorted(self.progress.stalls().items())
+            if seconds > limit
+        }
+        failing_since = self.failing_since
+        failing = 0.0 if failing_since is None else now - failing_since
+        ok = (
+            not self.stop_event.is_set()
+            and since <= self.settings.worker_health_max_poll_gap
+            and not stalled
+            and failing <= limit
+        )
+        details: dict[str, Any] = {
             "stage": self.stage.name,
             "seconds_since_poll": round(since, 1),
             "consumed": self.stats.consumed,
             "assigned": sorted(f"{tp.topic}[{tp.partition}]" for tp in self._assignment()),
+            "stalled_partitions": stalled,
         }
+        if failing_since is not None:
+            details["requeued"] = {
+                "batches_in_a_row": self.rewinds_in_a_row,
+                "seconds": round(failing, 1),
+                "reason": self.last_rewind_reason,
+            }
+        return ok, details
 
     def _assignment(self) -> set[Any]:
         try:
@@ -224,22 +363,34 @@ class StageRunner(Generic[M]):
             return set()
 
     def _update_lag(self) -> None:
-        """Consumer lag per assigned partition, at most every ``worker_lag_interval`` s."""
+        """Consumer lag per assigned partition, at most every ``worker_lag_interval`` s.
+
+        Measured between batches, when every position is a committed offset (or the start of
+        a requeued batch): the lag is the work not yet committed.
+        """
         now = time.monotonic()
         if now < self._next_lag_check:
             return
         self._next_lag_check = now + self.settings.worker_lag_interval_seconds
         assigned = list(self._assignment())
-        if not assigned:
-            return
+        lags: dict[TopicPartition, int] = {}
         try:
-            ends = self.consumer.end_offsets(assigned)
+            ends = self.consumer.end_offsets(assigned) if assigned else {}
             for tp in assigned:
                 position = self.consumer.position(tp)
                 if position is not None and tp in ends:
-                    self.metrics.lag(tp.topic, tp.partition, ends[tp] - position)
+                    lags[tp] = max(ends[tp] - position, 0)
+                    self.metrics.lag(tp.topic, tp.partition, lags[tp])
         except KafkaError as exc:  # metrics must never stop the stage
             log.debug("stage %s: lag check failed: %s", self.stage.name, exc)
+            return
+        for tp in self.progress.observe(lags):
+            self.metrics.untrack_stall(tp.topic, tp.partition)
+        for tp in lags:
+            self.metrics.track_stall(tp.topic, tp.partition, self._stall_of(tp))
+
+    def _stall_of(self, tp: TopicPartition) -> Callable[[], float]:
+        return lambda: self.progress.stall_seconds(tp)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -257,7 +408,7 @@ class StageRunner(Generic[M]):
     # -- one batch ------------------------------------------------------------------------
 
     def _handle_batch(self, raw: Sequence[Any]) -> None:
-        letters: list[DeadLetter] = []
+        letters: list[_Letter] = []
         inbound: list[Inbound[M]] = []
         for record in raw:
             key = record.key.decode("utf-8", "replace") if record.key is not None else None
@@ -273,12 +424,15 @@ class StageRunner(Generic[M]):
             )
 
         results = self._process_with_retries(inbound)
-        outputs: list[Output] = []
+        outputs: list[_Encoded] = []
         for item, (result, attempts) in zip(inbound, results, strict=True):
             if isinstance(result, Done):
-                outputs.extend(result.outputs)
-                self.stats.outcomes["ok"] += 1
-                continue
+                encoded = self._encode_outputs(item, result.outputs)
+                if not isinstance(encoded, StageError):
+                    outputs.extend(encoded)
+                    self.stats.outcomes["ok"] += 1
+                    continue
+                result = Failed(encoded)
             kind = "permanent" if isinstance(result.error, PermanentError) else "retries_exhausted"
             log.error(
                 "stage %s: %s: %s after %d attempt(s): %s",
@@ -289,9 +443,6 @@ class StageRunner(Generic[M]):
                 result.error,
             )
             letters.append(self._letter(item, result.error, kind, attempts))
-        for letter in letters:
-            self.metrics.failed(letter.error_kind, letter.reason)
-        self.stats.outcomes["dead_lettered"] += len(letters)
         self._write_and_commit(raw, outputs, letters)
 
     def _process_with_retries(self, batch: Sequence[Inbound[M]]) -> list[tuple[Result, int]]:
@@ -347,27 +498,44 @@ class StageRunner(Generic[M]):
             )
         return results
 
-    def _write_and_commit(
-        self, raw: Sequence[Any], outputs: Sequence[Output], letters: Sequence[DeadLetter]
-    ) -> None:
-        try:
-            futures = [
-                self.producer.send(out.topic, key=out.key.encode(), value=encode(out.message))
-                for out in outputs
-            ]
-            futures += [
-                self.producer.send(
-                    self.dead_letter_topic,
-                    key=(letter.key or "").encode() or None,
-                    value=encode(letter),
+    def _encode_outputs(
+        self, item: Inbound[M], outputs: Sequence[Output]
+    ) -> list[_Encoded] | StageError:
+        """The item's outputs as records, or why they cannot be produced: an output its
+        contract refuses, or one larger than a topic takes, would fail on every attempt."""
+        encoded: list[_Encoded] = []
+        for out in outputs:
+            try:
+                value = encode(out.message)
+            except ContractError as exc:
+                log.error("stage %s: %s: invalid output: %s", self.stage.name, item.where, exc)
+                return PermanentError("invalid_output", f"{out.topic}: {exc}")
+            key = out.key.encode()
+            size = len(key) + len(value)
+            if size > OUTPUT_MAX_BYTES:
+                return PermanentError(
+                    "output_too_large",
+                    f"{out.topic}: {size} bytes, over the {OUTPUT_MAX_BYTES} a message may have",
                 )
-                for letter in letters
-            ]
-            self.producer.flush(timeout=60)
-            for future in futures:
-                future.get(timeout=60)
-        except KafkaError as exc:
-            raise TransientError("produce_failed", str(exc)) from exc
+            encoded.append(_Encoded(out.topic, key, value, item))
+        return encoded
+
+    def _write_and_commit(
+        self, raw: Sequence[Any], outputs: Sequence[_Encoded], letters: Sequence[_Letter]
+    ) -> None:
+        """Letters first, confirmed, then outputs, confirmed, then the commit.
+
+        A letter that fails transiently rewinds the batch before any output is produced; an
+        output that fails transiently rewinds it too, and its letters are sent again then (a
+        replayed letter is harmless: the sinks are idempotent).
+        """
+        self._send_letters(letters)
+        refused = self._produce(
+            [(out.topic, out.key, out.value) for out in outputs], failure="produce_failed"
+        )
+        if refused:
+            letters_for_refused = self._refused_outputs([outputs[i] for i in refused])
+            self._send_letters(letters_for_refused)
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for record in raw:
             tp = TopicPartition(record.topic, record.partition)
@@ -381,12 +549,124 @@ class StageRunner(Generic[M]):
             log.warning(
                 "stage %s: commit failed, batch may be redelivered: %s", self.stage.name, exc
             )
-        self.stats.outcomes["produced"] += len(outputs)
-        for out in outputs:
+        else:
+            self.progress.committed(list(offsets))
+        refused_set = set(refused)
+        produced = [out for i, out in enumerate(outputs) if i not in refused_set]
+        self.stats.outcomes["produced"] += len(produced)
+        for out in produced:
             self.metrics.produced(out.topic)
         self.stage.after_commit({tp: meta.offset for tp, meta in offsets.items()})
 
-    def _rewind(self, raw: Sequence[Any], exc: TransientError) -> None:
+    def _send_letters(self, letters: Sequence[_Letter]) -> None:
+        """Send and confirm the letters; one refused for good goes again as a reference only
+        (the original stays findable by its topic, partition and offset)."""
+        if not letters:
+            return
+        records = [self._letter_record(pending.letter) for pending in letters]
+        refused = self._produce(records, failure="dead_letter_failed")
+        if refused:
+            references: list[DeadLetter] = []
+            for i in refused:
+                letter = fit_letter(letters[i].letter, letters[i].original, max_bytes=0)
+                log.error(
+                    "stage %s: %s[%d]@%d: the dead-letter topic refused the letter (%d bytes); "
+                    "sending a reference to the original instead",
+                    self.stage.name,
+                    letter.source_topic,
+                    letter.partition,
+                    letter.offset,
+                    len(records[i][2]),
+                )
+                self.metrics.letter_truncated("reference_only")
+                references.append(letter)
+            if self._produce(
+                [self._letter_record(letter) for letter in references],
+                failure="dead_letter_failed",
+            ):
+                raise TransientError(
+                    "dead_letter_refused", "the dead-letter topic refused a reference-only letter"
+                )
+        for pending in letters:
+            self.metrics.failed(pending.letter.error_kind, pending.letter.reason)
+        self.stats.outcomes["dead_lettered"] += len(letters)
+
+    def _letter_record(self, letter: DeadLetter) -> tuple[str, bytes | None, bytes]:
+        return self.dead_letter_topic, (letter.key or "").encode() or None, encode(letter)
+
+    def _refused_outputs(self, refused: Sequence[_Encoded]) -> list[_Letter]:
+        """Dead letters for the inputs whose outputs the broker refused for good."""
+        letters: list[_Letter] = []
+        seen: set[tuple[str, int, int]] = set()
+        for out in refused:
+            item = out.source
+            if (item.topic, item.partition, item.offset) in seen:
+                continue
+            seen.add((item.topic, item.partition, item.offset))
+            detail = f"{out.topic}: the broker refused the output ({len(out.value)} bytes)"
+            log.error("stage %s: %s: %s", self.stage.name, item.where, detail)
+            self.stats.outcomes["ok"] -= 1
+            error = PermanentError("output_refused", detail)
+            letters.append(self._letter(item, error, "permanent", attempts=1))
+        return letters
+
+    def _produce(
+        self, records: Sequence[tuple[str, bytes | None, bytes]], *, failure: str
+    ) -> list[int]:
+        """Send, flush and confirm ``records`` (topic, key, value); return the indexes of those
+        refused for good. Any other failure is transient: ``TransientError(failure)``.
+
+        After a broker refuses a record, kafka-python's idempotent producer fails everything
+        else too (a fatal state): the producer is replaced, and each record failed that way
+        is sent again on its own, to tell the refused record from those failed with it.
+        """
+        suspects = self._send_and_confirm(records, failure)
+        if not suspects:
+            return []
+        self._renew_producer()
+        if len(records) == 1:
+            return suspects
+        refused: list[int] = []
+        for i in suspects:
+            if self._send_and_confirm([records[i]], failure):
+                refused.append(i)
+                self._renew_producer()
+        return refused
+
+    def _send_and_confirm(
+        self, records: Sequence[tuple[str, bytes | None, bytes]], failure: str
+    ) -> list[int]:
+        futures: list[tuple[int, Any]] = []
+        refused: list[int] = []
+        try:
+            for i, (topic, key, value) in enumerate(records):
+                try:
+                    futures.append((i, self.producer.send(topic, key=key, value=value)))
+                except REFUSED_FOR_GOOD as exc:  # the producer's own size check
+                    log.warning("stage %s: %s refused: %s", self.stage.name, topic, exc)
+                    refused.append(i)
+            if futures:
+                self.producer.flush(timeout=60)
+            for i, future in futures:
+                try:
+                    future.get(timeout=60)
+                except REFUSED_FOR_GOOD as exc:
+                    log.warning("stage %s: %s refused: %s", self.stage.name, records[i][0], exc)
+                    refused.append(i)
+        except KafkaError as exc:
+            raise TransientError(failure, str(exc)) from exc
+        return sorted(refused)
+
+    def _renew_producer(self) -> None:
+        log.warning("stage %s: replacing the producer after a refused record", self.stage.name)
+        old, self.producer = self.producer, self.producer_factory()
+        try:
+            old.close(timeout=5)
+        except Exception as exc:  # a producer in a fatal state may not close cleanly
+            log.debug("stage %s: closing the old producer: %s", self.stage.name, exc)
+
+    def _rewind(self, raw: Sequence[Any], exc: TransientError) -> float:
+        """Seek back to the batch's first offsets; return the seconds to wait before polling."""
         first: dict[TopicPartition, int] = {}
         for record in raw:
             tp = TopicPartition(record.topic, record.partition)
@@ -404,12 +684,24 @@ class StageRunner(Generic[M]):
             self.consumer.seek(tp, offset)
         self.stats.outcomes["requeued"] += len(raw)
         self.metrics.failed("transient", exc.reason, len(raw))
-        self.stop_event.wait(self.settings.worker_retry_backoff_seconds * 4)
+        self.rewinds_in_a_row += 1
+        self.last_rewind_reason = exc.reason
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.metrics.rewound(exc.reason, self.rewinds_in_a_row)
+        return self.rewind_backoff(self.rewinds_in_a_row)
+
+    def rewind_backoff(self, in_a_row: int) -> float:
+        """Seconds to wait before re-reading a batch requeued ``in_a_row`` times: doubling
+        from 4 x the retry backoff, capped, so a long outage costs a few polls a minute."""
+        first = self.settings.worker_retry_backoff_seconds * 4
+        cap = self.settings.worker_rewind_max_backoff_seconds
+        return float(min(first * 2 ** min(in_a_row - 1, 32), cap))
 
     # -- dead letters -----------------------------------------------------------------------
 
-    def _letter(self, item: Inbound[M], error: StageError, kind: str, attempts: int) -> DeadLetter:
-        return DeadLetter(
+    def _letter(self, item: Inbound[M], error: StageError, kind: str, attempts: int) -> _Letter:
+        letter = DeadLetter(
             stage=self.stage.name,
             source_topic=item.topic,
             partition=item.partition,
@@ -417,16 +709,15 @@ class StageRunner(Generic[M]):
             key=item.key,
             value=(item.value or b"").decode("utf-8", "replace"),
             url=item.url,
-            error_kind="permanent" if kind == "permanent" else "retries_exhausted",
+            error_kind="retries_exhausted" if kind == "retries_exhausted" else "permanent",
             reason=error.reason,
-            detail=error.detail[:2000],
+            detail=error.detail,
             attempts=attempts,
         )
+        return self._fitted(letter, item.value)
 
-    def _letter_for_record(
-        self, record: Any, key: str | None, reason: str, detail: str
-    ) -> DeadLetter:
-        return DeadLetter(
+    def _letter_for_record(self, record: Any, key: str | None, reason: str, detail: str) -> _Letter:
+        letter = DeadLetter(
             stage=self.stage.name,
             source_topic=record.topic,
             partition=record.partition,
@@ -435,5 +726,21 @@ class StageRunner(Generic[M]):
             value=(record.value or b"").decode("utf-8", "replace"),
             error_kind="permanent",
             reason=reason,
-            detail=detail[:2000],
+            detail=detail,
         )
+        return self._fitted(letter, record.value)
+
+    def _fitted(self, letter: DeadLetter, original: bytes | None) -> _Letter:
+        fitted = fit_letter(letter, original, max_bytes=self.letter_max_bytes)
+        if fitted.value_truncated:
+            log.warning(
+                "stage %s: %s[%d]@%d: dead letter cut to fit its topic: %d of %d bytes kept",
+                self.stage.name,
+                letter.source_topic,
+                letter.partition,
+                letter.offset,
+                len(fitted.value.encode("utf-8")),
+                fitted.value_bytes,
+            )
+            self.metrics.letter_truncated("reference_only" if not fitted.value else "truncated")
+        return _Letter(fitted, original)

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     worker_metrics_base_port: int = Field(default=9101, ge=0, le=65535)
     worker_health_max_poll_gap: float = Field(default=300.0, gt=0)
     worker_lag_interval_seconds: float = Field(default=10.0, ge=0)
+    # A partition with lag and no committed progress for this long makes /health unhealthy
+    # (as does a batch that keeps failing transiently for this long): a wedge, not a busy spell.
+    worker_stall_seconds: float = Field(default=120.0, gt=0)
+    # A batch that fails transiently is re-read after a backoff that doubles on each failure
+    # in a row, from 4 x worker_retry_backoff_seconds up to this.
+    worker_rewind_max_backoff_seconds: float = Field(default=30.0, ge=0)
     # The maintenance DAG deletes articles fetched (and stories last seen) this long ago.
     index_retention_days: float = Field(default=90, gt=0)
     exporter_port: int = Field(default=9100, ge=0, le=65535)  # `newsflow exporter` (ingest)

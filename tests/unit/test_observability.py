@@ -45,3 +45,17 @@ def test_health_endpoint_is_200_or_503(served: tuple[StageMetrics, dict[str, Any
     assert response.status_code == 503
     assert response.json()["ok"] is False
     assert httpx.get(f"{base}/nothing").status_code == 404
+
+
+def test_partition_stall_is_computed_at_scrape_time_and_dropped_with_the_partition(
+    served: tuple[StageMetrics, dict[str, Any], str],
+) -> None:
+    metrics, _, base = served
+    stall = {"seconds": 0.0}
+    metrics.track_stall("raw", 2, lambda: stall["seconds"])
+    series = 'newsflow_partition_stall_seconds{partition="2",stage="enrich",topic="raw"}'
+    assert f"{series} 0.0" in httpx.get(f"{base}/metrics").text
+    stall["seconds"] = 130.5  # the stage is stuck: nothing sets the gauge, the scrape sees it
+    assert f"{series} 130.5" in httpx.get(f"{base}/metrics").text
+    metrics.untrack_stall("raw", 2)
+    assert series not in httpx.get(f"{base}/metrics").text

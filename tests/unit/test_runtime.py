@@ -10,10 +10,21 @@ from typing import Any
 
 import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
+from newsflow import runtime as runtime_module
 from newsflow.contracts import DeadLetter, RawPage, decode, encode
 from newsflow.errors import PermanentError, RetryableError, TransientError
-from newsflow.runtime import Done, Failed, Inbound, Output, Result, Stage, StageRunner
+from newsflow.runtime import (
+    Done,
+    Failed,
+    Inbound,
+    Output,
+    PartitionProgress,
+    Result,
+    Stage,
+    StageRunner,
+)
 from newsflow.settings import Settings
 from newsflow.urls import url_id
 
@@ -57,22 +68,57 @@ class FakeConsumer:
         return 4
 
 
+@dataclass
 class Future:
+    error: KafkaError | None = None
+
     def get(self, timeout: float | None = None) -> None:
-        return None
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass
 class FakeProducer:
+    """Records what was sent and flushed, in order; refuses as a producer and broker would:
+    over ``max_request_size`` when sending, over a topic's limit or as told when confirming."""
+
     sent: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
     flushed: int = 0
+    events: list[str] = field(default_factory=list)
+    max_request_size: int | None = None
+    topic_limits: dict[str, int] = field(default_factory=dict)
+    failing: dict[str, KafkaError] = field(default_factory=dict)
+
+    # Like kafka-python's idempotent producer: a broker's refusal fails every record after it.
+    fatal: KafkaError | None = None
+    renewals: int = 0
 
     def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> Future:
+        if self.max_request_size is not None and len(value) > self.max_request_size:
+            raise MessageSizeTooLargeError(f"{len(value)} bytes")
+        self.events.append(f"send {topic}")
+        if self.fatal is not None:
+            return Future(self.fatal)
+        if topic in self.failing:
+            return Future(self.failing[topic])
+        if len(value) > self.topic_limits.get(topic, len(value)):
+            self.fatal = MessageSizeTooLargeError("refused by the broker")
+            return Future(self.fatal)
         self.sent.append((topic, key, value))
         return Future()
 
     def flush(self, timeout: float | None = None) -> None:
         self.flushed += 1
+        self.events.append("flush")
+
+    def renewed(self) -> FakeProducer:
+        """The runner's replacement producer: this one, out of its fatal state."""
+        self.fatal = None
+        self.renewals += 1
+        return self
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
 
 
 def page(n: int) -> RawPage:
@@ -124,6 +170,7 @@ def runner(
         producer=producer,
         input_topic=IN,
         dead_letter_topic=DLQ,
+        producer_factory=producer.renewed,
     )
 
 
@@ -272,3 +319,214 @@ def test_health_follows_the_poll_loop() -> None:
     run.last_poll = time.monotonic()
     run.stop()
     assert run.health()[0] is False
+
+
+# -- outcomes in bounded time ---------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _poison_batch() -> tuple[ScriptedStage, FakeConsumer, RawPage]:
+    bad = page(1).model_copy(update={"html": "<div></div>" * 1000})
+    stage = ScriptedStage({bad.url: [PermanentError("empty_text", "no body")]})
+    batch = [record(0, encode(page(0))), record(1, encode(bad)), record(2, encode(page(2)))]
+    return stage, FakeConsumer([batch]), bad
+
+
+def test_dead_letters_are_confirmed_before_any_output_is_sent() -> None:
+    stage, consumer, _ = _poison_batch()
+    producer = FakeProducer()
+    runner(stage, consumer, producer).run_once()
+    assert producer.events == [f"send {DLQ}", "flush", f"send {OUT}", f"send {OUT}", "flush"]
+    assert consumer.commits[0][TopicPartition(IN, 0)].offset == 3
+
+
+def test_a_transiently_failing_letter_rewinds_before_anything_is_produced() -> None:
+    stage, consumer, _ = _poison_batch()
+    producer = FakeProducer(failing={DLQ: KafkaTimeoutError("broker away")})
+    run = runner(stage, consumer, producer)
+    assert run.run_once() == 0
+    assert [t for t, _, _ in producer.sent] == []
+    assert consumer.commits == [] and consumer.seeks == [(TopicPartition(IN, 0), 0)]
+    labels = {"stage": "scripted", "reason": "dead_letter_failed"}
+    assert _sample(run, "newsflow_batch_rewinds_total", **labels) == 1
+    assert _sample(run, "newsflow_rewinds_in_a_row", stage="scripted") == 1
+
+
+def test_a_letter_over_the_topic_limit_is_cut_and_the_batch_goes_on() -> None:
+    bad = page(1).model_copy(update={"html": '<div class="x"></div>' * 5000})
+    stage = ScriptedStage({bad.url: [PermanentError("empty_text", "no body")]})
+    consumer = FakeConsumer([[record(0, encode(page(0))), record(1, encode(bad))]])
+    producer = FakeProducer(max_request_size=50_000)
+    run = runner(stage, consumer, producer)
+    run.letter_max_bytes = 40_000
+    run.run_once()
+    (letter,) = letters(producer)
+    assert letter.value_truncated and letter.value_bytes == len(encode(bad))
+    assert encode(bad).decode().startswith(letter.value) and len(letter.value) > 30_000
+    assert [t for t, _, _ in producer.sent].count(OUT) == 1
+    assert consumer.commits[0][TopicPartition(IN, 0)].offset == 2
+    assert _sample(run, "newsflow_dead_letters_truncated_total", stage="scripted", how="truncated")
+
+
+@pytest.mark.parametrize("refusal", ["producer", "broker"])
+def test_a_letter_refused_for_good_is_sent_as_a_reference_not_retried(refusal: str) -> None:
+    stage, consumer, bad = _poison_batch()
+    size = len(encode(bad))  # the letter is larger: it carries the original and more
+    producer = (
+        FakeProducer(max_request_size=size)
+        if refusal == "producer"
+        else FakeProducer(topic_limits={DLQ: size})
+    )
+    run = runner(stage, consumer, producer)
+    assert run.run_once() == 3
+    (letter,) = letters(producer)
+    assert (letter.value, letter.value_truncated, letter.offset) == ("", True, 1)
+    assert letter.value_bytes == size and letter.reason == "empty_text"
+    assert [t for t, _, _ in producer.sent].count(OUT) == 2
+    assert consumer.seeks == [] and consumer.commits[0][TopicPartition(IN, 0)].offset == 3
+    how = {"stage": "scripted", "how": "reference_only"}
+    assert _sample(run, "newsflow_dead_letters_truncated_total", **how) == 1
+    assert producer.renewals == 1  # the refusal left the producer unusable
+
+
+def test_a_reference_the_topic_still_refuses_rewinds_with_a_backoff() -> None:
+    stage, consumer, _ = _poison_batch()
+    producer = FakeProducer(topic_limits={DLQ: 10})
+    run = runner(stage, consumer, producer)
+    assert run.run_once() == 0
+    assert consumer.commits == [] and [t for t, _, _ in producer.sent] == []
+    assert run.last_rewind_reason == "dead_letter_refused"
+
+
+def test_an_output_too_large_for_a_message_dead_letters_its_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    large = page(1).model_copy(update={"html": "<p>long</p>" * 2000})
+    consumer = FakeConsumer(
+        [[record(0, encode(page(0))), record(1, encode(large)), record(2, encode(page(2)))]]
+    )
+    monkeypatch.setattr(runtime_module, "OUTPUT_MAX_BYTES", 10_000)
+    producer = FakeProducer()
+    runner(ScriptedStage({}), consumer, producer).run_once()
+    (letter,) = letters(producer)
+    assert (letter.reason, letter.offset) == ("output_too_large", 1)
+    assert [t for t, _, _ in producer.sent].count(OUT) == 2
+
+
+def test_an_output_the_broker_refuses_dead_letters_its_input() -> None:
+    large = page(1).model_copy(update={"html": "<p>long</p>" * 2000})
+    batch = [record(0, encode(page(0))), record(1, encode(large)), record(2, encode(page(2)))]
+    consumer = FakeConsumer([batch])
+    producer = FakeProducer(topic_limits={OUT: 5_000})
+    run = runner(ScriptedStage({}), consumer, producer)
+    assert run.run_once() == 3
+    (letter,) = letters(producer)
+    assert (letter.reason, letter.offset, letter.error_kind) == ("output_refused", 1, "permanent")
+    # The output failed along with the refused one (the producer's fatal state) went again.
+    outputs = [decode(RawPage, v).url for t, _, v in producer.sent if t == OUT]
+    assert sorted(outputs) == [page(0).url, page(2).url]
+    assert producer.renewals == 2  # after the batch, and after the refused output alone
+    assert consumer.commits[0][TopicPartition(IN, 0)].offset == 3
+    assert run.stats.outcomes["ok"] == 2 and run.stats.outcomes["produced"] == 2
+
+
+def test_only_the_refused_letter_becomes_a_reference() -> None:
+    bad = page(1).model_copy(update={"html": "<div></div>" * 1000})
+    also_bad = page(2)
+    stage = ScriptedStage(
+        {url: [PermanentError("empty_text", "no body")] for url in (bad.url, also_bad.url)}
+    )
+    consumer = FakeConsumer([[record(0, encode(bad)), record(1, encode(also_bad))]])
+    producer = FakeProducer(topic_limits={DLQ: len(encode(bad))})
+    runner(stage, consumer, producer).run_once()
+    by_offset = {letter.offset: letter for letter in letters(producer)}
+    assert (by_offset[0].value, by_offset[0].value_truncated) == ("", True)
+    assert by_offset[1].value == encode(also_bad).decode() and not by_offset[1].value_truncated
+    assert consumer.commits[0][TopicPartition(IN, 0)].offset == 2
+
+
+def test_rewinds_back_off_exponentially_up_to_a_cap_and_reset_on_success() -> None:
+    settings = Settings(worker_retry_backoff_seconds=0.5, worker_rewind_max_backoff_seconds=30)
+    p = page(1)
+    stage = ScriptedStage({p.url: [TransientError("elasticsearch_unavailable")] * 2})
+    consumer = FakeConsumer([[record(5, encode(p))]] * 3)
+    run = StageRunner(
+        stage,
+        settings=settings,
+        consumer=consumer,
+        producer=FakeProducer(),
+        input_topic=IN,
+        dead_letter_topic=DLQ,
+    )
+    assert [run.rewind_backoff(n) for n in (1, 2, 3, 4, 5, 6, 100)] == [2, 4, 8, 16, 30, 30, 30]
+    run.stop_event.set()  # the backoff waits on it: do not sleep in the test
+    run.run_once()
+    run.run_once()
+    assert run.health()[1]["requeued"]["batches_in_a_row"] == 2
+    run.stop_event.clear()
+    assert run.run_once() == 1
+    assert "requeued" not in run.health()[1]
+    assert _sample(run, "newsflow_rewinds_in_a_row", stage="scripted") == 0
+    labels = {"stage": "scripted", "reason": "elasticsearch_unavailable"}
+    assert _sample(run, "newsflow_batch_rewinds_total", **labels) == 2
+
+
+def test_health_turns_unhealthy_when_batches_keep_failing() -> None:
+    p = page(1)
+    stage = ScriptedStage({p.url: [TransientError("elasticsearch_unavailable")]})
+    run = runner(stage, FakeConsumer([[record(5, encode(p))]]), FakeProducer())
+    run.run_once()
+    ok, details = run.health()
+    assert ok and details["requeued"]["reason"] == "elasticsearch_unavailable"
+    assert run.failing_since is not None
+    run.failing_since -= run.settings.worker_stall_seconds + 1
+    ok, details = run.health()
+    assert not ok and details["requeued"]["batches_in_a_row"] == 1
+
+
+def test_stall_is_the_time_with_lag_and_no_committed_progress() -> None:
+    clock = FakeClock()
+    progress = PartitionProgress(clock)
+    a, b = TopicPartition(IN, 0), TopicPartition(IN, 1)
+    progress.observe({a: 0, b: 0})
+    clock.now += 3600  # caught up for an hour: not stalled
+    progress.observe({a: 5, b: 0})
+    assert progress.stalls() == {a: 0.0}
+    clock.now += 50
+    assert progress.stall_seconds(a) == 50 and progress.stall_seconds(b) == 0
+    progress.committed([a])  # progress, still lagging
+    clock.now += 20
+    progress.observe({a: 3, b: 0})
+    assert progress.stall_seconds(a) == 20
+    progress.observe({a: 0, b: 0})
+    assert progress.stalls() == {}
+    assert progress.observe({b: 2}) == [a]  # revoked
+    clock.now += 5
+    assert progress.stalls() == {b: 5.0}
+
+
+def test_health_names_a_stalled_partition_and_the_metric_shows_it() -> None:
+    p = page(1)
+    stage = ScriptedStage({p.url: [TransientError("elasticsearch_unavailable")] * 99})
+    consumer = FakeConsumer([[record(4, encode(p))]])  # lag: end 10, position 4
+    run = runner(stage, consumer, FakeProducer())
+    clock = FakeClock()
+    run.progress = PartitionProgress(clock)
+    run.run_once()
+    stall = {"stage": "scripted", "topic": IN, "partition": "0"}
+    assert _sample(run, "newsflow_partition_stall_seconds", **stall) == 0
+    clock.now += run.settings.worker_stall_seconds + 1
+    run.failing_since = None  # only the partition's stall speaks here
+    ok, details = run.health()
+    assert not ok
+    assert details["stalled_partitions"] == {f"{IN}[0]": run.settings.worker_stall_seconds + 1}
+    assert _sample(run, "newsflow_partition_stall_seconds", **stall) == 121
+    run.progress.committed([TopicPartition(IN, 0)])
+    assert run.health()[0] is True
