@@ -1,8 +1,12 @@
-"""Index upkeep the ``maintenance`` DAG runs: retention, alias checks, index statistics.
+"""Index upkeep the ``maintenance`` DAG runs: retention, alias checks, index statistics;
+and :func:`check_stories`, the story consistency check (every article's story has a document).
 
 Retention deletes articles fetched, and stories last seen, before the cut-off, in bulk, found
 with a point-in-time scan. Why not ``_delete_by_query``: it lives in the reindex module, which
-the minimal Elasticsearch used in tests lacks; the scan works on every distribution.
+the minimal Elasticsearch used in tests lacks; the scan works on every distribution. A story
+still named by an article is kept: a story's ``last_seen`` is its articles' own dates, so an
+article published long ago but fetched recently (an archive page) would otherwise outlive
+its story; the story goes with its last article, on a later run.
 
 Why no rollover of the articles index: a document's ``_id`` is its normalized URL and a
 re-fetch overwrites it with a higher external version. After a rollover the new write index
@@ -39,13 +43,15 @@ class Expired:
 def expire(
     es: Elasticsearch, names: IndexNames, *, older_than: timedelta, now: datetime
 ) -> Expired:
-    """Delete articles fetched and stories last seen before ``now - older_than``."""
+    """Delete articles fetched, and stories last seen, before ``now - older_than``; a story
+    an article still names is kept."""
     cutoff = now - older_than
     articles = _delete_matching(
         es, names.articles, {"range": {"fetched_at": {"lt": cutoff.isoformat()}}}
     )
-    stories = _delete_matching(
-        es, names.stories, {"range": {"last_seen": {"lt": cutoff.isoformat()}}}
+    es.indices.refresh(index=names.articles)
+    stories = _delete_unnamed_stories(
+        es, names, {"range": {"last_seen": {"lt": cutoff.isoformat()}}}
     )
     if articles or stories:
         es.indices.refresh(index=f"{names.articles},{names.stories}")
@@ -66,7 +72,124 @@ def _delete_matching(es: Elasticsearch, index: str, query: dict[str, Any]) -> in
     return int(deleted)
 
 
-def _scan(es: Elasticsearch, index: str, query: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _delete_unnamed_stories(es: Elasticsearch, names: IndexNames, query: dict[str, Any]) -> int:
+    """Bulk-delete the stories ``query`` matches that no article names."""
+
+    def without_articles(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        named = _named_stories(es, names, [hit["_id"] for hit in batch])
+        return [hit for hit in batch if hit["_id"] not in named]
+
+    def unnamed() -> Iterator[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
+        for hit in _scan(es, names.stories, query):
+            batch.append(hit)
+            if len(batch) == SCAN_BATCH:
+                yield from without_articles(batch)
+                batch = []
+        if batch:
+            yield from without_articles(batch)
+
+    actions = (
+        {"_op_type": "delete", "_index": hit["_index"], "_id": hit["_id"]} for hit in unnamed()
+    )
+    deleted, errors = helpers.bulk(es, actions, raise_on_error=False, stats_only=True)
+    if errors:
+        log.warning("retention: %d delete(s) on %s failed", errors, names.stories)
+    return int(deleted)
+
+
+def _named_stories(es: Elasticsearch, names: IndexNames, story_ids: list[str]) -> set[str]:
+    response = es.search(
+        index=names.articles,
+        size=0,
+        query={"terms": {"story_id": story_ids}},
+        aggs={"named": {"terms": {"field": "story_id", "size": len(story_ids)}}},
+    )
+    return {bucket["key"] for bucket in response["aggregations"]["named"]["buckets"]}
+
+
+@dataclass(frozen=True, slots=True)
+class StoryCheck:
+    """Articles whose ``story_id`` has no story to show (by story id: the articles naming it)."""
+
+    articles: int  # articles (``is_article``) scanned
+    stories: int  # distinct story ids they name
+    missing: dict[str, list[str]]  # no document in the stories index
+    redirected: dict[str, list[str]]  # the document is a merged story's redirect
+    unstoried: list[str]  # articles without a story id
+    non_articles_with_story: list[str]  # pages that are not articles yet name a story
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.missing or self.redirected or self.unstoried or self.non_articles_with_story
+        )
+
+    def summary(self) -> str:
+        counts = {
+            "missing": sum(map(len, self.missing.values())),
+            "redirected": sum(map(len, self.redirected.values())),
+            "unstoried": len(self.unstoried),
+            "non_articles_with_story": len(self.non_articles_with_story),
+        }
+        found = ", ".join(f"{n} {what}" for what, n in counts.items() if n) or "all consistent"
+        return f"{self.articles} articles in {self.stories} stories: {found}"
+
+
+def check_stories(es: Elasticsearch, names: IndexNames) -> StoryCheck:
+    """Scan the articles index for story ids without a story document.
+
+    After a refresh, so whatever the index stage has written counts. Read-only; for tests,
+    the chaos suite and an operator's audit.
+    """
+    es.indices.refresh(index=f"{names.articles},{names.stories}")
+    by_story: dict[str, list[str]] = {}
+    unstoried: list[str] = []
+    non_articles: list[str] = []
+    articles = 0
+    for hit in _scan(
+        es, names.articles, {"match_all": {}}, source_includes=["story_id", "is_article"]
+    ):
+        source = hit.get("_source") or {}
+        story = source.get("story_id")
+        if not source.get("is_article", True):
+            if story:
+                non_articles.append(hit["_id"])
+            continue
+        articles += 1
+        if story:
+            by_story.setdefault(story, []).append(hit["_id"])
+        else:
+            unstoried.append(hit["_id"])
+    missing: dict[str, list[str]] = {}
+    redirected: dict[str, list[str]] = {}
+    ids = sorted(by_story)
+    for i in range(0, len(ids), SCAN_BATCH):
+        docs = es.mget(
+            index=names.stories, ids=ids[i : i + SCAN_BATCH], source_includes=["merged_into"]
+        )["docs"]
+        for doc in docs:
+            if not doc.get("found"):
+                missing[doc["_id"]] = sorted(by_story[doc["_id"]])
+            elif (doc.get("_source") or {}).get("merged_into"):
+                redirected[doc["_id"]] = sorted(by_story[doc["_id"]])
+    return StoryCheck(
+        articles=articles,
+        stories=len(by_story),
+        missing=missing,
+        redirected=redirected,
+        unstoried=sorted(unstoried),
+        non_articles_with_story=sorted(non_articles),
+    )
+
+
+def _scan(
+    es: Elasticsearch,
+    index: str,
+    query: dict[str, Any],
+    *,
+    source_includes: list[str] | None = None,
+) -> Iterator[dict[str, Any]]:
     try:
         pit = es.open_point_in_time(index=index, keep_alive=PIT_KEEP_ALIVE)["id"]
     except NotFoundError:
@@ -79,7 +202,8 @@ def _scan(es: Elasticsearch, index: str, query: dict[str, Any]) -> Iterator[dict
                 query=query,
                 sort=["_shard_doc"],
                 size=SCAN_BATCH,
-                source=False,
+                source=False if source_includes is None else None,
+                source_includes=source_includes,
                 search_after=after,
                 track_total_hits=False,
             )

@@ -422,7 +422,7 @@ class StorySearch:
         infos: dict[str, StoryInfo] = {}
         docs = self.es.mget(index=self.names.stories, ids=ids)["docs"]
         for doc in docs:
-            if doc.get("found"):
+            if doc.get("found") and "merged_into" not in doc["_source"]:  # not a redirect
                 src = doc["_source"]
                 infos[doc["_id"]] = StoryInfo(
                     story_id=doc["_id"],
@@ -486,9 +486,10 @@ class StorySearch:
 
     def new_stories(self, *, since: datetime | None, size: int) -> list[StoryInfo]:
         """Stories first seen after ``since``, newest first (the page's live list)."""
-        query: dict[str, Any] = {"match_all": {}}
+        # Not the redirects that stories merged into another became (index.worker).
+        query: dict[str, Any] = {"bool": {"must_not": [{"exists": {"field": "merged_into"}}]}}
         if since is not None:
-            query = {"range": {"first_seen": {"gt": since.isoformat()}}}
+            query["bool"]["filter"] = [{"range": {"first_seen": {"gt": since.isoformat()}}}]
         response = self.es.search(
             index=self.names.stories,
             query=query,

@@ -125,7 +125,9 @@ class DedupReason(StrEnum):
     """Why dedup decided what it did: the layer that found the original, if any."""
 
     NEW = "new"  # no original: the article starts or joins a story
-    REPLAY = "replay"  # the same id with the same text, seen before
+    # Seen again, the same id and text, gets its first decision again (its reason, not this
+    # one). Only a copy decided before dedup recorded reasons (snapshot format 4) has this.
+    REPLAY = "replay"
     VERSION = "version"  # the same id with changed text: a new version
     URL = "url"  # a copy at the same normalized or canonical URL
     EXACT = "exact"  # a copy with the same normalized body
@@ -139,8 +141,10 @@ class DedupedArticle(Article):
     copies. ``story`` is the story after this article; it is None when the story had left
     the clustering window before this copy or version arrived (the stories index keeps its
     last summary). A page that is not an article is passed through undecided, with the four
-    fields None. ``story_id``, ``dedup_reason`` and ``story`` have no default: a producer
-    states each, and a message without one of them is invalid.
+    fields None: it belongs to no story, and the index stores it without a ``story_id``, so
+    every ``story_id`` in the index has a story document. ``story_id``, ``dedup_reason`` and
+    ``story`` have no default: a producer states each, and a message without one of them is
+    invalid.
     """
 
     duplicate_of: ArticleId | None = None  # the original this article copies

@@ -1,4 +1,10 @@
-"""Kafka clients configured one way for every stage, and idempotent topic creation."""
+"""Kafka clients configured one way for every stage, and idempotent topic creation.
+
+A topic that holds a stage's changelog (``TopicDef.min_retention_days_field``) is created
+with at least that retention, and ``ensure_topics`` raises the retention of an existing one
+that keeps less (e.g. created when the articles topic kept 7 days and the dedup window is
+30): otherwise a lost dedup snapshot could not be rebuilt from the log.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from kafka import (
     KafkaProducer,
     TopicPartition,
 )
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 
 from newsflow.settings import Settings
@@ -24,12 +31,17 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
+class TopicRetentionError(RuntimeError):
+    """A topic keeps less than it must, and Kafka refused to raise its retention."""
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     retention_hours: int
     compacted: bool = False
+    min_retention_hours: int = 0  # an existing topic keeping less is raised to retention_hours
 
     def configs(self) -> dict[str, str]:
         return {
@@ -42,7 +54,12 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics of ``newsflow.topology.TOPICS``, as this deployment names and sizes them."""
     return [
-        TopicSpec(topic.name(settings), topic.partitions(settings), topic.retention_hours(settings))
+        TopicSpec(
+            topic.name(settings),
+            topic.partitions(settings),
+            topic.retention_hours(settings),
+            min_retention_hours=topic.min_retention_hours(settings),
+        )
         for topic in TOPICS
     ]
 
@@ -109,10 +126,17 @@ def make_admin(settings: Settings) -> KafkaAdminClient:
 
 
 def ensure_topics(settings: Settings) -> list[str]:
-    """Create missing topics with explicit partitions and retention; return those created."""
+    """Create missing topics with explicit partitions and retention; return those created.
+
+    An existing topic that keeps less than its minimum retention gets its retention raised;
+    raises :class:`TopicRetentionError` when Kafka refuses.
+    """
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
+        floors = [s for s in topic_specs(settings) if s.min_retention_hours and s.name in existing]
+        if floors:
+            _raise_short_retention(admin, floors)
         wanted = [spec for spec in topic_specs(settings) if spec.name not in existing]
         created: list[str] = []
         for spec in wanted:
@@ -133,6 +157,42 @@ def ensure_topics(settings: Settings) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def _raise_short_retention(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, spec.name, configs={"retention.ms": None})
+        for spec in specs
+    ]
+    described = admin.describe_configs(resources, config_filter="all")["topic"]
+    for spec in specs:
+        kept_ms = int(described[spec.name]["retention.ms"]["value"])
+        floor_ms = spec.min_retention_hours * 3600 * 1000
+        if kept_ms < 0 or kept_ms >= floor_ms:  # -1: kept forever
+            continue
+        wanted = spec.configs()["retention.ms"]
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC, spec.name, configs={"retention.ms": wanted}
+        )
+        try:
+            result = admin.alter_configs([resource])["topic"][spec.name]
+        except Exception as exc:  # the client raises for some refusals, reports others
+            result = f"{type(exc).__name__}: {exc}"
+        if result != "OK":
+            raise TopicRetentionError(
+                f"topic {spec.name} keeps {kept_ms / 3_600_000:g} h, less than the "
+                f"{spec.min_retention_hours} h a stage needs to rebuild its state from it (the "
+                f"dedup window for the articles topic), and Kafka refused "
+                f"to raise retention.ms to {wanted}: {result}. Raise it by hand, e.g. "
+                f"kafka-configs.sh --alter --entity-type topics --entity-name {spec.name} "
+                f"--add-config retention.ms={wanted}"
+            )
+        log.warning(
+            "topic %s: retention raised from %g h to %d h (a stage rebuilds its state from it)",
+            spec.name,
+            kept_ms / 3_600_000,
+            spec.retention_hours,
+        )
 
 
 def consumer_lag(settings: Settings, *, group_id: str, topic: str) -> dict[int, int]:

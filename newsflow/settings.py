@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     dedup_state_dir: Path = PROJECT_ROOT / ".run" / "dedup"
     dedup_snapshot_every_seconds: float = Field(default=5.0, ge=0)
     dedup_window_days: float = Field(default=30, gt=0)
+    # Without a usable snapshot the worker rebuilds its state from the articles topic, and
+    # refuses to start when the log has lost articles of the window; true starts it anyway,
+    # with the state the log still holds (copies of lost articles become originals).
+    dedup_allow_partial_rebuild: bool = False
 
     # Search API (`newsflow api`, index/api.py). Keys are comma-separated secrets; an admin key
     # can also read. Without keys the API refuses to start unless auth is explicitly "off",

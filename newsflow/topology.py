@@ -9,6 +9,7 @@ docker-compose.yml and the Prometheus config to them. Adding a stage is one row 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +25,9 @@ class TopicDef:
     retention_field: str  # the Settings field that holds its retention, in hours
     # One partition whatever NEWSFLOW_TOPIC_PARTITIONS says (e.g. a single owner's input).
     single_partition: bool = False
+    # The Settings field (in days) its retention never goes below: a stage's state window,
+    # rebuilt by re-reading the topic when its snapshot is lost.
+    min_retention_days_field: str | None = None
 
     def name(self, settings: Settings) -> str:
         return str(getattr(settings, self.name_field))
@@ -32,7 +36,13 @@ class TopicDef:
         return 1 if self.single_partition else settings.topic_partitions
 
     def retention_hours(self, settings: Settings) -> int:
-        return int(getattr(settings, self.retention_field))
+        return max(int(getattr(settings, self.retention_field)), self.min_retention_hours(settings))
+
+    def min_retention_hours(self, settings: Settings) -> int:
+        """What the topic must keep (0: no floor), whole hours."""
+        if self.min_retention_days_field is None:
+            return 0
+        return math.ceil(float(getattr(settings, self.min_retention_days_field)) * 24)
 
 
 TOPICS: tuple[TopicDef, ...] = (
@@ -41,11 +51,13 @@ TOPICS: tuple[TopicDef, ...] = (
         key="raw_pages", name_field="topic_raw_pages", retention_field="topic_retention_hours"
     ),
     # One partition: the dedup stage, its single owner, reads the whole stream in log order.
+    # It is the dedup state's changelog, so it keeps at least the dedup window.
     TopicDef(
         key="articles",
         name_field="topic_articles",
         retention_field="topic_retention_hours",
         single_partition=True,
+        min_retention_days_field="dedup_window_days",
     ),
     TopicDef(
         key="deduped_articles",

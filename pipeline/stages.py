@@ -59,6 +59,28 @@ def _dedup(settings: Settings) -> Stage[Any]:
     )
 
 
+def _dedup_state_recoverable(
+    stage: Stage[Any], consumer: KafkaConsumer, settings: Settings
+) -> None:
+    """Dedup's state is its snapshot plus the articles log after it (or the whole log): a
+    worker that could rebuild only part of it would decide copies of lost articles as new
+    originals, silently. It starts anyway only when the operator says so."""
+    from enrich.dedup.stage import DedupStage
+
+    assert isinstance(stage, DedupStage)
+    gap = stage.rebuild_gap(consumer)
+    if gap is None:
+        return
+    if settings.dedup_allow_partial_rebuild:
+        log.warning("stage dedup: %s; starting anyway (NEWSFLOW_DEDUP_ALLOW_PARTIAL_REBUILD)", gap)
+        return
+    raise StageStartError(
+        f"stage dedup refuses to start: {gap}. Put the snapshot back in "
+        f"NEWSFLOW_DEDUP_STATE_DIR ({settings.dedup_state_dir}), or set "
+        f"NEWSFLOW_DEDUP_ALLOW_PARTIAL_REBUILD=true to start with what the log still holds."
+    )
+
+
 def _index(settings: Settings) -> Stage[Any]:
     from index.worker import IndexStage
     from newsflow.es import IndexNames, make_client
@@ -107,13 +129,20 @@ CONSTRUCTORS: Mapping[str, Callable[[Settings], Stage[Any]]] = {
 }
 
 
+# What a stage checks on its subscribed consumer before its first poll (StageStartError).
+START_CHECKS: Mapping[str, Callable[[Stage[Any], KafkaConsumer, Settings], None]] = {
+    "dedup": _dedup_state_recoverable,
+}
+
+
 def build_runner(
     stage_name: str, settings: Settings, *, group_id: str | None = None
 ) -> StageRunner[Any]:
     """The stage's runner on its input topic, in its consumer group (or ``group_id``).
 
     Raises ``UnknownStageError`` for a name not in the topology and ``StageStartError`` when
-    a single-owner stage's input has more than one partition.
+    a single-owner stage's input has more than one partition, or a stage's start check
+    (``START_CHECKS``) refuses.
     """
     row = topology.stage(stage_name)
     input_topic = topology.topic_name(row.input, settings)
@@ -146,12 +175,15 @@ def _subscribe(
     listener = StageRebalanceListener(stage)
     consumer = make_consumer(settings, topic=topic, group_id=group_id, listener=listener)
     listener.consumer = consumer
-    if row.single_owner:
-        try:
+    try:
+        if row.single_owner:
             _require_one_partition(row, topic, consumer)
-        except BaseException:
-            consumer.close()
-            raise
+        check = START_CHECKS.get(row.name)
+        if check is not None:
+            check(stage, consumer, settings)
+    except BaseException:
+        consumer.close()
+        raise
     return consumer
 
 

@@ -10,15 +10,18 @@ Use :class:`DedupEngine` (``observe`` one :class:`DedupInput`, get a
   well under a millisecond per article, so one owner keeps up with the stream.
 * **Restarts.** :meth:`DedupEngine.snapshot` → bytes, :meth:`DedupEngine.restore`. Between
   snapshots, re-observing the inputs after the snapshot's offset rebuilds the same state
-  (``observe`` uses no clock and no randomness), and re-observing an input already applied
-  returns the same decision (replays are no-ops), so at-least-once delivery is safe.
+  (``observe`` uses no clock and no randomness), and re-observing an input already decided
+  returns the decision it got then (``repeated``; a no-op), so at-least-once delivery and
+  rewinds are safe. Without a snapshot the articles log (kept for at least the window) is
+  the changelog; a worker that cannot rebuild from it refuses to start (``stage.py``).
 * **Bounded memory.** Articles are kept for ``DedupConfig.window_seconds`` (30 days) in
   compact columns; boilerplate filters are fixed-size; stories stay clusterable for
   ``ClusterConfig.window_seconds`` (3 days), as compact arrays of hashed terms.
 * **Arrival order does not decide stories.** An article is compared with a story's centroid
   and its first members; one that bridges two stories merges them into the older, and the
   decision's story lists ``merged_from`` (the absorbed id resolves to the survivor for as
-  long as articles that name it are remembered).
+  long as articles that name it are remembered: the alias is timed on arrival, not by the
+  merging article's date).
 """
 
 from enrich.dedup.cluster import Assignment, ClusterConfig, Story, StoryClusterer

@@ -9,8 +9,13 @@ clears ``threshold``, or a lower ``entity_threshold`` with named entities in com
 
 Arrival order must not decide the clusters: when a new article matches two stories, it
 bridges them and they merge into the oldest one. The absorbed story id stays resolvable
-(:meth:`StoryClusterer.resolve`) for the dedup window, and the decision names it
-(``merged_from``) so the index can move the absorbed story's articles.
+(:meth:`StoryClusterer.resolve`) and the decision names it (``merged_from``) so the index can
+move the absorbed story's articles. An alias is timed by the caller's arrival clock (the
+engine's watermark when the merge happened), not by the merging article's own date: every
+article that names the absorbed story arrived before the merge, so the alias outlives all of
+them when it is kept for the article window after that moment. An old-dated bridging article
+would otherwise let the alias expire while copies of the absorbed story's articles could
+still arrive and resolve to a story whose document the index had replaced by a redirect.
 
 Memory is bounded and compact: terms are 64-bit hashes (no vocabulary strings), vectors are
 sorted ``uint64``/``float32`` arrays, document frequencies are capped and decay.
@@ -174,7 +179,8 @@ class StoryClusterer:
         # term → ids of the stories listed under it; a tuple (most terms name one story, and
         # a one-tuple costs a quarter of a set)
         self.postings: dict[int, tuple[str, ...]] = {}
-        self.aliases: dict[str, tuple[str, int]] = {}  # absorbed → (survivor, merge time)
+        # absorbed → (survivor, merge time on the arrival clock, the article that merged it)
+        self.aliases: dict[str, tuple[str, int, str]] = {}
 
     # -- features --------------------------------------------------------------------
 
@@ -290,8 +296,21 @@ class StoryClusterer:
         c = self.config
         return score >= c.threshold or (score >= c.entity_threshold and shared >= c.min_entities)
 
-    def assign(self, article_id: str, title: str, text: str, outlet: str, now: int) -> Assignment:
-        """Put a new original article in a story, merging the stories it bridges."""
+    def assign(
+        self,
+        article_id: str,
+        title: str,
+        text: str,
+        outlet: str,
+        now: int,
+        *,
+        arrival: int | None = None,
+    ) -> Assignment:
+        """Put a new original article in a story, merging the stories it bridges.
+
+        ``now`` is the article's time; ``arrival`` (default ``now``) the arrival clock that
+        times the aliases of the stories it merges.
+        """
         tf = self.terms(title, text)
         vec = self.vector(tf)
         self._learn_df(tf)
@@ -312,8 +331,9 @@ class StoryClusterer:
             # The oldest matched story survives: a story id is its first article's.
             ordered = sorted((s for _, s in matched), key=lambda s: (s.first_seen, s.story_id))
             story, absorbed = ordered[0], ordered[1:]
+            merged_at = now if arrival is None else arrival
             for other in absorbed:
-                self._merge(story, other, now)
+                self._merge(story, other, merged_at, article_id)
         story.articles += 1
         story.originals += 1
         story.last_seen = max(story.last_seen, now)
@@ -368,16 +388,20 @@ class StoryClusterer:
         story.centroid = SparseVec.top(merged, self.config.centroid_terms)
         story.weight += weight
 
-    def _merge(self, into: Story, other: Story, now: int) -> None:
+    def merged_by(self, article_id: str) -> tuple[str, ...]:
+        """The stories ``article_id`` merged (still remembered), in id order."""
+        return tuple(sorted(k for k, (_, _, by) in self.aliases.items() if by == article_id))
+
+    def _merge(self, into: Story, other: Story, merged_at: int, by: str) -> None:
         """``other`` joins ``into``: counts, outlets, times, centroid, members; id aliased."""
         c = self.config
         old = into.index_terms(self.config)
         self._unindex(other)
         del self.stories[other.story_id]
-        self.aliases[other.story_id] = (into.story_id, now)
-        for sid, (target, at) in list(self.aliases.items()):
+        self.aliases[other.story_id] = (into.story_id, merged_at, by)
+        for sid, (target, at, who) in list(self.aliases.items()):
             if target == other.story_id:
-                self.aliases[sid] = (into.story_id, at)
+                self.aliases[sid] = (into.story_id, at, who)
         into.articles += other.articles
         into.originals += other.originals
         into.first_seen = min(into.first_seen, other.first_seen)
@@ -419,8 +443,9 @@ class StoryClusterer:
             self._unpost(t, story.story_id)
 
     def evict(self, cutoff: int, alias_cutoff: int | None = None) -> int:
-        """Forget stories last seen before ``cutoff`` and merges older than ``alias_cutoff``
-        (no article that names the absorbed id is left); returns how many stories."""
+        """Forget stories last seen before ``cutoff`` and merges made before ``alias_cutoff``
+        on the arrival clock (no article that names the absorbed id is left); returns how
+        many stories."""
         old = [sid for sid, s in self.stories.items() if s.last_seen < cutoff]
         for sid in old:
             self._unindex(self.stories.pop(sid))
@@ -443,7 +468,7 @@ class StoryClusterer:
         return {
             "docs": self.docs,
             "df": [[t, c] for t, c in self.df.items()],
-            "aliases": [[k, v, at] for k, (v, at) in self.aliases.items()],
+            "aliases": [[k, v, at, by] for k, (v, at, by) in self.aliases.items()],
             "stories": [
                 {
                     **s.to_json(),
@@ -461,7 +486,11 @@ class StoryClusterer:
         out = cls(config)
         out.docs = int(data["docs"])
         out.df = {int(t): int(c) for t, c in data["df"]}
-        out.aliases = {str(k): (str(v), int(at)) for k, v, at in data["aliases"]}
+        # Dumps before the merging article was recorded have three fields per alias.
+        out.aliases = {
+            str(k): (str(v), int(at), str(rest[0]) if rest else "")
+            for k, v, at, *rest in data["aliases"]
+        }
         for raw in data["stories"]:
             parts = [
                 SparseVec(np.asarray(i, dtype=np.uint64), np.asarray(w, dtype=np.float32))

@@ -4,8 +4,15 @@ Layers, cheapest first: same id (replay or new version) → same normalized URL 
 ``rel=canonical`` → same normalized body (exact hash) → near-duplicate (MinHash + LSH,
 verified by estimated Jaccard and containment over the body without learned boilerplate)
 → story clustering of originals. ``observe`` depends only on the state and the input (no
-clock, no randomness), so replaying a changelog of inputs rebuilds the state exactly, and
-re-observing an input already seen returns the same decision (replays are no-ops).
+clock, no randomness), so replaying a changelog of inputs rebuilds the state exactly.
+
+An input already decided (same id, same text: a redelivery, a rewind of a batch the worker
+had already observed, an unchanged re-fetch) gets its recorded decision again, flagged
+``repeated``: the same reason, original, version and story (or the story that story has
+merged into since), and the stories it merged. It changes nothing, not even the count that
+paces eviction, so decisions after a rewind are those without it. ``replay`` is no longer a
+decision of its own; it remains only for a copy decided by an engine older than snapshot
+format 4, which did not record why.
 """
 
 from __future__ import annotations
@@ -27,7 +34,18 @@ from enrich.dedup.text import U64, TextFeatures, features, stable_hash64
 from newsflow.contracts import DedupReason
 from newsflow.urls import InvalidURLError, normalize_url
 
-SNAPSHOT_FORMAT = 3  # 2: compact story clusters with merges; 3: first 1,000 words
+SNAPSHOT_FORMAT = 4  # 2: story merges; 3: first 1,000 words; 4: reasons, merges' articles
+READABLE_FORMATS = (3, 4)  # 3 reads with unrecorded reasons (see ``_recorded_reason``)
+
+# How a row records its decision's reason (0: not recorded, a format 3 snapshot).
+REASON_CODES: dict[DedupReason, int] = {
+    DedupReason.NEW: 1,
+    DedupReason.VERSION: 2,
+    DedupReason.URL: 3,
+    DedupReason.EXACT: 4,
+    DedupReason.NEAR: 5,
+}
+REASONS_BY_CODE = {code: reason for reason, code in REASON_CODES.items()}
 
 
 class SnapshotFormatError(ValueError):
@@ -63,7 +81,11 @@ class StoryUpdate(BaseModel):
 
 
 class DedupDecision(BaseModel):
-    """What dedup decided for one input; the article carries the first four fields."""
+    """What dedup decided for one input; the article carries the first four fields.
+
+    ``repeated``: the input had been decided before; this is that decision again (its
+    ``similarity`` is not recorded, and its story is the story as it is now).
+    """
 
     id: str
     duplicate_of: str | None
@@ -73,6 +95,7 @@ class DedupDecision(BaseModel):
     reason: DedupReason
     similarity: float | None = None  # Jaccard (near) or cosine to the story (clustering)
     story: StoryUpdate | None = None  # None when the story left the clustering window
+    repeated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +143,8 @@ class DedupEngine:
 
     def observe(self, item: DedupInput) -> DedupDecision:
         """Decide one article and record it. Deterministic given the state and input."""
-        self.observed += 1
         now = self._time(item)
-        self.watermark = max(self.watermark, now)
-        if self.observed % self.config.evict_every == 0:
-            self.evict()
+        before, self.watermark = self.watermark, max(self.watermark, now)
         id_key = np.asarray([stable_hash64(item.id)], dtype=np.uint64)
         feats = features(item.text)
         url_keys = self._url_keys(item)
@@ -141,8 +161,16 @@ class DedupEngine:
             }
         )
         known = self._live(hits.get("id", []), item.id)
+        if known is not None and self._same_content(known, feats):
+            self.watermark = before  # a later date on the same text moves nothing either
+            return self._repeat(known, item)
+        # Evicting after the lookups decides alike: every hit is checked against the window
+        # (``_alive``), and a segment holding a live row is never evicted.
+        self.observed += 1
+        if self.observed % self.config.evict_every == 0:
+            self.evict()
         if known is not None:
-            return self._again(known, item, feats, now)
+            return self._new_version(known, item, feats, now)
         keys = {"id": id_key, "url": url_keys, "hash": hash_key, "band": self._bands(sig_f)}
         outlet_code = stable_hash64(item.outlet) & 0xFFFFFFFF
 
@@ -183,6 +211,7 @@ class DedupEngine:
                 outlet=outlet_code,
                 time=now,
                 chash=chash,
+                reason=REASON_CODES[reason],
                 keys=keys,
             )
             story = self.clusterer.add_copy(story_id, item.outlet, now)
@@ -198,7 +227,9 @@ class DedupEngine:
             )
 
         self.boilerplate.learn(item.outlet, feats.lines)
-        placed = self.clusterer.assign(item.id, item.title or "", item.text, item.outlet, now)
+        placed = self.clusterer.assign(
+            item.id, item.title or "", item.text, item.outlet, now, arrival=self.watermark
+        )
         assigned = placed.story
         self.store.append(
             article_id=item.id,
@@ -209,6 +240,7 @@ class DedupEngine:
             outlet=outlet_code,
             time=now,
             chash=chash,
+            reason=REASON_CODES[DedupReason.NEW],
             keys=keys,
         )
         return DedupDecision(
@@ -224,30 +256,54 @@ class DedupEngine:
 
     # -- layers ----------------------------------------------------------------------
 
-    def _again(self, seq: int, item: DedupInput, feats: TextFeatures, now: int) -> DedupDecision:
-        """Same id: an identical replay changes nothing; changed text is a new version."""
+    def _same_content(self, seq: int, feats: TextFeatures) -> bool:
+        located = self.store.locate(seq)
+        assert located is not None
+        return int(located[0].chash[located[1]]) == feats.content_hash
+
+    def _repeat(self, seq: int, item: DedupInput) -> DedupDecision:
+        """Same id and text: the recorded decision again, changing nothing."""
+        located = self.store.locate(seq)
+        assert located is not None
+        seg, row = located
+        first_story = seg.stories[row]
+        story_id, dup = self.clusterer.resolve(first_story), seg.dup_of[row]
+        version = int(seg.version[row])
+        reason = _recorded_reason(int(seg.reason[row]), dup, version)
+        started = reason is DedupReason.NEW
+        merged = self.clusterer.merged_by(item.id) if started else ()
+        return DedupDecision(
+            id=item.id,
+            duplicate_of=dup,
+            story_id=story_id,
+            version=version,
+            is_new_story=started and first_story == item.id,
+            reason=reason,
+            story=self._story_update(self.clusterer.stories.get(story_id), merged),
+            repeated=True,
+        )
+
+    def _new_version(
+        self, seq: int, item: DedupInput, feats: TextFeatures, now: int
+    ) -> DedupDecision:
+        """Same id, changed text: a new version of the article, in the same story."""
         located = self.store.locate(seq)
         assert located is not None
         seg, row = located
         story_id, dup = self.clusterer.resolve(seg.stories[row]), seg.dup_of[row]
         story = self.clusterer.stories.get(story_id)
-        if int(seg.chash[row]) == feats.content_hash:
-            return DedupDecision(
-                id=item.id,
-                duplicate_of=dup,
-                story_id=story_id,
-                version=int(seg.version[row]),
-                is_new_story=False,
-                reason=DedupReason.REPLAY,
-                story=self._story_update(story),
-            )
         sig_f, _ = self._signatures(item.outlet, feats, version=True)
         keys = {
             "hash": np.asarray([feats.content_hash], dtype=np.uint64),
             "band": self._bands(sig_f),
         }
         version = self.store.update(
-            seq, sig=sig_f.stored, size=sig_f.size, chash=feats.content_hash, keys=keys
+            seq,
+            sig=sig_f.stored,
+            size=sig_f.size,
+            chash=feats.content_hash,
+            reason=REASON_CODES[DedupReason.VERSION],
+            keys=keys,
         )
         if story is not None:
             story.last_seen = max(story.last_seen, now)
@@ -421,7 +477,7 @@ class DedupEngine:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             blobs = {k: z[k].tobytes() for k in z.files}
         meta = json.loads(blobs["meta"])
-        if meta["format"] != SNAPSHOT_FORMAT:
+        if meta["format"] not in READABLE_FORMATS:
             raise SnapshotFormatError(f"unknown dedup snapshot format {meta['format']!r}")
         raw = dict(meta["config"])
         raw["cluster"] = ClusterConfig(**raw["cluster"])
@@ -429,5 +485,22 @@ class DedupEngine:
         engine.watermark, engine.observed = meta["watermark"], meta["observed"]
         engine.store = ArticleStore.load(blobs["store"])
         engine.clusterer = StoryClusterer.load(json.loads(blobs["clusters"]), engine.config.cluster)
+        if meta["format"] < 4:
+            # Its aliases were timed by the merging article's date, which may be far behind:
+            # keep them a whole window from now, which outlives every article naming them.
+            aliases = engine.clusterer.aliases
+            for absorbed, (survivor, _, by) in aliases.items():
+                aliases[absorbed] = (survivor, engine.watermark, by)
         engine.boilerplate = BoilerplateModel.load([blobs[f"boilerplate{i}"] for i in range(3)])
         return engine
+
+
+def _recorded_reason(code: int, duplicate_of: str | None, version: int) -> DedupReason:
+    """The reason a row was decided with. A row restored from a format 3 snapshot has none
+    recorded: an original is ``new`` (``version`` once re-fetched changed), a copy ``replay``
+    (which layer found its original is not known)."""
+    if code:
+        return REASONS_BY_CODE[code]
+    if version > 1:
+        return DedupReason.VERSION
+    return DedupReason.NEW if duplicate_of is None else DedupReason.REPLAY

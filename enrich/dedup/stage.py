@@ -9,7 +9,14 @@ snapshot and the next input offset per partition are written together, atomicall
 file + ``os.replace``), at most every ``dedup_snapshot_every_seconds``. On every assignment
 the stage restores the snapshot (or starts empty) and seeks to its offsets (or the start of
 the log), so the inputs after the snapshot are observed again and yield the same decisions;
-the index downstream is idempotent.
+the index downstream is idempotent. A rewind (a transient failure: the runner seeks back
+without restoring) re-reads inputs the engine has already observed: they get their recorded
+decisions again (``DedupDecision.repeated``), counted as ``replay`` in the outcome metric.
+
+The log is the state's changelog, so the worker must not start on a log it cannot rebuild
+from (:func:`rebuild_gap`): with no usable snapshot, the log must still hold every article of
+the dedup window (the articles topic keeps at least the window, see ``newsflow.topology``);
+with one, it must still hold every article after the snapshot's offsets.
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from enrich.dedup.engine import (
+    READABLE_FORMATS,
+    SNAPSHOT_FORMAT,
     DedupConfig,
     DedupDecision,
     DedupEngine,
@@ -94,7 +104,13 @@ def snapshot_path(state_dir: Path, topic: str) -> Path:
 
 def write_snapshot(path: Path, engine: DedupEngine, topic: str, offsets: dict[int, int]) -> None:
     """Engine state and next offsets in one file, replaced atomically."""
-    meta = json.dumps({"topic": topic, "offsets": {str(p): o for p, o in offsets.items()}})
+    meta = json.dumps(
+        {
+            "topic": topic,
+            "offsets": {str(p): o for p, o in offsets.items()},
+            "format": SNAPSHOT_FORMAT,  # the engine's, readable without loading the engine
+        }
+    )
     buf = io.BytesIO()
     np.savez(
         buf,
@@ -127,6 +143,76 @@ def read_snapshot(path: Path, topic: str) -> tuple[DedupEngine, dict[int, int]] 
         log.warning("dedup: snapshot %s not usable (%s); rebuilding from the log", path, exc)
         return None
     return engine, offsets
+
+
+def snapshot_offsets(path: Path, topic: str) -> dict[int, int] | None:
+    """The next offsets of a snapshot this engine can restore, or None, without loading the
+    engine (an older file that does not say its format is loaded to find out)."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes())
+    if meta.get("topic") != topic:
+        return None
+    if "format" not in meta:
+        restored = read_snapshot(path, topic)
+        return None if restored is None else restored[1]
+    if meta["format"] not in READABLE_FORMATS:
+        return None
+    return {int(p): int(o) for p, o in meta["offsets"].items()}
+
+
+def rebuild_gap(
+    consumer: KafkaConsumer,
+    topic: str,
+    resume_at: dict[int, int] | None,
+    *,
+    window_seconds: int,
+    now: float | None = None,
+) -> str | None:
+    """Why the state cannot be rebuilt from ``topic``'s log, or None when it can.
+
+    ``resume_at``: the snapshot's next offset per partition, or None without a snapshot.
+    With a snapshot, every article after its offsets must still be in the log. Without one,
+    the log is replayed from its start; that rebuilds the state only if nothing was deleted
+    from it that is younger than the dedup window (by the records' timestamps): the log
+    still starts at offset 0, or it still holds an article older than the window (what was
+    deleted is older still). A log emptied by deletions cannot tell how old its articles were.
+    """
+    partitions = sorted(consumer.partitions_for_topic(topic) or ())
+    tps = [TopicPartition(topic, p) for p in partitions]
+    if not tps:
+        return None
+    starts: dict[Any, int] = consumer.beginning_offsets(tps)
+    if resume_at is not None:
+        for tp in tps:
+            wanted = resume_at.get(tp.partition, 0)
+            if wanted < starts[tp]:
+                return (
+                    f"the dedup snapshot resumes {topic}[{tp.partition}] at offset {wanted}, "
+                    f"but the log now starts at {starts[tp]}: the articles in between are gone"
+                )
+        return None
+    since = (time.time() if now is None else now) - window_seconds
+    found = consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+    ends: dict[Any, int] = consumer.end_offsets(tps)
+    window = f"{window_seconds / 86400:g} days"
+    for tp in tps:
+        start, first_in_window = starts[tp], found.get(tp)
+        if start == 0:
+            continue
+        where = f"there is no usable dedup snapshot, and {topic}[{tp.partition}] starts at {start}"
+        if first_in_window is None and ends[tp] <= start:
+            return (
+                f"{where} with nothing after it: its articles were deleted, and whether they "
+                f"were within the dedup window ({window}) cannot be told"
+            )
+        if first_in_window is not None and first_in_window.offset <= start:
+            return (
+                f"{where}: articles within the dedup window ({window}) were deleted from the "
+                f"log, so the state cannot be rebuilt from it"
+            )
+    return None
 
 
 class DedupStage(Stage[Article]):
@@ -190,7 +276,8 @@ class DedupStage(Stage[Article]):
                 decision = self.engine.observe(dedup_input(article))
                 deduped = deduped_article(article, decision)
                 if self.metrics is not None:
-                    self.metrics.dedup_outcomes.labels(decision.reason.value).inc()
+                    outcome = "replay" if decision.repeated else decision.reason.value
+                    self.metrics.dedup_outcomes.labels(outcome).inc()
             else:
                 deduped = passed_through(article)
             results.append(Done((Output(self.output_topic, deduped.id, deduped),)))
@@ -218,6 +305,13 @@ class DedupStage(Stage[Article]):
         self.dirty = False
         log.debug("dedup: snapshot written at %s", self.offsets)
         return True
+
+    def rebuild_gap(self, consumer: KafkaConsumer) -> str | None:
+        """Why this worker could not rebuild its state from the log (see :func:`rebuild_gap`)."""
+        resume_at = snapshot_offsets(self.path, self.input_topic)
+        return rebuild_gap(
+            consumer, self.input_topic, resume_at, window_seconds=self.config.window_seconds
+        )
 
     def close(self) -> None:
         self.save()

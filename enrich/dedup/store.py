@@ -24,6 +24,7 @@ from enrich.dedup.text import U64
 I64 = npt.NDArray[np.int64]
 _KINDS = ("band", "id", "url", "hash")  # one index per segment; the kind tags each key
 _MASK62 = np.uint64((1 << 62) - 1)
+_COLUMNS = ("sig", "size", "version", "outlet", "time", "chash", "reason")
 
 
 def tag(kind: str, keys: U64) -> U64:
@@ -87,6 +88,9 @@ class Segment:
     outlet: npt.NDArray[np.uint32] = field(init=False)
     time: I64 = field(init=False)
     chash: U64 = field(init=False)
+    # The decision's reason, as the engine codes it (0: not recorded, an older snapshot), so
+    # an input seen again gets the decision it got the first time.
+    reason: npt.NDArray[np.uint8] = field(init=False)
     max_time: int = -(2**62)
     min_time: int = 2**62
     pending: dict[int, list[int]] = field(default_factory=dict)  # tagged key → seqs
@@ -99,6 +103,7 @@ class Segment:
         self.outlet = np.zeros(self.capacity, dtype=np.uint32)
         self.time = np.zeros(self.capacity, dtype=np.int64)
         self.chash = np.zeros(self.capacity, dtype=np.uint64)
+        self.reason = np.zeros(self.capacity, dtype=np.uint8)
 
     @property
     def n(self) -> int:
@@ -122,7 +127,7 @@ class Segment:
         self.sig = self.sig[:n].copy()
         self.size, self.version = self.size[:n].copy(), self.version[:n].copy()
         self.outlet, self.time = self.outlet[:n].copy(), self.time[:n].copy()
-        self.chash = self.chash[:n].copy()
+        self.chash, self.reason = self.chash[:n].copy(), self.reason[:n].copy()
         keys = [k for k, seqs in self.pending.items() for _ in seqs]
         vals = [s for seqs in self.pending.values() for s in seqs]
         self.sealed = SortedIndex(
@@ -134,7 +139,7 @@ class Segment:
         """Approximate memory: columns, indexes and the id strings."""
         cols = sum(
             a.nbytes for a in (self.sig, self.size, self.version, self.outlet, self.time)
-        ) + int(self.chash.nbytes)
+        ) + int(self.chash.nbytes + self.reason.nbytes)
         if self.sealed is not None:
             idx = self.sealed.nbytes
         else:
@@ -195,6 +200,7 @@ class ArticleStore:
         outlet: int,
         time: int,
         chash: int,
+        reason: int,
         keys: dict[str, U64],
     ) -> int:
         seg = self.active
@@ -211,17 +217,21 @@ class ArticleStore:
         seg.dup_of.append(duplicate_of)
         seg.sig[row], seg.size[row], seg.version[row] = sig, size, 1
         seg.outlet[row], seg.time[row], seg.chash[row] = outlet, time, chash
+        seg.reason[row] = reason
         seg.max_time, seg.min_time = max(seg.max_time, time), min(seg.min_time, time)
         for kind, values in keys.items():
             seg.add_keys(tag(kind, values).tolist(), seq)
         return seq
 
-    def update(self, seq: int, *, sig: U16, size: int, chash: int, keys: dict[str, U64]) -> int:
+    def update(
+        self, seq: int, *, sig: U16, size: int, chash: int, reason: int, keys: dict[str, U64]
+    ) -> int:
         """A new version of an article: new content columns, new index entries; returns it."""
         found = self.locate(seq)
         assert found is not None
         seg, row = found
         seg.sig[row], seg.size[row], seg.chash[row] = sig, size, chash
+        seg.reason[row] = reason
         seg.version[row] += 1
         for kind, values in keys.items():
             self.active.add_keys(tag(kind, values).tolist(), seq)
@@ -292,7 +302,7 @@ class ArticleStore:
                 "dup_of": [-1 if d is None else where[d] for d in seg.dup_of],
             }
             meta["segments"].append(seg_meta)  # type: ignore[attr-defined]
-            for name in ("sig", "size", "version", "outlet", "time", "chash"):
+            for name in _COLUMNS:
                 arrays[f"{i}.{name}"] = getattr(seg, name)[:n]
             if seg.sealed is not None:
                 arrays[f"{i}.k"], arrays[f"{i}.v"] = seg.sealed.keys, seg.sealed.vals
@@ -325,8 +335,9 @@ class ArticleStore:
                 table = sm["strings"]
                 seg.stories = [table[j] for j in sm["stories"]]
                 seg.dup_of = [None if j < 0 else table[j] for j in sm["dup_of"]]
-                for name in ("sig", "size", "version", "outlet", "time", "chash"):
-                    getattr(seg, name)[:n] = z[f"{i}.{name}"]
+                for name in _COLUMNS:
+                    if f"{i}.{name}" in z.files:  # an older dump has no reason column
+                        getattr(seg, name)[:n] = z[f"{i}.{name}"]
                 seg.max_time, seg.min_time = sm["max_time"], sm["min_time"]
                 if sm["sealed"]:
                     seg.sealed = SortedIndex(z[f"{i}.k"], z[f"{i}.v"])
@@ -343,7 +354,7 @@ def _merge(a: Segment, b: Segment) -> Segment:
     out = Segment(a.start, 0, a.num_perm)
     out.ids, out.stories, out.dup_of = a.ids + b.ids, a.stories + b.stories, a.dup_of + b.dup_of
     out.capacity = out.n
-    for name in ("sig", "size", "version", "outlet", "time", "chash"):
+    for name in _COLUMNS:
         setattr(out, name, np.concatenate([getattr(a, name), getattr(b, name)]))
     out.max_time, out.min_time = max(a.max_time, b.max_time), min(a.min_time, b.min_time)
     out.sealed = SortedIndex(

@@ -4,12 +4,19 @@ others do not."""
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from devstack.samples.content import Article, load_outlets
-from enrich.dedup import ClusterConfig, DedupDecision, DedupEngine, DedupInput, StoryClusterer
+from enrich.dedup import (
+    ClusterConfig,
+    DedupConfig,
+    DedupDecision,
+    DedupEngine,
+    DedupInput,
+    StoryClusterer,
+)
 
 PHILLIPS = {
     "kestrel-wire/phillips-will-not-quit-after-gaza-ceasefire-rebellion",
@@ -157,6 +164,60 @@ def test_a_merge_is_reported_and_copies_of_absorbed_articles_follow() -> None:
     copy = engine.observe(item("right", RIGHT, 3).model_copy(update={"id": "copy"}))
     assert (copy.duplicate_of, copy.story_id) == ("right", "left")
     assert copy.story is not None and copy.story.merged_from == [] and copy.story.articles == 4
+
+
+def _merge_item(key: str, words: list[str], when: datetime) -> DedupInput:
+    text = "\n".join(" ".join(words[i : i + 10]) + "." for i in range(0, len(words), 10))
+    return DedupInput(
+        id=key,
+        url=f"https://x.example/{key}",
+        outlet=key,
+        title=" ".join(words[:6]),
+        text=text,
+        published_at=when,
+    )
+
+
+def test_a_merge_alias_lasts_as_long_as_an_article_may_name_the_absorbed_story() -> None:
+    """A bridging article with an old date (a page whose date is weeks behind) merged two
+    stories. The alias is timed when the merge happened, on the arrival clock, not by that
+    date: it outlives every article that names the absorbed story, so a late copy of one
+    still lands in the survivor (whose document exists), never in the absorbed story."""
+    day = timedelta(days=1)
+    engine = DedupEngine(DedupConfig(window_seconds=10 * 86400, segment_rows=8, evict_every=1))
+    t0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    both = [w for pair in zip(LEFT, RIGHT, strict=True) for w in pair]
+    engine.observe(_merge_item("left", LEFT, t0))
+    engine.observe(_merge_item("right", RIGHT, t0 + timedelta(minutes=1)))
+    bridge = engine.observe(_merge_item("bridge", both, t0 - 8 * day))
+    assert bridge.story is not None and bridge.story.merged_from == ["right"]
+    for i, days in enumerate((3, 6, 9)):  # the clock moves on; eviction runs every time
+        engine.observe(_merge_item(f"filler{i}", _words(f"filler{i}", 40), t0 + days * day))
+    assert engine.clusterer.resolve("right") == "left"
+    late = engine.observe(_merge_item("right", RIGHT, t0 + 9 * day).model_copy(update={"id": "c"}))
+    assert (late.duplicate_of, late.story_id) == ("right", "left")
+    # Once "right" (the last article naming the absorbed story) has left the article window,
+    # so has the alias. Copies decided since name the survivor: "c" still leads a copy there.
+    later = t0 + 10 * day + timedelta(minutes=2)
+    engine.observe(_merge_item("filler", _words("filler", 40), later))
+    assert engine.clusterer.resolve("right") == "right"
+    again = engine.observe(_merge_item("right", RIGHT, later).model_copy(update={"id": "d"}))
+    assert (again.duplicate_of, again.story_id) == ("right", "left")
+
+
+def test_a_merge_remembers_the_article_that_made_it() -> None:
+    clusterer = StoryClusterer()
+    t = 1_800_000_000
+    clusterer.assign("a", " ".join(LEFT[:6]), " ".join(LEFT), "o1", t)
+    clusterer.assign("b", " ".join(RIGHT[:6]), " ".join(RIGHT), "o2", t + 60)
+    both = " ".join(w for pair in zip(LEFT, RIGHT, strict=True) for w in pair)
+    clusterer.assign("c", " ".join(LEFT[:3] + RIGHT[:3]), both, "o3", t - 86400, arrival=t + 60)
+    assert clusterer.aliases == {"b": ("a", t + 60, "c")}
+    assert (clusterer.merged_by("c"), clusterer.merged_by("a")) == (("b",), ())
+    assert StoryClusterer.load(clusterer.dump()).aliases == clusterer.aliases
+    # A dump from before the merging article was recorded still loads.
+    legacy = clusterer.dump() | {"aliases": [["b", "a", t + 60]]}
+    assert StoryClusterer.load(legacy).aliases == {"b": ("a", t + 60, "")}
 
 
 def test_sample_outlets_events_are_one_story_each_and_nothing_else_joins() -> None:

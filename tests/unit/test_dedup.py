@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pytest
 import typer
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndTimestamp
 from typer.testing import CliRunner
 
 from devstack.samples.content import load_outlets
 from enrich.dedup import DedupConfig, DedupDecision, DedupEngine, DedupInput
 from enrich.dedup.cli import dedup_command
-from enrich.dedup.stage import DedupStage
+from enrich.dedup.engine import SnapshotFormatError
+from enrich.dedup.stage import (
+    DedupStage,
+    rebuild_gap,
+    snapshot_offsets,
+    snapshot_path,
+    write_snapshot,
+)
 from enrich.worker import content_hash
+from index.worker import article_document
 from newsflow.contracts import Article, DedupedArticle, DedupReason, decode, encode
-from newsflow.runtime import Done, Inbound
+from newsflow.observability import StageMetrics
+from newsflow.runtime import Done, Inbound, Result
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 SMALL = DedupConfig(boilerplate_bits=20, segment_rows=64)
@@ -82,13 +97,53 @@ def _edit(text: str, rate: float, seed: int = 1) -> str:
     return "\n".join(lines)
 
 
-def test_replay_of_the_same_article_is_a_no_op() -> None:
+def _decided(d: DedupDecision) -> tuple[object, ...]:
+    return (d.id, d.reason, d.duplicate_of, d.story_id, d.version, d.is_new_story)
+
+
+def _state(engine: DedupEngine) -> dict[str, bytes]:
+    """The snapshot's contents (its bytes also hold the zip members' write times)."""
+
+    def parts(blob: bytes) -> dict[str, bytes]:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            return {k: z[k].tobytes() for k in z.files}
+
+    snapshot = parts(engine.snapshot())
+    return snapshot | {f"store/{k}": v for k, v in parts(snapshot.pop("store")).items()}
+
+
+def test_an_article_seen_again_gets_its_first_decision_and_changes_nothing() -> None:
     s = Stream()
     first = s.add(BODIES[0][1], id="x")
+    state = _state(s.engine)
     again = s.add(BODIES[0][1], id="x")
-    assert first.reason == "new" and again.reason == "replay"
-    assert (again.duplicate_of, again.story_id, again.version) == (None, first.story_id, 1)
-    assert len(s.engine.store) == 1
+    assert first.reason == "new" and first.is_new_story and not first.repeated
+    assert _decided(again) == _decided(first) and again.repeated
+    assert len(s.engine.store) == 1 and s.engine.observed == 1
+    assert _state(s.engine) == state
+
+
+def test_copies_seen_again_keep_the_layer_that_found_their_original() -> None:
+    s = Stream()
+    s.add(BODIES[0][1], id="main", url="https://o1.example/story")
+    for _, body in BODIES[5:9]:  # the outlet learns its footer
+        s.add(body + "\n" + "\n".join(FOOTER), outlet="post")
+    copies = [
+        s.add(
+            "AMP text",
+            id="amp",
+            url="https://o1.example/amp",
+            canonical_url="https://o1.example/story",
+        ),
+        s.add(BODIES[0][1].upper(), id="exact", outlet="o2"),
+        s.add(BODIES[0][1] + "\n" + "\n".join(FOOTER), id="near", outlet="post"),
+    ]
+    assert [c.reason for c in copies] == ["url", "exact", "near"]
+    texts = {"amp": "AMP text", "exact": BODIES[0][1].upper()}
+    texts["near"] = BODIES[0][1] + "\n" + "\n".join(FOOTER)
+    for copy in copies:
+        again = s.add(texts[copy.id], id=copy.id, outlet="post")
+        assert _decided(again) == _decided(copy) and again.repeated, copy.id
 
 
 def test_same_normalized_url_or_canonical_is_the_same_article() -> None:
@@ -182,7 +237,8 @@ def test_a_changed_refetch_is_a_new_version_of_the_same_article_and_story() -> N
     second = s.add(edited, id="v", outlet="o1")
     assert (second.reason, second.version, second.story_id) == ("version", 2, first.story_id)
     assert second.duplicate_of is None and copy.duplicate_of == "v"
-    assert s.add(edited, id="v", outlet="o1").reason == "replay"
+    again = s.add(edited, id="v", outlet="o1")
+    assert _decided(again) == _decided(second) and again.repeated
     # A later copy of the edited text still finds the article.
     assert s.add(_edit(edited, 0.02), outlet="o3").duplicate_of == "v"
 
@@ -283,9 +339,13 @@ def test_snapshot_restore_and_replay_give_the_same_decisions_as_no_restart() -> 
     # Restart: replay the changelog since the snapshot, then carry on with the stream.
     replayed = [restored.observe(x) for x in inputs[cut:]]
     assert replayed == expected[cut:]
-    # At-least-once delivery: seeing the same inputs again changes nothing.
-    assert [restored.observe(x).reason for x in inputs[:crash]] == ["replay"] * crash
-    assert restored.snapshot() != b""
+    # At-least-once delivery: seeing the same inputs again changes nothing, and each gets the
+    # decision it got the first time.
+    state = _state(restored)
+    again = [restored.observe(x) for x in inputs[:crash]]
+    assert [_decided(d) for d in again] == [_decided(d) for d in expected[:crash]]
+    assert all(d.repeated for d in again)
+    assert _state(restored) == state
 
 
 def test_copies_arriving_together_get_exactly_one_original() -> None:
@@ -371,3 +431,171 @@ def test_cli_reports_a_bad_line_and_goes_on() -> None:
 def test_empty_lines_are_skipped(bad: str) -> None:
     result = CliRunner().invoke(_app(), ["dedup"], input=bad + "\n")
     assert result.exit_code == 0 and result.stdout == ""
+
+
+# --- rewinds, older snapshots, and whether the log can rebuild the state ------------------
+
+
+def _batch(articles: list[Article]) -> list[Inbound[Article]]:
+    return [Inbound("articles", 0, i, a.id, None, a) for i, a in enumerate(articles)]
+
+
+def _outputs(results: Sequence[Result]) -> list[DedupedArticle]:
+    out = []
+    for result in results:
+        assert isinstance(result, Done)
+        (output,) = result.outputs
+        assert isinstance(output.message, DedupedArticle)
+        out.append(output.message)
+    return out
+
+
+def test_a_rewound_batch_gets_the_decisions_it_got_before(tmp_path: Path) -> None:
+    """A transient failure after the engine observed a batch: the runner seeks back and the
+    stage sees the batch again, its state not restored. Each article gets its decision again,
+    and what comes after is decided as if there had been no rewind."""
+    inputs = [
+        _article(1, BODIES[0][1], T0),
+        _article(2, BODIES[0][1] + "\nSyndicated.", T0 + timedelta(minutes=5)),
+        _article(3, BODIES[1][1], T0 + timedelta(minutes=6)),
+        _article(4, BODIES[1][1], T0 + timedelta(minutes=7), is_article=False),
+    ]
+    after = [_article(5, BODIES[0][1], T0 + timedelta(minutes=8))]
+
+    def decisions(out: list[DedupedArticle]) -> list[tuple[object, ...]]:
+        return [(a.id, a.dedup_reason, a.duplicate_of, a.story_id) for a in out]
+
+    reference = DedupStage(input_topic="articles", output_topic="deduped", state_dir=tmp_path)
+    expected = decisions(_outputs(reference.process(_batch(inputs + after))))
+    stage = DedupStage(input_topic="articles", output_topic="deduped", state_dir=tmp_path)
+    stage.metrics = StageMetrics("dedup")
+    first = decisions(_outputs(stage.process(_batch(inputs))))
+    again = decisions(_outputs(stage.process(_batch(inputs + after))))
+    assert first == expected[: len(inputs)]
+    assert again == expected
+    assert [d[1] for d in expected] == ["new", "near", "new", None, "exact"]
+    counted = {
+        sample.labels["outcome"]: sample.value
+        for family in stage.metrics.registry.collect()
+        if family.name == "newsflow_dedup_outcomes"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {"new": 2, "near": 1, "exact": 1, "replay": 3}
+
+
+def _as_format_3(snapshot: bytes, number: int = 3) -> bytes:
+    """The same state as an engine before snapshot format 4 wrote it (no reasons recorded,
+    aliases without their merging article)."""
+    with np.load(io.BytesIO(snapshot), allow_pickle=False) as z:
+        blobs = {k: z[k].tobytes() for k in z.files}
+    meta = json.loads(blobs["meta"])
+    blobs["meta"] = json.dumps(meta | {"format": number}).encode()
+    clusters = json.loads(blobs["clusters"])
+    clusters["aliases"] = [alias[:3] for alias in clusters["aliases"]]
+    blobs["clusters"] = json.dumps(clusters).encode()
+    with np.load(io.BytesIO(blobs["store"]), allow_pickle=False) as z:
+        store = {k: z[k] for k in z.files if not k.endswith(".reason")}
+    buf = io.BytesIO()
+    np.savez(buf, **store)
+    blobs["store"] = buf.getvalue()
+    out = io.BytesIO()
+    np.savez(out, **{k: np.frombuffer(v, dtype=np.uint8) for k, v in blobs.items()})  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def test_a_format_3_snapshot_still_restores_with_what_it_recorded() -> None:
+    s = Stream()
+    original = s.add(BODIES[3][1], id="v")
+    copy = s.add(BODIES[3][1].upper(), id="c", outlet="o2")
+    version = s.add(BODIES[3][1] + "\nUpdate: more to follow.", id="v")
+    assert (original.reason, copy.reason, version.reason) == ("new", "exact", "version")
+    engine = DedupEngine.restore(_as_format_3(s.engine.snapshot()))
+    replays = {
+        "v": engine.observe(DedupInput(id="v", text=BODIES[3][1] + "\nUpdate: more to follow.")),
+        "c": engine.observe(DedupInput(id="c", text=BODIES[3][1].upper())),
+    }
+    # Which layer found the copy's original was not recorded: the copy says "replay".
+    assert (replays["v"].reason, replays["v"].version, replays["c"].reason) == (
+        "version",
+        2,
+        "replay",
+    )
+    assert replays["c"].duplicate_of == "v" and all(d.repeated for d in replays.values())
+    with pytest.raises(SnapshotFormatError):
+        DedupEngine.restore(_as_format_3(s.engine.snapshot(), number=2))
+
+
+@dataclass
+class LogConsumer:
+    """What ``rebuild_gap`` asks of a consumer: where a partition's log starts and ends, and
+    the first offset at or after a time."""
+
+    start: int
+    end: int
+    first_at_or_after: dict[int, int]  # time (ms) → offset; none: no record that recent
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+    def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.start)
+
+    def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, self.end)
+
+    def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, Any]:
+        found: dict[TopicPartition, Any] = {}
+        for tp, ms in times.items():
+            at = [o for t, o in sorted(self.first_at_or_after.items()) if t >= ms]
+            found[tp] = OffsetAndTimestamp(at[0], ms, -1) if at else None
+        return found
+
+
+def test_the_log_can_rebuild_the_state_unless_it_lost_articles_of_the_window() -> None:
+    day_ms = 86_400_000
+    now = 100 * 86400.0
+    window = 30 * 86400
+
+    def gap(consumer: LogConsumer, resume_at: dict[int, int] | None = None) -> str | None:
+        return rebuild_gap(
+            cast(KafkaConsumer, consumer), "articles", resume_at, window_seconds=window, now=now
+        )
+
+    # Never truncated: replayed from offset 0.
+    assert gap(LogConsumer(0, 50, {99 * day_ms: 40})) is None
+    # Truncated, but the log still holds articles older than the window (what went is older).
+    assert gap(LogConsumer(10, 50, {60 * day_ms: 20, 80 * day_ms: 30})) is None
+    # Truncated, and the oldest article left is within the window: some of it is gone.
+    lost = gap(LogConsumer(10, 50, {75 * day_ms: 10}))
+    assert lost is not None and "articles[0] starts at 10" in lost
+    assert "dedup window (30 days)" in lost
+    # Emptied: how old the deleted articles were cannot be told.
+    emptied = gap(LogConsumer(50, 50, {}))
+    assert emptied is not None and "cannot be told" in emptied
+    # A snapshot needs every article after its offset.
+    assert gap(LogConsumer(10, 50, {75 * day_ms: 10}), {0: 12}) is None
+    behind = gap(LogConsumer(10, 50, {75 * day_ms: 10}), {0: 4})
+    assert behind is not None and "resumes articles[0] at offset 4" in behind
+
+
+def test_the_snapshots_offsets_are_read_without_the_engine(tmp_path: Path) -> None:
+    path = snapshot_path(tmp_path, "articles")
+    assert snapshot_offsets(path, "articles") is None
+    s = Stream()
+    s.add(BODIES[0][1])
+    write_snapshot(path, s.engine, "articles", {0: 7})
+    assert snapshot_offsets(path, "articles") == {0: 7}
+    assert snapshot_offsets(path, "other") is None
+
+
+def test_a_page_that_is_not_an_article_belongs_to_no_story(tmp_path: Path) -> None:
+    """The one rule for non-articles: dedup does not decide them, and the index stores them
+    without a story id, so no story id exists without its story document."""
+    stage = DedupStage(input_topic="articles", output_topic="deduped", state_dir=tmp_path)
+    page = _article(1, BODIES[0][1], T0, is_article=False)
+    (out,) = _outputs(stage.process(_batch([page])))
+    assert (out.story_id, out.dedup_reason, out.duplicate_of, out.story) == (None,) * 4
+    assert article_document(out)["story_id"] is None
+    with pytest.raises(ValueError, match="not an article has no dedup fields"):
+        DedupedArticle.model_validate({**dict(out), "story_id": "s"})

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import typer
 
-from newsflow import topology
+from newsflow import kafka_io, topology
 from newsflow.contracts import Article
 from newsflow.kafka_io import TopicSpec, topic_specs
 from newsflow.runtime import Inbound, Result, Stage
@@ -116,14 +116,30 @@ def test_topic_specs_are_the_topics_as_before() -> None:
         topic_partitions=6,
         topic_retention_hours=10,
         dead_letter_retention_hours=20,
+        dedup_window_days=0.25,
     )
     assert topic_specs(settings) == [
         TopicSpec("t.raw", 6, 10),
-        TopicSpec("t.articles", 1, 10),  # the dedup stage's single-owner input
+        # The dedup stage's single-owner input, and its changelog: it keeps the dedup window.
+        TopicSpec("t.articles", 1, 10, min_retention_hours=6),
         TopicSpec("t.deduped", 6, 10),
         TopicSpec("t.dlq", 1, 20),
         TopicSpec("t.alerts", 6, 10),
     ]
+
+
+def test_the_articles_topic_keeps_at_least_the_dedup_window() -> None:
+    """A lost dedup snapshot is rebuilt by re-reading the articles topic: it must still hold
+    every article of the window (30 days by default, the other topics keep 7)."""
+    defaults = {spec.name: spec for spec in topic_specs(Settings.model_construct())}
+    articles = defaults["newsflow.articles.v1"]
+    assert (articles.retention_hours, articles.min_retention_hours) == (720, 720)
+    assert articles.configs()["retention.ms"] == str(30 * 86400 * 1000)
+    assert defaults["newsflow.raw-pages.v1"].retention_hours == 168
+    assert {s.min_retention_hours for n, s in defaults.items() if s is not articles} == {0}
+    longer = Settings.model_construct(topic_retention_hours=1000, dedup_window_days=1.5)
+    spec = next(s for s in topic_specs(longer) if s.name == "newsflow.articles.v1")
+    assert (spec.retention_hours, spec.min_retention_hours) == (1000, 36)
 
 
 def test_one_worker_command_per_stage_with_its_help() -> None:
@@ -228,3 +244,50 @@ def test_a_stage_class_that_disagrees_with_its_row_does_not_start(
     with pytest.raises(stages.StageStartError, match="single_owner"):
         stages.build_runner("enrich", Settings.model_construct())
     assert stage.closed
+
+
+class _Admin:
+    """An admin client whose cluster holds every topic, keeping ``kept_ms``, and answers an
+    alteration with ``answer``."""
+
+    def __init__(self, kept_ms: int, answer: str) -> None:
+        self.kept_ms, self.answer = kept_ms, answer
+        self.altered: list[tuple[str, dict[str, str]]] = []
+
+    def list_topics(self) -> list[str]:
+        return [spec.name for spec in topic_specs(Settings.model_construct())]
+
+    def describe_configs(self, resources: list[Any], config_filter: str) -> dict[str, Any]:
+        value = {"retention.ms": {"value": str(self.kept_ms)}}
+        return {"topic": {r.name: value for r in resources}}
+
+    def alter_configs(self, resources: list[Any]) -> dict[str, Any]:
+        self.altered += [(r.name, r.configs) for r in resources]
+        return {"topic": {r.name: self.answer for r in resources}}
+
+    def close(self) -> None:
+        pass
+
+
+def test_init_raises_a_short_retention_of_the_articles_topic_or_says_it_cannot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    week = 7 * 86400 * 1000
+    admin = _Admin(week, "OK")
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: admin)
+    assert kafka_io.ensure_topics(Settings.model_construct()) == []
+    assert admin.altered == [("newsflow.articles.v1", {"retention.ms": str(30 * 86400 * 1000)})]
+
+    refusing = _Admin(week, "PolicyViolationError: retention is managed elsewhere")
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: refusing)
+    with pytest.raises(kafka_io.TopicRetentionError) as refused:
+        kafka_io.ensure_topics(Settings.model_construct())
+    message = str(refused.value)
+    assert "topic newsflow.articles.v1 keeps 168 h, less than the 720 h" in message
+    assert "retention is managed elsewhere" in message
+    assert "--add-config retention.ms=2592000000" in message
+
+    forever = _Admin(-1, "OK")
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: forever)
+    kafka_io.ensure_topics(Settings.model_construct())
+    assert forever.altered == []
