@@ -358,7 +358,9 @@ def stats(request: Request) -> StatsResponse:
     indices = []
     for name in sorted(aliases):
         indices.append(IndexStat(name=name, docs=int(es.count(index=name)["count"])))
-    stories = int(es.count(index=names.stories)["count"])
+    # Absorbed stories stay as redirects to the survivor: not stories of their own.
+    not_redirect = {"bool": {"must_not": [{"exists": {"field": "merged_into"}}]}}
+    stories = int(es.count(index=names.stories, query=not_redirect)["count"])
     return StatsResponse(
         cluster_status=str(health["status"]),
         articles_alias=names.articles,
