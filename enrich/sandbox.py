@@ -66,6 +66,9 @@ Outcome = Extraction | ExtractionError | StageError
 
 @dataclass(frozen=True, slots=True)
 class ExtractionBudget:
+    """What one page may take (seconds; megabytes of address space per process), and how
+    many processes share a batch."""
+
     timeout_seconds: float = 20.0
     memory_mb: int = 1024
     processes: int = 1
@@ -290,7 +293,6 @@ class _Child:
             self.process.start()
         finally:
             child_end.close()  # the child's end lives in the child: EOF here when it dies
-        self.started = time.monotonic()
         self.job: int | None = None  # index in the batch of the page it works on
         self.url: str | None = None
         self.deadline = 0.0
@@ -406,7 +408,8 @@ class ExtractionPool:
             return
         _open_pools.add(self)
         try:
-            self.children = [self._launch() for _ in range(self.budget.processes)]
+            for _ in range(self.budget.processes):
+                self.children.append(self._launch())
             deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
             for child in self.children:
                 child.await_ready(deadline)
@@ -427,19 +430,25 @@ class ExtractionPool:
     def extract(self, jobs: Sequence[PageJob]) -> list[Outcome]:
         """One outcome per job, in order. Raises ``TransientError`` (``extract_unavailable``)
         when a replacement process cannot start: the batch is re-read later."""
-        self.start()
         outcomes: list[Outcome | None] = [None] * len(jobs)
         queue = deque(enumerate(jobs))
         try:
+            self.start()
             while queue or any(child.job is not None for child in self.children):
-                self._dispatch(queue, outcomes)
+                self._dispatch(queue)
                 self._collect(outcomes)
         except PoolStartError as exc:
             self.close()  # the next batch starts every process afresh
             raise TransientError("extract_unavailable", str(exc)) from exc
-        return [outcome for outcome in outcomes if outcome is not None]
+        except BaseException:  # interrupted mid-batch: children may hold pages nobody awaits
+            self.close()
+            raise
+        done = [outcome for outcome in outcomes if outcome is not None]
+        if len(done) != len(jobs):
+            raise RuntimeError(f"extraction pool: {len(jobs) - len(done)} page(s) without outcome")
+        return done
 
-    def _dispatch(self, queue: deque[tuple[int, PageJob]], outcomes: list[Outcome | None]) -> None:
+    def _dispatch(self, queue: deque[tuple[int, PageJob]]) -> None:
         for slot, child in enumerate(self.children):
             if child.job is not None or not queue:
                 continue
