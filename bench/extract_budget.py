@@ -34,6 +34,11 @@ def hostile_page(size_bytes: int) -> str:
     return "<html><body>" + HOSTILE_UNIT * (size_bytes // len(HOSTILE_UNIT)) + "</body></html>"
 
 
+def no_extraction(html: str | bytes, url: str | None, **_: object) -> Extraction:
+    """Stands in for the extractor to time the round trip alone (imported by the children)."""
+    return Extraction(text="text", is_article=False, article_reason="-", extractor="-")
+
+
 def in_process(jobs: Sequence[PageJob]) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for job in jobs:
@@ -106,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         ):
             print(f"{label:<28} {n / seconds:>8.1f} {1000 * seconds / n:>8.1f}")
         print(f"overhead of a child: {1000 * (t_child - t_here) / n:+.1f} ms/page")
+        with ExtractionPool(one, function=no_extraction, warm_up=None) as echo:
+            _, t_echo = timed(lambda: in_children(echo, jobs))
+        size = sum(len(job.html) for job in jobs) / n / 1024
+        print(f"round trip alone (a {size:.0f} KB page there, fields back): ", end="")
+        print(f"{1000 * t_echo / n:.2f} ms/page")
         expected = [comparable(o) for o in here]
         same = sum(
             a == b == c

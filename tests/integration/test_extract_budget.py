@@ -104,9 +104,9 @@ def test_a_page_over_budget_is_dead_lettered_while_the_batch_flows(
     infra_settings: Settings,
 ) -> None:
     settings = infra_settings.model_copy(
-        update={"enrich_extract_timeout_seconds": 1.0, "enrich_extract_processes": 2}
+        update={"enrich_extract_timeout_seconds": 2.0, "enrich_extract_processes": 2}
     )
-    pages = [article(1), raw_page("hostile", hostile_page(2 * MB)), article(2), article(3)]
+    pages = [article(1), raw_page("hostile", hostile_page(3 * MB)), article(2), article(3)]
     produce(settings, pages)
     runner = build_runner("enrich", settings, group_id=f"{settings.index_prefix}-enrich")
     try:
