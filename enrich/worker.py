@@ -1,4 +1,8 @@
-"""The enrich stage: raw pages in, extracted articles out."""
+"""The enrich stage: raw pages in, extracted articles out.
+
+With an :class:`~enrich.sandbox.ExtractionBudget` (the worker's default) pages are extracted in
+child processes, each within a time and memory budget; without one, in this process.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 
-from enrich.extract import ExtractionError, extract_page
+from enrich.extract import Extraction, ExtractionError, extract_page
+from enrich.sandbox import ExtractionBudget, ExtractionPool, PageJob
 from newsflow.contracts import Article, Provenance, RawPage
 from newsflow.errors import PermanentError
 from newsflow.runtime import Done, Failed, Inbound, Output, Result, Stage
@@ -23,6 +28,7 @@ def content_hash(text: str) -> str:
 
 
 def enrich_page(page: RawPage, overrides: ExtractionOverrides | None = None) -> Article:
+    """Extract ``page`` in this process, without a budget."""
     try:
         extraction = extract_page(
             page.html,
@@ -33,6 +39,20 @@ def enrich_page(page: RawPage, overrides: ExtractionOverrides | None = None) -> 
         )
     except ExtractionError as exc:
         raise PermanentError(exc.reason, exc.detail) from exc
+    return article_of(page, extraction)
+
+
+def page_job(page: RawPage) -> PageJob:
+    return PageJob(
+        html=page.html,
+        url=page.fetched_url,
+        outlet=page.outlet,
+        feed_title=page.feed_title,
+        feed_published_at=page.feed_published_at,
+    )
+
+
+def article_of(page: RawPage, extraction: Extraction) -> Article:
     canonical: str | None = None
     if extraction.canonical_url:
         try:
@@ -69,12 +89,42 @@ class EnrichStage(Stage[RawPage]):
     input_model = RawPage
 
     def __init__(
-        self, *, output_topic: str, overrides: Mapping[str, ExtractionOverrides] | None = None
+        self,
+        *,
+        output_topic: str,
+        overrides: Mapping[str, ExtractionOverrides] | None = None,
+        budget: ExtractionBudget | None = None,
     ) -> None:
         self.output_topic = output_topic
         self.overrides = dict(overrides or {})  # outlet name -> its registry selectors
+        self.pool = ExtractionPool(budget, self.overrides) if budget is not None else None
+
+    def start(self) -> None:
+        """Start the extraction processes now (else on the first batch); raises
+        ``PoolStartError`` when they cannot start."""
+        if self.pool is not None:
+            self.pool.start()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def process(self, batch: Sequence[Inbound[RawPage]]) -> Sequence[Result]:
+        if self.pool is None:
+            return self._process_here(batch)
+        outcomes = self.pool.extract([page_job(item.message) for item in batch])
+        results: list[Result] = []
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Extraction):
+                article = article_of(item.message, outcome)
+                results.append(Done((Output(self.output_topic, article.id, article),)))
+            elif isinstance(outcome, ExtractionError):
+                results.append(Failed(PermanentError(outcome.reason, outcome.detail)))
+            else:
+                results.append(Failed(outcome))
+        return results
+
+    def _process_here(self, batch: Sequence[Inbound[RawPage]]) -> Sequence[Result]:
         results: list[Result] = []
         for item in batch:
             try:

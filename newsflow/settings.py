@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     alert_webhook_allow_private_network: bool = False
 
+    # Enrich: each page is extracted in a child process, within a time and memory (address
+    # space, per process) budget; an overrun kills the child and dead-letters the page
+    # (`extract_timeout`, `extract_memory`). This many processes per worker share a batch's
+    # pages; 0 extracts in the worker's own process, without a budget.
+    enrich_extract_timeout_seconds: float = Field(default=20.0, gt=0)
+    enrich_extract_memory_mb: int = Field(default=1024, ge=256)
+    enrich_extract_processes: int = Field(default=1, ge=0)
+
     worker_batch_size: int = Field(default=100, ge=1)
     worker_max_retries: int = Field(default=3, ge=0)
     worker_retry_backoff_seconds: float = Field(default=0.5, ge=0)

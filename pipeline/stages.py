@@ -40,11 +40,32 @@ def extraction_overrides(settings: Settings) -> dict[str, Any]:
 
 
 def _enrich(settings: Settings) -> Stage[Any]:
+    from enrich.sandbox import ExtractionBudget, PoolStartError
     from enrich.worker import EnrichStage
 
-    return EnrichStage(
-        output_topic=settings.topic_articles, overrides=extraction_overrides(settings)
+    budget = None
+    if settings.enrich_extract_processes > 0:
+        budget = ExtractionBudget(
+            timeout_seconds=settings.enrich_extract_timeout_seconds,
+            memory_mb=settings.enrich_extract_memory_mb,
+            processes=settings.enrich_extract_processes,
+        )
+        log.info(
+            "stage enrich: extraction in %d process(es), at most %g s and %d MB per page",
+            budget.processes,
+            budget.timeout_seconds,
+            budget.memory_mb,
+        )
+    stage = EnrichStage(
+        output_topic=settings.topic_articles,
+        overrides=extraction_overrides(settings),
+        budget=budget,
     )
+    try:
+        stage.start()
+    except PoolStartError as exc:
+        raise StageStartError(f"stage enrich refuses to start: {exc}") from exc
+    return stage
 
 
 def _dedup(settings: Settings) -> Stage[Any]:

@@ -58,6 +58,7 @@ def _drain(settings: Settings, stage: Any, expected: int, group_id: str | None =
     try:
         runner.run(max_messages=expected, idle_timeout=20)
     finally:
+        runner.stage.close()  # the enrich stage's extraction processes
         runner.consumer.close()
         runner.producer.close()
     assert runner.stats.consumed >= expected, runner.stats
