@@ -22,7 +22,14 @@ from collections.abc import Callable, Sequence
 
 from bench.corpus import SETS, available, load, subset
 from enrich.extract import Extraction, ExtractionError, extract_page
-from enrich.sandbox import ExtractionBudget, ExtractionPool, Outcome, PageJob, warm_up_extraction
+from enrich.sandbox import (
+    ExtractionBudget,
+    ExtractionPool,
+    NotStarted,
+    Outcome,
+    PageJob,
+    warm_up_extraction,
+)
 
 BATCH_SIZE = 100  # the worker's default batch
 WARM_UP_PAGES = 3
@@ -61,6 +68,8 @@ def comparable(outcome: Outcome) -> object:
         return outcome
     if isinstance(outcome, ExtractionError):
         return ("extraction_error", outcome.reason, outcome.detail)
+    if isinstance(outcome, NotStarted):  # never here: the bench sets no batch time
+        return "not_started"
     return ("stage_error", outcome.reason)
 
 
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 def _describe(outcome: Outcome) -> str:
     if isinstance(outcome, Extraction):
         return f"extracted ({len(outcome.text)} characters)"
+    if isinstance(outcome, NotStarted):
+        return "not started"
     return outcome.reason
 
 

@@ -59,9 +59,21 @@ MAX_RECORDS_PER_PAGE = 50
 _PR_SET_PDEATHSIG = 1
 
 ExtractFunction = Callable[..., Extraction]
+
+
+class NotStarted:
+    """A page the batch had no time left for: the stage defers it to the next batch."""
+
+    def __repr__(self) -> str:
+        return "NOT_STARTED"
+
+
+NOT_STARTED = NotStarted()
+
 # What one page comes to: its fields, the extractor's own verdict on a page it cannot extract,
-# or the pool's (extract_timeout, extract_memory, extract_crashed, unexpected_error).
-Outcome = Extraction | ExtractionError | StageError
+# the pool's (extract_timeout, extract_memory, extract_crashed, unexpected_error), or
+# NOT_STARTED when the batch's time ran out before it.
+Outcome = Extraction | ExtractionError | StageError | NotStarted
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,10 @@ class ExtractionBudget:
     timeout_seconds: float = 20.0
     memory_mb: int = 1024
     processes: int = 1
+    # No page of a batch starts later than this after the batch began (the first always
+    # does): a batch takes at most this plus one page's budget, well within the consumer's
+    # poll interval, however many slow pages it holds.
+    batch_seconds: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,14 +443,23 @@ class ExtractionPool:
     def pids(self) -> list[int]:
         return [child.process.pid for child in self.children if child.process.pid is not None]
 
-    def extract(self, jobs: Sequence[PageJob]) -> list[Outcome]:
+    def extract(self, jobs: Sequence[PageJob], *, start_by: float | None = None) -> list[Outcome]:
         """One outcome per job, in order. Raises ``TransientError`` (``extract_unavailable``)
-        when a replacement process cannot start: the batch is re-read later."""
+        when a replacement process cannot start: the batch is re-read later.
+
+        ``start_by`` (monotonic time): no job starts after it, except the first, so a batch
+        of slow pages takes at most that plus one budget; the jobs not started come back as
+        :data:`NOT_STARTED`."""
         outcomes: list[Outcome | None] = [None] * len(jobs)
         queue = deque(enumerate(jobs))
         try:
             self.start()
             while queue or any(child.job is not None for child in self.children):
+                started_one = len(queue) < len(jobs)
+                if queue and started_one and start_by is not None and time.monotonic() >= start_by:
+                    for index, _job in queue:
+                        outcomes[index] = NOT_STARTED
+                    queue.clear()
                 self._dispatch(queue)
                 self._collect(outcomes)
         except PoolStartError as exc:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Mapping, Sequence
 
 from enrich.extract import Extraction, ExtractionError, extract_page
-from enrich.sandbox import ExtractionBudget, ExtractionPool, PageJob
+from enrich.sandbox import ExtractionBudget, ExtractionPool, NotStarted, PageJob
 from newsflow.contracts import Article, Provenance, RawPage
 from newsflow.errors import PermanentError
-from newsflow.runtime import Done, Failed, Inbound, Output, Result, Stage
+from newsflow.runtime import Deferred, Done, Failed, Inbound, Output, Result, Stage
 from newsflow.selectors import ExtractionOverrides
 from newsflow.urls import InvalidURLError, normalize_url
 
@@ -112,10 +113,13 @@ class EnrichStage(Stage[RawPage]):
     def process(self, batch: Sequence[Inbound[RawPage]]) -> Sequence[Result]:
         if self.pool is None:
             return self._process_here(batch)
-        outcomes = self.pool.extract([page_job(item.message) for item in batch])
+        start_by = time.monotonic() + self.pool.budget.batch_seconds
+        outcomes = self.pool.extract([page_job(item.message) for item in batch], start_by=start_by)
         results: list[Result] = []
         for item, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Extraction):
+            if isinstance(outcome, NotStarted):
+                results.append(Deferred())
+            elif isinstance(outcome, Extraction):
                 article = article_of(item.message, outcome)
                 results.append(Done((Output(self.output_topic, article.id, article),)))
             elif isinstance(outcome, ExtractionError):

@@ -98,7 +98,14 @@ class Failed:
     error: StageError
 
 
-Result = Done | Failed
+@dataclass(frozen=True)
+class Deferred:
+    """The stage did not get to the message within its batch's time (its work per batch is
+    bounded, so a poll never outlives the consumer's poll interval): it is not committed,
+    and is read again with the next batch, as is everything after it in its partition."""
+
+
+Result = Done | Failed | Deferred
 
 
 @dataclass(frozen=True)
@@ -180,7 +187,10 @@ class Stage(ABC, Generic[M]):
 
     @abstractmethod
     def process(self, batch: Sequence[Inbound[M]]) -> Sequence[Result]:
-        """Return one result per input, in order; raise ``TransientError`` to requeue all."""
+        """Return one result per input, in order; raise ``TransientError`` to requeue all.
+
+        A stage whose work per message can be long returns ``Deferred`` for what it did not
+        start within its time (after at least one message, so the stream always moves)."""
 
     def close(self) -> None:
         """Release resources when the worker stops."""
@@ -299,7 +309,7 @@ class StageRunner(Generic[M]):
             return 0
         started = time.perf_counter()
         try:
-            self._handle_batch(raw)
+            done = self._handle_batch(raw)
         except TransientError as exc:
             backoff = self._rewind(raw, exc)
             self._update_lag()
@@ -314,12 +324,12 @@ class StageRunner(Generic[M]):
             self.rewinds_in_a_row, self.failing_since = 0, None
             self.metrics.rewinds_in_a_row.labels(self.stage.name).set(0)
         self.metrics.batch_seconds.labels(self.stage.name).observe(time.perf_counter() - started)
-        for tp, partition_records in records.items():
-            self.metrics.consumed(tp.topic, len(partition_records))
-        self.stats.consumed += len(raw)
+        for topic, count in Counter(record.topic for record in done).items():
+            self.metrics.consumed(topic, count)
+        self.stats.consumed += len(done)
         self.stats.batches += 1
         self._update_lag()
-        return len(raw)
+        return len(done)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while the loop polls and its partitions make progress: a stuck batch, a dead
@@ -407,7 +417,9 @@ class StageRunner(Generic[M]):
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _handle_batch(self, raw: Sequence[Any]) -> None:
+    def _handle_batch(self, raw: Sequence[Any]) -> list[Any]:
+        """Process, write and commit one batch; return the records it finished (all of them,
+        unless the stage deferred some to the next batch)."""
         letters: list[_Letter] = []
         inbound: list[Inbound[M]] = []
         for record in raw:
@@ -424,8 +436,24 @@ class StageRunner(Generic[M]):
             )
 
         results = self._process_with_retries(inbound)
+        resume = _first_deferred(inbound, results)
+        if resume:
+            letters = [
+                letter
+                for letter in letters
+                if not _at_or_after(
+                    resume,
+                    letter.letter.source_topic,
+                    letter.letter.partition,
+                    letter.letter.offset,
+                )
+            ]
         outputs: list[_Encoded] = []
         for item, (result, attempts) in zip(inbound, results, strict=True):
+            if isinstance(result, Deferred) or _at_or_after(
+                resume, item.topic, item.partition, item.offset
+            ):
+                continue  # read again with the next batch
             if isinstance(result, Done):
                 encoded = self._encode_outputs(item, result.outputs)
                 if not isinstance(encoded, StageError):
@@ -443,7 +471,19 @@ class StageRunner(Generic[M]):
                 result.error,
             )
             letters.append(self._letter(item, result.error, kind, attempts))
-        self._write_and_commit(raw, outputs, letters)
+        done = [r for r in raw if not _at_or_after(resume, r.topic, r.partition, r.offset)]
+        if resume:
+            log.info(
+                "stage %s: %d message(s) deferred to the next batch (its time is up)",
+                self.stage.name,
+                len(raw) - len(done),
+            )
+            self.stats.outcomes["deferred"] += len(raw) - len(done)
+        if done:
+            self._write_and_commit(done, outputs, letters)
+        for tp, offset in resume.items():
+            self.consumer.seek(tp, offset)
+        return done
 
     def _process_with_retries(self, batch: Sequence[Inbound[M]]) -> list[tuple[Result, int]]:
         final: dict[int, tuple[Result, int]] = {}
@@ -744,3 +784,22 @@ class StageRunner(Generic[M]):
             )
             self.metrics.letter_truncated("reference_only" if not fitted.value else "truncated")
         return _Letter(fitted, original)
+
+
+def _first_deferred(
+    batch: Sequence[Inbound[Any]], results: Sequence[tuple[Result, int]]
+) -> dict[TopicPartition, int]:
+    """Per partition, the offset of its first deferred message: the batch is done up to it."""
+    first: dict[TopicPartition, int] = {}
+    for item, (result, _attempts) in zip(batch, results, strict=True):
+        if isinstance(result, Deferred):
+            tp = TopicPartition(item.topic, item.partition)
+            first[tp] = min(first.get(tp, item.offset), item.offset)
+    return first
+
+
+def _at_or_after(
+    resume: Mapping[TopicPartition, int], topic: str, partition: int, offset: int
+) -> bool:
+    start = resume.get(TopicPartition(topic, partition))
+    return start is not None and offset >= start

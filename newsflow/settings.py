@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     enrich_extract_timeout_seconds: float = Field(default=20.0, gt=0)
     enrich_extract_memory_mb: int = Field(default=1024, ge=256)
     enrich_extract_processes: int = Field(default=1, ge=0)
+    # No page of a batch starts later than this after the batch began (the rest are read
+    # again with the next batch), so a batch of slow pages never outlives the consumer's
+    # poll interval (300 s): this plus one page's timeout must stay under it.
+    enrich_batch_seconds: float = Field(default=120.0, gt=0)
 
     worker_batch_size: int = Field(default=100, ge=1)
     worker_max_retries: int = Field(default=3, ge=0)

@@ -21,6 +21,11 @@ from newsflow.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# kafka-python's max_poll_interval_ms, which make_consumer keeps: a member that does not poll
+# for this long leaves its group.
+CONSUMER_POLL_INTERVAL_SECONDS = 300.0
+
+
 class StageStartError(RuntimeError):
     """The stage must not start as things are; the message says what to fix."""
 
@@ -49,7 +54,16 @@ def _enrich(settings: Settings) -> Stage[Any]:
             timeout_seconds=settings.enrich_extract_timeout_seconds,
             memory_mb=settings.enrich_extract_memory_mb,
             processes=settings.enrich_extract_processes,
+            batch_seconds=settings.enrich_batch_seconds,
         )
+        worst = budget.batch_seconds + budget.timeout_seconds
+        if worst >= CONSUMER_POLL_INTERVAL_SECONDS * 0.9:
+            raise StageStartError(
+                "stage enrich refuses to start: a batch may take "
+                f"NEWSFLOW_ENRICH_BATCH_SECONDS + NEWSFLOW_ENRICH_EXTRACT_TIMEOUT_SECONDS = "
+                f"{worst:g} s, too close to the consumer's poll interval "
+                f"({CONSUMER_POLL_INTERVAL_SECONDS:g} s): the group would drop the worker"
+            )
         log.info(
             "stage enrich: extraction in %d process(es), at most %g s and %d MB per page",
             budget.processes,

@@ -16,6 +16,7 @@ from newsflow import runtime as runtime_module
 from newsflow.contracts import DeadLetter, RawPage, decode, encode
 from newsflow.errors import PermanentError, RetryableError, TransientError
 from newsflow.runtime import (
+    Deferred,
     Done,
     Failed,
     Inbound,
@@ -530,3 +531,48 @@ def test_health_names_a_stalled_partition_and_the_metric_shows_it() -> None:
     assert _sample(run, "newsflow_partition_stall_seconds", **stall) == 121
     run.progress.committed([TopicPartition(IN, 0)])
     assert run.health()[0] is True
+
+
+class TimeBoundStage(Stage[RawPage]):
+    """Handles the first ``room`` messages of a batch and defers the rest (its time is up)."""
+
+    name = "timebound"
+    input_model = RawPage
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def process(self, batch: Sequence[Inbound[RawPage]]) -> Sequence[Result]:
+        return [
+            Done((Output(OUT, item.message.id, item.message),)) if i < self.room else Deferred()
+            for i, item in enumerate(batch)
+        ]
+
+
+def test_deferred_messages_are_neither_produced_nor_committed_but_read_again() -> None:
+    batch = [
+        record(0, encode(page(0))),
+        record(1, b"not json"),
+        record(2, encode(page(2))),
+        record(3, b"not json either"),
+    ]
+    consumer = FakeConsumer([batch])
+    producer = FakeProducer()
+    run = runner(TimeBoundStage(room=1), consumer, producer)
+    assert run.run_once() == 2
+    # Done up to the first deferred message (offset 2): what comes before it is final, the
+    # invalid message at 1 included; from it on, everything waits for the next batch.
+    assert [t for t, _, _ in producer.sent] == [DLQ, OUT]
+    assert [letter.offset for letter in letters(producer)] == [1]
+    assert consumer.commits[0][TopicPartition(IN, 0)].offset == 2
+    assert consumer.seeks == [(TopicPartition(IN, 0), 2)]
+    assert run.stats.outcomes["deferred"] == 2
+    assert run.stats.consumed == 2
+
+
+def test_a_batch_deferred_from_its_first_message_commits_nothing() -> None:
+    consumer = FakeConsumer([[record(4, encode(page(4))), record(5, encode(page(5)))]])
+    producer = FakeProducer()
+    assert runner(TimeBoundStage(room=0), consumer, producer).run_once() == 0
+    assert producer.sent == [] and consumer.commits == []
+    assert consumer.seeks == [(TopicPartition(IN, 0), 4)]

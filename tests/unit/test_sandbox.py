@@ -18,11 +18,17 @@ import pytest
 
 from bench.corpus import SETS, available, load, subset
 from enrich.extract import Extraction, ExtractionError, extract_page
-from enrich.sandbox import ExtractionBudget, ExtractionPool, PageJob, PoolStartError
+from enrich.sandbox import (
+    NOT_STARTED,
+    ExtractionBudget,
+    ExtractionPool,
+    PageJob,
+    PoolStartError,
+)
 from enrich.worker import EnrichStage
 from newsflow.contracts import RawPage
 from newsflow.errors import PermanentError, RetryableError
-from newsflow.runtime import Done, Failed, Inbound
+from newsflow.runtime import Deferred, Done, Failed, Inbound
 from newsflow.selectors import ExtractionOverrides
 from newsflow.settings import PROJECT_ROOT
 from newsflow.urls import url_id
@@ -78,6 +84,11 @@ def by_url(html: str | bytes, url: str | None, **_: object) -> Extraction:
     elif "chatty" in url:
         log.warning("something odd on %s", url)
     return fake_extraction(url)
+
+
+def with_body(html: str | bytes, url: str | None, **_: object) -> Extraction:
+    """``by_url``, with the fields an article needs (the stage builds one from it)."""
+    return by_url(html, url).model_copy(update={"body_method": "test"})
 
 
 def budget(timeout: float = 2.0, *, memory_mb: int = 512, processes: int = 1) -> ExtractionBudget:
@@ -266,6 +277,24 @@ def test_one_slow_page_does_not_hold_up_the_others() -> None:
     assert elapsed < 3 + 6
 
 
+def test_no_page_starts_after_the_batch_time_but_the_first_always_does(
+    pool: ExtractionPool,
+) -> None:
+    jobs = [PageJob("x", f"http://a.example/nap/{nap}") for nap in (0.3, 0.3, 0.3, 0.3)]
+    # Time is up before the batch begins: the first page still runs (the stream moves).
+    assert pool.extract(jobs, start_by=time.monotonic() - 1) == [
+        fake_extraction(jobs[0].url or ""),
+        NOT_STARTED,
+        NOT_STARTED,
+        NOT_STARTED,
+    ]
+    # Time for about two pages: the rest, a suffix, is left for the next batch.
+    got = pool.extract(jobs, start_by=time.monotonic() + 0.45)
+    done = [outcome for outcome in got if outcome is not NOT_STARTED]
+    assert 1 <= len(done) < len(jobs)
+    assert got == done + [NOT_STARTED] * (len(jobs) - len(done))
+
+
 # --- lifetime --------------------------------------------------------------------------------
 
 
@@ -359,3 +388,19 @@ def test_the_stage_with_a_budget_gives_what_it_gives_without() -> None:
             expected.error.reason,
             expected.error.detail,
         )
+
+
+def test_the_stage_defers_the_pages_its_batch_time_did_not_reach() -> None:
+    stage = EnrichStage(output_topic="articles")
+    stage.pool = ExtractionPool(
+        ExtractionBudget(timeout_seconds=30, memory_mb=512, batch_seconds=0.0),
+        function=with_body,
+        warm_up=None,
+    )
+    batch = [_inbound(f"nap/{nap}", "<p>x</p>", n) for n, nap in enumerate((0.1, 0.1, 0.1))]
+    try:
+        results = stage.process(batch)
+    finally:
+        stage.close()
+    assert isinstance(results[0], Done)
+    assert results[1:] == [Deferred(), Deferred()]

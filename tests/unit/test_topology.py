@@ -291,3 +291,11 @@ def test_init_raises_a_short_retention_of_the_articles_topic_or_says_it_cannot(
     monkeypatch.setattr(kafka_io, "make_admin", lambda settings: forever)
     kafka_io.ensure_topics(Settings.model_construct())
     assert forever.altered == []
+
+
+def test_enrich_refuses_a_batch_time_its_consumer_would_not_survive() -> None:
+    # A batch may take the batch time plus one page's budget; over the poll interval the
+    # group would drop the worker and hand the batch round forever.
+    settings = Settings(enrich_batch_seconds=250, enrich_extract_timeout_seconds=30)
+    with pytest.raises(stages.StageStartError, match="poll interval"):
+        stages.CONSTRUCTORS["enrich"](settings)
