@@ -565,6 +565,11 @@ def _extract_zip(archive: Path, dest: Path) -> None:
     tmp.rename(dest)
 
 
+def es_transport_port(http_port: int) -> int:
+    """NEWSFLOW_ES_TRANSPORT_PORT, else the HTTP port + 100 (9200 -> 9300, as ES does)."""
+    return int(os.environ.get("NEWSFLOW_ES_TRANSPORT_PORT", http_port + 100))
+
+
 class ElasticsearchNode(Member):
     name = "elasticsearch"
     group = "elasticsearch"
@@ -578,7 +583,8 @@ class ElasticsearchNode(Member):
         return ctx.settings.es_url.rstrip("/")
 
     def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
-        return [_host_port(self.url(ctx), 9200)]
+        host, port = _host_port(self.url(ctx), 9200)
+        return [(host, port), (host, es_transport_port(port))]
 
     def more_logs(self, ctx: Ctx) -> list[Path]:
         return [es_link(ctx) / "logs" / "newsflow-local.log"]
@@ -604,6 +610,7 @@ class ElasticsearchNode(Member):
                 "LOG_DIR": str(plan.base / "logs"),
                 "HOST": host,
                 "HTTP_PORT": str(port),
+                "TRANSPORT_PORT": str(es_transport_port(port)),
             },
         )
         render(
