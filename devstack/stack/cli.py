@@ -99,7 +99,8 @@ def status_cmd(
         bool, typer.Option("--check", help="Exit 1 unless every component is healthy.")
     ] = False,
 ) -> None:
-    """Each process: state, pid (if we started it), URL and health."""
+    """Each process: state, pid (if we started it), restarts and last exit (workers), URL and
+    health."""
     try:
         rows = status(only)
     except ValueError as exc:
@@ -109,10 +110,18 @@ def status_cmd(
         typer.echo(json.dumps([asdict(r) for r in rows], default=str, indent=2))
     else:
         width = max([len("URL"), *(len(r.url) for r in rows)])
-        typer.echo(f"{'COMPONENT':<22} {'STATE':<10} {'PID':<8} {'URL':<{width}} HEALTH")
+        exits = max([len("LAST EXIT"), *(len(r.last_exit or "-") for r in rows)])
+        typer.echo(
+            f"{'COMPONENT':<22} {'STATE':<10} {'PID':<8} {'RESTARTS':<8} "
+            f"{'LAST EXIT':<{exits}} {'URL':<{width}} HEALTH"
+        )
         for r in rows:
             pid = str(r.pid) if r.pid else ("ext" if r.healthy else "-")
-            typer.echo(f"{r.name:<22} {r.state:<10} {pid:<8} {r.url:<{width}} {r.detail}")
+            restarts = "-" if r.restarts is None else str(r.restarts)
+            typer.echo(
+                f"{r.name:<22} {r.state:<10} {pid:<8} {restarts:<8} "
+                f"{r.last_exit or '-':<{exits}} {r.url:<{width}} {r.detail}"
+            )
     if check and not all(r.healthy for r in rows):
         raise typer.Exit(1)
 

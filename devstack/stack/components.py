@@ -19,6 +19,8 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,9 +34,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from devstack.stack._java import JavaError, Jdk, jdk_from_env, pick_jdk, run_maven
-from devstack.stack._proc import MARKER_ENV, LaunchSpec, port_open
+from devstack.stack._proc import MARKER_ENV, LaunchSpec, port_open, sid_of, stop_groups
+from devstack.stack.supervise import SupervisorState, read_state, state_path
 from newsflow.settings import PROJECT_ROOT, Settings
-from newsflow.topology import STAGES, StageDef
+from newsflow.topology import STAGES, StageDef, metrics_port, topic_name
 
 log = logging.getLogger("devstack.stack")
 
@@ -175,6 +178,20 @@ class Member(ABC):
     def more_logs(self, ctx: Ctx) -> list[Path]:
         """Where the service writes its own detailed logs, for error messages."""
         return []
+
+    def supervision(self, ctx: Ctx) -> SupervisorState | None:
+        """The state file of this member's supervisor, for members that have one."""
+        return None
+
+    def revive(self, ctx: Ctx) -> bool:
+        """Ours and alive but not healthy: have it restart now; False if it is just booting."""
+        return False
+
+    def reclaim(self, ctx: Ctx) -> None:  # noqa: B027 - optional hook
+        """Before a fresh start: stop what a dead previous instance of ours left running."""
+
+    def forget(self, ctx: Ctx) -> None:  # noqa: B027 - optional hook
+        """After ``down`` stopped it: drop what only described the running process."""
 
 
 class Group(ABC):
@@ -1216,6 +1233,12 @@ class _InitOnce:
 
 
 class PipelineWorker(Member):
+    """``newsflow worker <stage>`` under its supervisor (``devstack.stack.supervise``), which
+    restarts it with backoff whenever it exits. Health is the worker itself: its ``/health``
+    says ok and it holds partitions of its input (or is a spare member of a group that has
+    more members than partitions); not the consumer group's member list, which still names a
+    killed member until its session times out."""
+
     group = "workers"
     start_timeout = 120.0
     # Starting a worker runs `newsflow init`, which also creates the crawl state database.
@@ -1229,40 +1252,138 @@ class PipelineWorker(Member):
         self.name = stage.service
         self._init = init
 
+    def _metrics_addr(self, ctx: Ctx) -> tuple[str, int]:
+        port = metrics_port(self.stage, ctx.settings)
+        if not port:
+            raise StackConfigError(
+                "the stack checks its workers on /health: NEWSFLOW_WORKER_METRICS_BASE_PORT "
+                "must not be 0"
+            )
+        host = ctx.settings.worker_metrics_host
+        return (LOCAL_HOST if host in ("0.0.0.0", "") else host), port
+
     def url(self, ctx: Ctx) -> str:
-        return f"consumer group {self.stage.group_id}"
+        host, port = self._metrics_addr(ctx)
+        return f"http://{host}:{port}/health"
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        return [self._metrics_addr(ctx)]
 
     def prepare(self, ctx: Ctx) -> None:
         # Topics must exist before a consumer subscribes, or it idles until a metadata refresh.
         self._init(ctx)
 
+    def _state_path(self, ctx: Ctx) -> Path:
+        return state_path(ctx.state_dir, self.name)
+
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
-        command = newsflow_command()
+        env = base_env(ctx)
+        # Static membership: the restarted worker takes its partitions back at once.
+        env["NEWSFLOW_KAFKA_GROUP_INSTANCE_PREFIX"] = stack_member_prefix(ctx)
+        self._state_path(ctx).unlink(missing_ok=True)  # a new supervisor counts from zero
         return LaunchSpec(
-            argv=[*command, "worker", self.stage.name],
-            env=base_env(ctx),
+            argv=[
+                sys.executable,
+                "-m",
+                "devstack.stack.supervise",
+                "--name",
+                self.name,
+                "--state",
+                str(self._state_path(ctx)),
+                "--",
+                *newsflow_command(),
+                "worker",
+                self.stage.name,
+            ],
+            env=env,
             cwd=ctx.repo,
             log=self.log_path(ctx),
         )
 
+    def supervision(self, ctx: Ctx) -> SupervisorState | None:
+        return read_state(self._state_path(ctx))
+
+    def revive(self, ctx: Ctx) -> bool:
+        state = self.supervision(ctx)
+        if state is None or not state.supervisor_alive() or state.child_alive():
+            return False
+        if state.phase == "backoff":
+            os.kill(state.supervisor_pid, signal.SIGUSR1)
+        return True
+
+    def reclaim(self, ctx: Ctx) -> None:
+        state = self.supervision(ctx)
+        if state is None or state.supervisor_alive() or not state.child_alive():
+            return
+        assert state.child_pid is not None
+        # Its supervisor died; the worker got SIGTERM then and may still be finishing a batch.
+        sid = sid_of(state.child_pid)
+        if sid is not None:
+            log.info("%s: stopping pid %d left by a dead supervisor", self.name, state.child_pid)
+            stop_groups([(state.child_pid, sid, self.stop_grace)])
+
+    def forget(self, ctx: Ctx) -> None:
+        self._state_path(ctx).unlink(missing_ok=True)
+
     def check(self, ctx: Ctx) -> Health:
-        """Healthy once a member of the stage's consumer group holds partitions."""
+        import httpx
+
+        state = self.supervision(ctx)
+        ours = state is not None and state.supervisor_alive()
+        note = f"; {state.summary()}" if state is not None and state.summary() else ""
+        if state is not None and not ours and state.phase != "stopped":
+            return Health(False, f"its supervisor (pid {state.supervisor_pid}) died{note}")
+        if ours and state is not None and not state.child_alive():
+            return Health(False, f"worker not running{note}")
+        try:
+            resp = httpx.get(self.url(ctx), timeout=3.0)
+        except (httpx.ConnectError, httpx.TimeoutException):
+            return Health(False, f"not answering on {self.url(ctx)}{note}")
+        body = resp.json()
+        if body.get("stage") != self.stage.name:
+            return Health(False, f"{self.url(ctx)} is stage {body.get('stage')!r}'s")
+        pid = f"pid {state.child_pid}, " if ours and state is not None else ""
+        if not body.get("ok"):
+            return Health(False, f"{pid}/health {resp.status_code}: {json_brief(body)}{note}")
+        assigned = body.get("assigned") or []
+        if assigned:
+            return Health(True, f"{pid}{len(assigned)} partition(s)")
+        spare = self._spare_member(ctx)
+        if spare:
+            return Health(True, f"{pid}standby: {spare}")
+        return Health(False, f"{pid}no partitions assigned yet{note}")
+
+    def _spare_member(self, ctx: Ctx) -> str | None:
+        """Why a member without partitions is fine: its group has more members than its
+        input has partitions (a standby); None when it should have some."""
         from newsflow.kafka_io import make_admin
 
-        group_id = self.stage.group_id
-        host, port = _host_port(ctx.settings.kafka_bootstrap, 9092)
-        if not port_open(host, port):
-            return Health(False, "Kafka is not answering")
+        topic = topic_name(self.stage.input, ctx.settings)
         admin = make_admin(ctx.settings)
         try:
-            described = admin.describe_groups([group_id])
+            described = admin.describe_groups([self.stage.group_id])
+            topics = admin.describe_topics([topic])
         finally:
             admin.close()
-        info = described.get(group_id, {}) if isinstance(described, dict) else {}
-        state = str(info.get("group_state") or info.get("state") or "unknown")
+        info = described.get(self.stage.group_id, {}) if isinstance(described, dict) else {}
         members = len(info.get("members") or [])
-        detail = f"{group_id}: {state}, {members} member(s)"
-        return Health(state == "Stable" and members > 0, detail)
+        partitions = sum(len(t.get("partitions") or []) for t in topics)
+        if partitions and members > partitions:
+            return f"{members} members for {partitions} partition(s)"
+        return None
+
+
+def json_brief(body: dict[str, Any]) -> str:
+    """A /health body in one short line (what made it unhealthy is in there)."""
+    brief = {k: v for k, v in body.items() if k not in ("ok", "stage", "assigned")}
+    return json.dumps(brief, default=str)[:200]
+
+
+def stack_member_prefix(ctx: Ctx) -> str:
+    """The static-membership prefix of this stack's workers: this host and this run dir."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:60] or "host"
+    digest = hashlib.sha1(str(ctx.run_dir).encode()).hexdigest()[:8]
+    return f"{host}-{digest}"
 
 
 # --------------------------------------------------------------------------- search API

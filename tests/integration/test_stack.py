@@ -1,13 +1,18 @@
-"""The local stack as the other integration tests rely on it: up, healthy, idempotent."""
+"""The local stack as the other integration tests rely on it: up, healthy, idempotent; its
+workers supervised."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from devstack import stack
+from devstack.stack.supervise import SupervisorState, read_state, state_path
 from newsflow.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -79,3 +84,76 @@ def test_airflow_api_answers_with_a_token(full_stack: None) -> None:
         assert client.version().startswith("3.")
         assert client.health()["metadatabase"]["status"] == "healthy"
     assert httpx.get(next(r.url for r in rows if r.name == "samples"), timeout=5).status_code < 500
+
+
+# --- supervised workers ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def enrich_worker(infra: None) -> str:
+    """The enrich worker of the stack, running and healthy."""
+    from tests.conftest import _bring_up
+
+    _bring_up(["kafka", "elasticsearch", "enrich-worker"])
+    return "enrich-worker"
+
+
+def _row(name: str) -> stack.ComponentStatus:
+    (row,) = [r for r in stack.status([name]) if r.name == name]
+    return row
+
+
+def _supervisor_state(name: str) -> SupervisorState:
+    from devstack.stack.components import make_ctx
+
+    state = read_state(state_path(make_ctx(get_settings()).state_dir, name))
+    assert state is not None, f"{name} has no supervisor state"
+    return state
+
+
+def _wait_for_row(name: str, ok: Callable[[stack.ComponentStatus], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    row = _row(name)
+    while not ok(row):
+        assert time.monotonic() < end, f"{name}: {row}"
+        time.sleep(0.25)
+        row = _row(name)
+
+
+def test_a_worker_killed_with_sigkill_comes_back_by_itself(enrich_worker: str) -> None:
+    _wait_for_row(enrich_worker, lambda r: r.healthy, timeout=60)
+    before = _supervisor_state(enrich_worker)
+    assert before.child_pid is not None
+    t0 = time.monotonic()
+    os.kill(before.child_pid, signal.SIGKILL)
+
+    def back(state: SupervisorState) -> bool:
+        return state.restarts > before.restarts and state.child_alive()
+
+    while not back(_supervisor_state(enrich_worker)):
+        assert time.monotonic() - t0 < 10, "the killed worker was not restarted within 10 s"
+        time.sleep(0.1)
+    after = _supervisor_state(enrich_worker)
+    assert after.child_pid != before.child_pid
+    assert after.last_exit is not None and after.last_exit.signal == "SIGKILL"
+    # Healthy again means it holds its partitions (static membership: no session timeout).
+    _wait_for_row(enrich_worker, lambda r: r.healthy, timeout=30)
+    row = _row(enrich_worker)
+    assert row.state == "running"
+    assert row.restarts == before.restarts + 1
+    assert row.last_exit is not None and row.last_exit.startswith("SIGKILL at ")
+
+
+def test_up_replaces_a_dead_supervisor(enrich_worker: str) -> None:
+    _wait_for_row(enrich_worker, lambda r: r.healthy, timeout=60)
+    state = _supervisor_state(enrich_worker)
+    os.kill(state.supervisor_pid, signal.SIGKILL)
+    _wait_for_row(enrich_worker, lambda r: r.state == "dead", timeout=10)
+    t0 = time.monotonic()
+    report = stack.up([enrich_worker])
+    (result,) = [r for r in report.results if r.name == enrich_worker]
+    assert result.action == "started"
+    assert time.monotonic() - t0 < 30
+    row = _row(enrich_worker)
+    assert (row.state, row.healthy, row.restarts) == ("running", True, 0)
+    assert row.pid == result.pid != state.supervisor_pid
