@@ -48,6 +48,7 @@ from devstack.stack.components import (
     es_link,
     make_ctx,
 )
+from devstack.stack.profile import cluster_env, forget_nodes, record_nodes
 from newsflow.settings import Settings, get_settings
 
 log = logging.getLogger("devstack.stack")
@@ -370,14 +371,19 @@ def up(
     *,
     timeout: float | None = None,
     settings: Settings | None = None,
+    nodes: int | None = None,
 ) -> StackReport:
     """Start what is not running yet and wait until all of it is healthy.
 
     ``components``: group names (kafka, elasticsearch, airflow, samples), member names
     (e.g. airflow-scheduler) or aliases (es); default all. Idempotent. Raises StackError (with
-    ``.report``) if any component failed; the others are left running.
+    ``.report``) if any component failed; the others are left running. ``nodes``: 1, or 3 for
+    the cluster profile (recorded: later calls default to it).
     """
-    ctx = make_ctx(settings or get_settings())
+    ctx = make_ctx(settings or get_settings(), nodes)
+    if nodes is not None:
+        with _locked(ctx):
+            _switch_profile(ctx)
     groups = build_groups(ctx)
     members = resolve(components, groups)
     report = StackReport()
@@ -403,6 +409,24 @@ def up(
         count = len(report.failed)
         raise StackError(f"stack up failed for {count} component(s):\n{details}", report)
     return report
+
+
+def _switch_profile(ctx: Ctx) -> None:
+    """Record ``ctx.nodes`` as the stack's shape, unless the other shape is still running."""
+    recorded = make_ctx(ctx.settings)
+    if recorded.nodes != ctx.nodes:
+        live = [
+            m.name
+            for group in ("kafka", "elasticsearch")
+            for m in build_groups(recorded)[group].members()
+            if load_record(ctx.state_dir, m.name) is not None
+        ]
+        if live:
+            raise StackError(
+                f"the stack runs {recorded.nodes} node(s) ({', '.join(live)}): "
+                f"`newsflow stack down` before `up --nodes {ctx.nodes}`"
+            )
+    record_nodes(ctx.run_dir, ctx.nodes)
 
 
 def down(
@@ -452,6 +476,7 @@ def down(
             if components is not None:
                 raise ValueError("purge removes the whole run dir: use it without --only")
             _purge(ctx)
+            forget_nodes(ctx.run_dir)
     return stopped
 
 
@@ -469,7 +494,14 @@ def _purge(ctx: Ctx) -> None:
             for sub in ("data", "run"):
                 shutil.rmtree(target / sub, ignore_errors=True)
         else:  # NEWSFLOW_ES_BASE_DIR: remove only what the stack put there
-            for sub in ("dist", "config", "data", "logs", "tmp"):
+            for sub in (
+                "dist",
+                "config",
+                "data",
+                "logs",
+                "tmp",
+                *(p.name for p in target.glob("node-*")),
+            ):
                 shutil.rmtree(target / sub, ignore_errors=True)
     for child in ctx.run_dir.iterdir():
         if child.name == "stack":
@@ -545,11 +577,18 @@ def install(
     return took
 
 
+def cluster_exports(settings: Settings | None = None) -> str:
+    """``NAME=value ...`` a shell exports to use the recorded cluster ("" for one node)."""
+    ctx = make_ctx(settings or get_settings())
+    return " ".join(f"{k}={v}" for k, v in cluster_env(ctx.settings, ctx.nodes).items())
+
+
 __all__ = [
     "ComponentResult",
     "ComponentStatus",
     "StackError",
     "StackReport",
+    "cluster_exports",
     "down",
     "install",
     "status",

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from devstack.stack._core import StackError, down, install, status, up
+from devstack.stack._core import StackError, cluster_exports, down, install, status, up
 
 stack_app = typer.Typer(
     help="Run the local stack (Kafka, Elasticsearch, Airflow, sample outlets) without Docker.",
@@ -46,11 +46,19 @@ def up_cmd(
         float | None, typer.Option(help="Seconds to wait for each component's health.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            help="Kafka and Elasticsearch nodes: 1, or 3 for a cluster (replication factor 3, "
+            "min ISR 2, one index replica). Remembered by later up/status/down. Default: as "
+            "last time, else 1."
+        ),
+    ] = None,
 ) -> None:
     """Start what is not running yet (downloading Kafka/ES the first time) and wait for health."""
     _logging(quiet)
     try:
-        report = up(only, timeout=timeout)
+        report = up(only, timeout=timeout, nodes=nodes)
     except StackError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -65,6 +73,9 @@ def up_cmd(
     installs = ", ".join(f"{k} {v:.1f}s" for k, v in report.install_seconds.items())
     suffix = f" (install: {installs})" if installs else ""
     typer.echo(f"stack up in {report.seconds:.1f}s{suffix}")
+    exports = cluster_exports()
+    if exports:
+        typer.echo(f"cluster profile: to use it from this shell,\n  export {exports}")
 
 
 @stack_app.command("down")

@@ -21,9 +21,11 @@ INFRA = ["kafka", "elasticsearch"]
 
 
 def test_status_reports_infra_healthy(infra: None) -> None:
-    rows = {row.name: row for row in stack.status(INFRA)}
-    assert set(rows) == set(INFRA)
-    for row in rows.values():
+    rows = stack.status(INFRA)
+    assert {row.group for row in rows} == set(INFRA)
+    # One node each, or the cluster profile's three (kafka-1.., elasticsearch-1..).
+    assert len(rows) in (2, 6)
+    for row in rows:
         assert row.healthy, f"{row.name}: {row.detail} (log {row.log})"
         assert row.state == "running"
 
@@ -33,7 +35,7 @@ def test_up_again_is_a_no_op(infra: None) -> None:
     t0 = time.monotonic()
     report = stack.up(INFRA)
     assert report.started == []
-    assert {r.name for r in report.results} == set(INFRA)
+    assert {r.name for r in report.results} == set(before)
     assert all(r.action == "already-running" for r in report.results)
     assert time.monotonic() - t0 < 30
     assert {row.name: row.pid for row in stack.status(INFRA)} == before
@@ -55,9 +57,9 @@ def test_kafka_answers_metadata(infra: None) -> None:
 
 
 def test_elasticsearch_health_answers(infra: None) -> None:
-    from elasticsearch import Elasticsearch
+    from newsflow.es import make_client
 
-    es = Elasticsearch(get_settings().es_url, request_timeout=10)
+    es = make_client(get_settings())
     try:
         health = es.cluster.health()
         # Not es.info(): the integ-test-zip has no rest-root module, so `GET /` answers 405.
@@ -157,3 +159,41 @@ def test_up_replaces_a_dead_supervisor(enrich_worker: str) -> None:
     row = _row(enrich_worker)
     assert (row.state, row.healthy, row.restarts) == ("running", True, 0)
     assert row.pid == result.pid != state.supervisor_pid
+
+
+# --- the cluster profile (`newsflow stack up --nodes 3`) -----------------------------------
+
+
+def test_the_cluster_profile_replicates_topics_and_indices(enrich_worker: str) -> None:
+    """What the workers' `newsflow init` created on a 3-node stack: 3 replicas, 2 in sync."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from devstack.stack.components import make_ctx
+    from newsflow.es import IndexNames, make_client
+    from newsflow.kafka_io import make_admin
+
+    settings = get_settings()
+    if make_ctx(settings).nodes == 1:
+        pytest.skip("the stack runs one node (`newsflow stack up --nodes 3` for the cluster)")
+    topic = settings.topic_raw_pages
+    admin = make_admin(settings)
+    try:
+        described = {t["name"]: t for t in admin.describe_topics([topic, "__consumer_offsets"])}
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        brokers = admin.describe_cluster()["brokers"]
+    finally:
+        admin.close()
+    assert len(brokers) == 3
+    for name in (topic, "__consumer_offsets"):
+        for partition in described[name]["partitions"]:
+            assert len(partition["replica_nodes"]) == 3, (name, partition)
+    assert configs["topic"][topic]["min.insync.replicas"]["value"] == "2"
+    es = make_client(settings)
+    try:
+        health = es.cluster.health()
+        index = IndexNames(settings.index_prefix).articles
+        replicas = es.indices.get_settings(index=index, name="index.number_of_replicas")
+    finally:
+        es.close()
+    assert health["number_of_nodes"] == 3
+    assert {row["settings"]["index"]["number_of_replicas"] for row in replicas.values()} == {"1"}
