@@ -423,8 +423,8 @@ class KafkaBroker(Member):
             info = admin.describe_cluster()
         finally:
             admin.close()
-        brokers = info.get("brokers") or []
-        ids = {b.get("broker_id") for b in brokers if not b.get("is_fenced")}
+        brokers = [b for b in info.get("brokers") or [] if not b.get("is_fenced")]
+        ids = {b.get("broker_id") for b in brokers}
         detail = f"{len(brokers)} broker(s), cluster {info.get('cluster_id')}"
         if not self.cluster:
             return Health(len(brokers) > 0, detail)
