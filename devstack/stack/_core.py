@@ -454,6 +454,10 @@ def down(
         for phase in phases:
             records = [(m, load_record(ctx.state_dir, m.name)) for m in phase]
             live = [(m, r) for m, r in records if r is not None]
+            for m, r in records:
+                if r is None:  # e.g. a worker whose supervisor died: what it left, if anything
+                    m.reclaim(ctx)
+                    m.forget(ctx)
             if not live:
                 continue
             log.info("stopping %s", ", ".join(m.name for m, _ in live))

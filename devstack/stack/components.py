@@ -1409,13 +1409,17 @@ class PipelineWorker(Member):
         state = self.supervision(ctx)
         ours = state is not None and state.supervisor_alive()
         note = f"; {state.summary()}" if state is not None and state.summary() else ""
-        if state is not None and not ours and state.phase != "stopped":
-            return Health(False, f"its supervisor (pid {state.supervisor_pid}) died{note}")
+        orphaned = state is not None and not ours and state.phase != "stopped"
+        if orphaned and state is not None and state.child_alive():
+            why = f"its supervisor (pid {state.supervisor_pid}) died; worker {state.child_pid}"
+            return Health(False, f"{why} is stopping{note}")
         if ours and state is not None and not state.child_alive():
             return Health(False, f"worker not running{note}")
         try:
             resp = httpx.get(self.url(ctx), timeout=3.0)
         except (httpx.ConnectError, httpx.TimeoutException):
+            if orphaned and state is not None:
+                return Health(False, f"its supervisor (pid {state.supervisor_pid}) died{note}")
             return Health(False, f"not answering on {self.url(ctx)}{note}")
         body = resp.json()
         if body.get("stage") != self.stage.name:
