@@ -50,7 +50,7 @@ ALERTS_MAPPING: dict[str, Any] = {
         "sent_at": {"type": "date"},
     },
 }
-INDEX_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
+INDEX_SETTINGS = {"number_of_shards": 1}
 
 
 def watches_index(prefix: str) -> str:
@@ -80,7 +80,11 @@ def ensure_alert_indices(es: Elasticsearch, settings: Settings) -> list[str]:
             es.indices.put_mapping(index=name, properties=mapping["properties"])
             continue
         try:
-            es.indices.create(index=name, mappings=mapping, settings=INDEX_SETTINGS)
+            es.indices.create(
+                index=name,
+                mappings=mapping,
+                settings={**INDEX_SETTINGS, "number_of_replicas": settings.es_replicas},
+            )
             created.append(name)
         except ApiError as exc:  # created concurrently by another init
             if exc.status_code != 400 or "already_exists" not in str(exc):

@@ -44,6 +44,7 @@ def ensure_indices(es: Elasticsearch, settings: Settings) -> list[str]:
     names = IndexNames(settings.index_prefix)
     capabilities = detect_capabilities(es)
     template = articles_template(names, capabilities)
+    template["template"]["settings"]["number_of_replicas"] = settings.es_replicas
     es.indices.put_index_template(name=names.articles_template, **template)
     created: list[str] = []
     try:
@@ -60,6 +61,7 @@ def ensure_indices(es: Elasticsearch, settings: Settings) -> list[str]:
         created.append(names.articles_first_index)
     stories = copy.deepcopy(_load_template("stories"))
     stories["index_patterns"] = [names.stories]
+    stories["template"]["settings"]["number_of_replicas"] = settings.es_replicas
     es.indices.put_index_template(name=names.stories_template, **stories)
     if es.indices.exists(index=names.stories):
         es.indices.put_mapping(

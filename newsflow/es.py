@@ -67,13 +67,20 @@ class IndexNames:
         return f"{self.prefix}-stories"
 
 
+def es_hosts(settings: Settings) -> list[str]:
+    """``NEWSFLOW_ES_URL`` as the client's host list: one node, or a cluster's nodes."""
+    return [url.strip() for url in settings.es_url.split(",") if url.strip()]
+
+
 def make_client(settings: Settings) -> Elasticsearch:
+    """A client over every node named in ``NEWSFLOW_ES_URL``: a failed node's requests are
+    retried on the others."""
     auth: tuple[str, str] | None = None
     if settings.es_username and settings.es_password is not None:
         auth = (settings.es_username, settings.es_password.get_secret_value())
     tls: dict[str, Any] = {"ca_certs": str(settings.es_ca_certs)} if settings.es_ca_certs else {}
     return Elasticsearch(
-        settings.es_url,
+        es_hosts(settings),
         basic_auth=auth,
         request_timeout=30,
         retry_on_timeout=True,

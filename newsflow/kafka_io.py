@@ -42,23 +42,32 @@ class TopicSpec:
     retention_hours: int
     compacted: bool = False
     min_retention_hours: int = 0  # an existing topic keeping less is raised to retention_hours
+    replication: int = 1
+    min_insync_replicas: int | None = None  # replicated topics only
 
     def configs(self) -> dict[str, str]:
-        return {
+        configs = {
             "retention.ms": str(self.retention_hours * 3600 * 1000),
             "max.message.bytes": str(MAX_MESSAGE_BYTES),
             "cleanup.policy": "compact,delete" if self.compacted else "delete",
         }
+        if self.min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(self.min_insync_replicas)
+        return configs
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """The topics of ``newsflow.topology.TOPICS``, as this deployment names and sizes them."""
+    replication = settings.topic_replication
+    min_insync = min(settings.topic_min_insync_replicas, replication) if replication > 1 else None
     return [
         TopicSpec(
             topic.name(settings),
             topic.partitions(settings),
             topic.retention_hours(settings),
             min_retention_hours=topic.min_retention_hours(settings),
+            replication=replication,
+            min_insync_replicas=min_insync,
         )
         for topic in TOPICS
     ]
@@ -99,10 +108,18 @@ def make_consumer(
     """A consumer that never commits on its own: stages commit after their output is safe.
 
     ``listener`` is told about partition assignments (e.g. to seek to a snapshot's offsets).
+    The session timeout bounds how long a dead member keeps its partitions; with
+    ``kafka_group_instance_prefix`` the consumer is a static member, and its restarted
+    process gets them back at once.
     """
+    session_ms = settings.kafka_session_timeout_ms
+    prefix = settings.kafka_group_instance_prefix
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id,
+        group_instance_id=f"{prefix}-{group_id}" if prefix else None,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms or max(100, session_ms // 3),
         client_id=f"{group_id}-consumer",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -145,7 +162,7 @@ def ensure_topics(settings: Settings) -> list[str]:
                     {
                         spec.name: {
                             "num_partitions": spec.partitions,
-                            "replication_factor": settings.topic_replication,
+                            "replication_factor": spec.replication,
                             "configs": spec.configs(),
                         }
                     },

@@ -22,17 +22,31 @@ class Settings(BaseSettings):
     # Where the local stack keeps its logs, data and downloaded distributions.
     run_dir: Path = PROJECT_ROOT / ".run"
 
+    # host:port of one broker, or several comma-separated.
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_username: str | None = None
     kafka_password: SecretStr | None = None
+    # A consumer silent this long leaves its group and its partitions move to the others. It
+    # must lie within the broker's group.min/max.session.timeout.ms (6 s .. 30 min by default).
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # Heartbeats to the group coordinator; unset, a third of the session timeout.
+    kafka_heartbeat_interval_ms: int | None = Field(default=None, ge=100)
+    # Static membership: set, a consumer joins its group as `<prefix>-<group id>`, and a process
+    # restarted with the same prefix takes back its predecessor's partitions at once, without
+    # waiting for the session timeout or a rebalance. One value per host and worker process
+    # (two live consumers with one id fence each other); the local stack sets it per worker.
+    kafka_group_instance_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
 
+    # One URL, or several comma-separated (the nodes of a cluster; requests go round them).
     es_url: str = "http://127.0.0.1:9200"
     es_username: str | None = None
     es_password: SecretStr | None = None
     es_ca_certs: Path | None = None
     index_prefix: str = "newsflow"
+    # Replicas of each index shard: 0 on one node, 1 on a cluster (a node may fail).
+    es_replicas: int = Field(default=0, ge=0)
 
     airflow_url: str = "http://127.0.0.1:8080"
     airflow_username: str = "admin"
@@ -48,6 +62,9 @@ class Settings(BaseSettings):
     topic_alerts: str = "newsflow.alerts.v1"
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication: int = Field(default=1, ge=1)
+    # With replication > 1: acks=all writes need this many in-sync replicas (capped at the
+    # replication), so one broker down loses nothing and blocks nothing with 3 replicas.
+    topic_min_insync_replicas: int = Field(default=2, ge=1)
     topic_retention_hours: int = Field(default=7 * 24, ge=1)
     dead_letter_retention_hours: int = Field(default=30 * 24, ge=1)
 

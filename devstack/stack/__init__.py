@@ -9,29 +9,43 @@ installed JDK; Airflow runs from the project's virtualenv.
     stack.status()                                  # list[ComponentStatus]
     stack.down(report.started)                      # only what we started
 
-The typer sub-app ``stack_app`` (``newsflow stack up|down|status|install``) is imported lazily so
-that importing this package stays cheap.
+Every name is imported on first use: the workers' supervisors (``devstack.stack.supervise``),
+one per worker for the stack's lifetime, import this package and must stay small.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from devstack.stack._core import (
-    ComponentResult,
-    ComponentStatus,
-    StackError,
-    StackReport,
-    down,
-    install,
-    status,
-    up,
-)
-from devstack.stack.components import GROUP_ORDER as COMPONENTS
-from devstack.stack.components import newsflow_command
-
 if TYPE_CHECKING:
+    from devstack.stack._core import (
+        ComponentResult,
+        ComponentStatus,
+        StackError,
+        StackReport,
+        down,
+        install,
+        status,
+        up,
+    )
     from devstack.stack.cli import stack_app
+    from devstack.stack.components import GROUP_ORDER as COMPONENTS
+    from devstack.stack.components import newsflow_command
+
+_LAZY = {
+    "COMPONENTS": ("devstack.stack.components", "GROUP_ORDER"),
+    "ComponentResult": ("devstack.stack._core", "ComponentResult"),
+    "ComponentStatus": ("devstack.stack._core", "ComponentStatus"),
+    "StackError": ("devstack.stack._core", "StackError"),
+    "StackReport": ("devstack.stack._core", "StackReport"),
+    "down": ("devstack.stack._core", "down"),
+    "install": ("devstack.stack._core", "install"),
+    "newsflow_command": ("devstack.stack.components", "newsflow_command"),
+    "stack_app": ("devstack.stack.cli", "stack_app"),
+    "status": ("devstack.stack._core", "status"),
+    "up": ("devstack.stack._core", "up"),
+}
 
 __all__ = [
     "COMPONENTS",
@@ -49,8 +63,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "stack_app":
-        from devstack.stack.cli import stack_app
-
-        return stack_app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value

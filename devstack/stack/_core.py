@@ -5,6 +5,10 @@
 for Kafka and Elasticsearch so the first scheduled runs find them. A component that is already
 healthy is left alone, whoever started it. ``down`` stops only what the records under
 ``<run_dir>/stack/`` say we started, unless asked to sweep.
+
+Workers run under supervisors (``supervise``) that restart them: a worker ``up`` finds dead is
+restarted at once (its supervisor's backoff is cut short) and a dead supervisor is replaced;
+``status`` shows each worker's restarts and last exit from its supervisor's state file.
 """
 
 from __future__ import annotations
@@ -44,16 +48,21 @@ from devstack.stack.components import (
     es_link,
     make_ctx,
 )
+from devstack.stack.profile import cluster_env, forget_nodes, record_nodes
 from newsflow.settings import Settings, get_settings
 
 log = logging.getLogger("devstack.stack")
 
-Action = Literal["started", "already-running", "failed"]
-State = Literal["running", "starting", "unhealthy", "stopped"]
+Action = Literal["started", "restarted", "already-running", "failed"]
+# restarting: its supervisor waits out the backoff; dead: its supervisor died (run `up`).
+State = Literal["running", "starting", "restarting", "unhealthy", "dead", "stopped"]
 
 _POLL_SECONDS = 0.5
 # How long to wait for someone else's process on our port to become healthy before giving up.
 _FOREIGN_WAIT = 60.0
+# A supervised member that exits this often while `up` waits for it has failed (it keeps
+# being restarted with backoff all the same).
+_EXITS_BEFORE_FAILING = 3
 
 
 class StackError(RuntimeError):
@@ -115,6 +124,8 @@ class ComponentStatus:
     url: str
     detail: str
     log: Path | None
+    restarts: int | None = None  # supervised members: restarts by the supervisor so far
+    last_exit: str | None = None  # e.g. "SIGKILL at 13:40:02 after 95s"
 
 
 def _groups_of(results: Iterable[ComponentResult]) -> list[str]:
@@ -191,6 +202,23 @@ def _failure_text(member: Member, ctx: Ctx, detail: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A member `up` waits on: since when, whose process, what to report once healthy."""
+
+    member: Member
+    since: float
+    pid: int | None
+    ours: bool
+    action: Action
+    exits: int = 0  # its supervisor's count of exits when the wait began
+
+
+def _exits(member: Member, ctx: Ctx) -> int:
+    state = member.supervision(ctx)
+    return state.exits if state is not None else 0
+
+
 class _GroupRun:
     """Brings up the wanted members of one group; runs in its own thread."""
 
@@ -264,19 +292,25 @@ class _GroupRun:
             return
         with self.lock:
             self.report.install_seconds[self.group.name] = round(time.monotonic() - t_install, 2)
-        waiting: list[tuple[Member, float, int | None, bool]] = []  # member, since, pid, ours
+        waiting: list[_Waiting] = []
         for m, record in todo:
             for dep in m.waits_for:
                 event = self.ready.get(dep)
                 if event is not None:
                     event.wait(timeout=self.timeout or 600)
-            if record is not None:  # ours, alive, not healthy yet: still booting
-                waiting.append((m, self.t0, record.pid, True))
+            if record is not None:  # ours and alive: booting, or its worker died
+                revived = m.revive(ctx)
+                if revived:
+                    log.info("%s: not running; its supervisor restarts it now", m.name)
+                since = time.monotonic() if revived else self.t0
+                action: Action = "restarted" if revived else "started"
+                waiting.append(_Waiting(m, since, record.pid, True, action, _exits(m, ctx)))
                 continue
+            m.reclaim(ctx)
             busy = [f"{h}:{p}" for h, p in m.ports(ctx) if port_open(h, p)]
             if busy:  # someone else's process: maybe booting, so wait, but never start twice
                 log.info("%s: %s in use by another process; waiting for it", m.name, busy)
-                waiting.append((m, time.monotonic(), None, False))
+                waiting.append(_Waiting(m, time.monotonic(), None, False, "already-running"))
                 continue
             since = time.monotonic()
             try:
@@ -297,22 +331,28 @@ class _GroupRun:
             )
             save_record(ctx.state_dir, record)
             log.info("%s: started pid %d, waiting for health (log %s)", m.name, pid, spec.log)
-            waiting.append((m, since, pid, True))
+            waiting.append(_Waiting(m, since, pid, True, "started"))
         self._wait(waiting)
 
-    def _wait(self, waiting: list[tuple[Member, float, int | None, bool]]) -> None:
+    def _wait(self, waiting: list[_Waiting]) -> None:
         ctx = self.ctx
         while waiting:
-            still: list[tuple[Member, float, int | None, bool]] = []
-            for m, since, pid, ours in waiting:
+            still: list[_Waiting] = []
+            for w in waiting:
+                m, since, pid, ours = w.member, w.since, w.pid, w.ours
                 health = _safe_check(m, ctx)
                 limit = self.timeout if self.timeout is not None else m.start_timeout
+                exits = _exits(m, ctx) - w.exits if ours else 0
                 if health.ok:
-                    action: Action = "started" if ours else "already-running"
-                    self._add(self._result(m, action, since, pid, health.detail))
+                    self._add(self._result(m, w.action, since, pid, health.detail))
                 elif ours and load_record(ctx.state_dir, m.name) is None:
                     detail = _failure_text(m, ctx, "process exited before becoming healthy")
                     self._add(self._result(m, "failed", since, pid, detail))
+                elif exits >= _EXITS_BEFORE_FAILING:
+                    state = m.supervision(ctx)
+                    last = state.summary() if state is not None else ""
+                    why = f"exited {exits} times before becoming healthy ({last}); still retried"
+                    self._add(self._result(m, "failed", since, pid, _failure_text(m, ctx, why)))
                 elif time.monotonic() - since > (limit if ours else min(limit, _FOREIGN_WAIT)):
                     why = f"not healthy after {limit:.0f}s ({health.detail})"
                     if not ours:
@@ -320,7 +360,7 @@ class _GroupRun:
                         why = f"port {ports} is taken by a process that is not a healthy {m.name}"
                     self._add(self._result(m, "failed", since, pid, _failure_text(m, ctx, why)))
                 else:
-                    still.append((m, since, pid, ours))
+                    still.append(w)
             waiting = still
             if waiting:
                 time.sleep(_POLL_SECONDS)
@@ -331,14 +371,19 @@ def up(
     *,
     timeout: float | None = None,
     settings: Settings | None = None,
+    nodes: int | None = None,
 ) -> StackReport:
     """Start what is not running yet and wait until all of it is healthy.
 
     ``components``: group names (kafka, elasticsearch, airflow, samples), member names
     (e.g. airflow-scheduler) or aliases (es); default all. Idempotent. Raises StackError (with
-    ``.report``) if any component failed; the others are left running.
+    ``.report``) if any component failed; the others are left running. ``nodes``: 1, or 3 for
+    the cluster profile (recorded: later calls default to it).
     """
-    ctx = make_ctx(settings or get_settings())
+    ctx = make_ctx(settings or get_settings(), nodes)
+    if nodes is not None:
+        with _locked(ctx):
+            _switch_profile(ctx)
     groups = build_groups(ctx)
     members = resolve(components, groups)
     report = StackReport()
@@ -366,6 +411,24 @@ def up(
     return report
 
 
+def _switch_profile(ctx: Ctx) -> None:
+    """Record ``ctx.nodes`` as the stack's shape, unless the other shape is still running."""
+    recorded = make_ctx(ctx.settings)
+    if recorded.nodes != ctx.nodes:
+        live = [
+            m.name
+            for group in ("kafka", "elasticsearch")
+            for m in build_groups(recorded)[group].members()
+            if load_record(ctx.state_dir, m.name) is not None
+        ]
+        if live:
+            raise StackError(
+                f"the stack runs {recorded.nodes} node(s) ({', '.join(live)}): "
+                f"`newsflow stack down` before `up --nodes {ctx.nodes}`"
+            )
+    record_nodes(ctx.run_dir, ctx.nodes)
+
+
 def down(
     components: Sequence[str] | str | None = None,
     *,
@@ -391,6 +454,10 @@ def down(
         for phase in phases:
             records = [(m, load_record(ctx.state_dir, m.name)) for m in phase]
             live = [(m, r) for m, r in records if r is not None]
+            for m, r in records:
+                if r is None:  # e.g. a worker whose supervisor died: what it left, if anything
+                    m.reclaim(ctx)
+                    m.forget(ctx)
             if not live:
                 continue
             log.info("stopping %s", ", ".join(m.name for m, _ in live))
@@ -399,6 +466,7 @@ def down(
             )
             for m, r in live:
                 drop_record(ctx.state_dir, m.name)
+                m.forget(ctx)
                 stopped.append(m.name)
                 if r.pgid in killed:
                     log.warning("%s did not stop in time: killed", m.name)
@@ -412,6 +480,7 @@ def down(
             if components is not None:
                 raise ValueError("purge removes the whole run dir: use it without --only")
             _purge(ctx)
+            forget_nodes(ctx.run_dir)
     return stopped
 
 
@@ -429,7 +498,14 @@ def _purge(ctx: Ctx) -> None:
             for sub in ("data", "run"):
                 shutil.rmtree(target / sub, ignore_errors=True)
         else:  # NEWSFLOW_ES_BASE_DIR: remove only what the stack put there
-            for sub in ("dist", "config", "data", "logs", "tmp"):
+            for sub in (
+                "dist",
+                "config",
+                "data",
+                "logs",
+                "tmp",
+                *(p.name for p in target.glob("node-*")),
+            ):
                 shutil.rmtree(target / sub, ignore_errors=True)
     for child in ctx.run_dir.iterdir():
         if child.name == "stack":
@@ -450,14 +526,23 @@ def status(
     def one(m: Member) -> ComponentStatus:
         record = load_record(ctx.state_dir, m.name)
         health = _safe_check(m, ctx)
+        supervised = m.supervision(ctx)
         state: State
         if health.ok:
             state = "running"
         elif record is not None:
-            age = time.time() - record.started_at
+            started_at = record.started_at
+            if supervised is not None and supervised.child_started_at is not None:
+                started_at = supervised.child_started_at
+            age = time.time() - started_at
             state = "starting" if age < m.start_timeout else "unhealthy"
+            if supervised is not None and supervised.phase == "backoff":
+                state = "restarting"
+        elif supervised is not None and supervised.phase != "stopped":
+            state = "dead"
         else:
             state = "stopped"
+        last_exit = supervised.last_exit if supervised is not None else None
         return ComponentStatus(
             name=m.name,
             group=m.group,
@@ -468,6 +553,8 @@ def status(
             url=m.url(ctx),
             detail=health.detail,
             log=m.log_path(ctx),
+            restarts=supervised.restarts if supervised is not None else None,
+            last_exit=last_exit.describe() if last_exit is not None else None,
         )
 
     with ThreadPoolExecutor(max_workers=max(1, len(members))) as pool:
@@ -494,11 +581,18 @@ def install(
     return took
 
 
+def cluster_exports(settings: Settings | None = None) -> str:
+    """``NAME=value ...`` a shell exports to use the recorded cluster ("" for one node)."""
+    ctx = make_ctx(settings or get_settings())
+    return " ".join(f"{k}={v}" for k, v in cluster_env(ctx.settings, ctx.nodes).items())
+
+
 __all__ = [
     "ComponentResult",
     "ComponentStatus",
     "StackError",
     "StackReport",
+    "cluster_exports",
     "down",
     "install",
     "status",

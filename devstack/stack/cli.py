@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from devstack.stack._core import StackError, down, install, status, up
+from devstack.stack._core import StackError, cluster_exports, down, install, status, up
 
 stack_app = typer.Typer(
     help="Run the local stack (Kafka, Elasticsearch, Airflow, sample outlets) without Docker.",
@@ -46,11 +46,19 @@ def up_cmd(
         float | None, typer.Option(help="Seconds to wait for each component's health.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            help="Kafka and Elasticsearch nodes: 1, or 3 for a cluster (replication factor 3, "
+            "min ISR 2, one index replica). Remembered by later up/status/down. Default: as "
+            "last time, else 1."
+        ),
+    ] = None,
 ) -> None:
     """Start what is not running yet (downloading Kafka/ES the first time) and wait for health."""
     _logging(quiet)
     try:
-        report = up(only, timeout=timeout)
+        report = up(only, timeout=timeout, nodes=nodes)
     except StackError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -65,6 +73,9 @@ def up_cmd(
     installs = ", ".join(f"{k} {v:.1f}s" for k, v in report.install_seconds.items())
     suffix = f" (install: {installs})" if installs else ""
     typer.echo(f"stack up in {report.seconds:.1f}s{suffix}")
+    exports = cluster_exports()
+    if exports:
+        typer.echo(f"cluster profile: to use it from this shell,\n  export {exports}")
 
 
 @stack_app.command("down")
@@ -99,7 +110,8 @@ def status_cmd(
         bool, typer.Option("--check", help="Exit 1 unless every component is healthy.")
     ] = False,
 ) -> None:
-    """Each process: state, pid (if we started it), URL and health."""
+    """Each process: state, pid (if we started it), restarts and last exit (workers), URL and
+    health."""
     try:
         rows = status(only)
     except ValueError as exc:
@@ -109,10 +121,18 @@ def status_cmd(
         typer.echo(json.dumps([asdict(r) for r in rows], default=str, indent=2))
     else:
         width = max([len("URL"), *(len(r.url) for r in rows)])
-        typer.echo(f"{'COMPONENT':<22} {'STATE':<10} {'PID':<8} {'URL':<{width}} HEALTH")
+        exits = max([len("LAST EXIT"), *(len(r.last_exit or "-") for r in rows)])
+        typer.echo(
+            f"{'COMPONENT':<22} {'STATE':<10} {'PID':<8} {'RESTARTS':<8} "
+            f"{'LAST EXIT':<{exits}} {'URL':<{width}} HEALTH"
+        )
         for r in rows:
             pid = str(r.pid) if r.pid else ("ext" if r.healthy else "-")
-            typer.echo(f"{r.name:<22} {r.state:<10} {pid:<8} {r.url:<{width}} {r.detail}")
+            restarts = "-" if r.restarts is None else str(r.restarts)
+            typer.echo(
+                f"{r.name:<22} {r.state:<10} {pid:<8} {restarts:<8} "
+                f"{r.last_exit or '-':<{exits}} {r.url:<{width}} {r.detail}"
+            )
     if check and not all(r.healthy for r in rows):
         raise typer.Exit(1)
 

@@ -19,6 +19,8 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,12 +31,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from devstack.stack._java import JavaError, Jdk, jdk_from_env, pick_jdk, run_maven
-from devstack.stack._proc import MARKER_ENV, LaunchSpec, port_open
+from devstack.stack._proc import MARKER_ENV, LaunchSpec, port_open, sid_of, stop_groups
+from devstack.stack.profile import (
+    EsNode,
+    KafkaNode,
+    check_ports,
+    cluster_env,
+    es_nodes,
+    host_port,
+    kafka_nodes,
+    resolve_nodes,
+)
+from devstack.stack.supervise import SupervisorState, read_state, state_path
 from newsflow.settings import PROJECT_ROOT, Settings
-from newsflow.topology import STAGES, StageDef
+from newsflow.topology import STAGES, StageDef, metrics_port, topic_name
 
 log = logging.getLogger("devstack.stack")
 
@@ -66,6 +78,11 @@ class Ctx:
     settings: Settings
     run_dir: Path
     repo: Path = PROJECT_ROOT
+    nodes: int = 1  # Kafka and Elasticsearch nodes: 1, or 3 for the cluster profile
+
+    @property
+    def cluster(self) -> bool:
+        return self.nodes > 1
 
     @property
     def logs_dir(self) -> Path:
@@ -80,8 +97,12 @@ class Ctx:
         return self.repo / "deploy"
 
 
-def make_ctx(settings: Settings) -> Ctx:
-    return Ctx(settings=settings, run_dir=settings.run_dir.expanduser().resolve())
+def make_ctx(settings: Settings, nodes: int | None = None) -> Ctx:
+    """The context of one operation; ``nodes`` None: the shape recorded by the last ``up``."""
+    run_dir = settings.run_dir.expanduser().resolve()
+    resolved = resolve_nodes(run_dir, nodes)
+    check_ports(settings, resolved)
+    return Ctx(settings=settings, run_dir=run_dir, nodes=resolved)
 
 
 def render(template: Path, dest: Path, values: Mapping[str, str]) -> None:
@@ -106,9 +127,11 @@ def base_env(ctx: Ctx) -> dict[str, str]:
     """Our environment plus the repo on PYTHONPATH and the run-dir marker.
 
     NEWSFLOW_* variables pass through unchanged, so services (and Airflow tasks) see the same
-    settings as the command that started them.
+    settings as the command that started them; on a cluster, with every node's address and
+    the replication settings (``profile.cluster_env``).
     """
     env = dict(os.environ)
+    env.update(cluster_env(ctx.settings, ctx.nodes))
     env[MARKER_ENV] = str(ctx.run_dir)
     env["NEWSFLOW_RUN_DIR"] = str(ctx.run_dir)
     paths = [str(ctx.repo), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
@@ -116,12 +139,7 @@ def base_env(ctx: Ctx) -> dict[str, str]:
     return env
 
 
-def _host_port(address: str, default_port: int) -> tuple[str, int]:
-    """'host:port' (or a URL) -> (host, port)."""
-    if "://" not in address:
-        address = f"//{address}"
-    parts = urlsplit(address)
-    return parts.hostname or LOCAL_HOST, parts.port or default_port
+_host_port = host_port
 
 
 def _iso_age_seconds(stamp: str | None) -> float | None:
@@ -176,6 +194,20 @@ class Member(ABC):
         """Where the service writes its own detailed logs, for error messages."""
         return []
 
+    def supervision(self, ctx: Ctx) -> SupervisorState | None:
+        """The state file of this member's supervisor, for members that have one."""
+        return None
+
+    def revive(self, ctx: Ctx) -> bool:
+        """Ours and alive but not healthy: have it restart now; False if it is just booting."""
+        return False
+
+    def reclaim(self, ctx: Ctx) -> None:  # noqa: B027 - optional hook
+        """Before a fresh start: stop what a dead previous instance of ours left running."""
+
+    def forget(self, ctx: Ctx) -> None:  # noqa: B027 - optional hook
+        """After ``down`` stopped it: drop what only described the running process."""
+
 
 class Group(ABC):
     """A user-facing component: an install step plus its member processes."""
@@ -214,7 +246,19 @@ class KafkaGroup(Group):
         return jdk
 
     def members(self) -> list[Member]:
-        return [KafkaBroker(self)]
+        return [KafkaBroker(self, node) for node in kafka_nodes(self.ctx.settings, self.ctx.nodes)]
+
+    def cluster_id(self) -> str:
+        """A fresh KRaft cluster id, or on a cluster the one its nodes share (kept on disk)."""
+        path = self.home / "cluster-id"
+        if self.ctx.cluster and path.is_file():
+            return path.read_text().strip()
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+        cluster_id = "A" + cluster_id[1:] if cluster_id.startswith("-") else cluster_id
+        if self.ctx.cluster:
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(cluster_id + "\n")
+        return cluster_id
 
     def install(self) -> None:
         pom = self.ctx.deploy_dir / "kafka" / "pom.xml"
@@ -239,71 +283,92 @@ class KafkaGroup(Group):
 
 
 class KafkaBroker(Member):
-    name = "kafka"
+    """One combined KRaft broker+controller: the single node, or node N of the cluster (a
+    static quorum of every node's controller; replicated topics need all brokers up)."""
+
     group = "kafka"
     start_timeout = 120.0
     stop_phase = 2
 
-    def __init__(self, group: KafkaGroup) -> None:
+    def __init__(self, group: KafkaGroup, node: KafkaNode) -> None:
         self.g = group
+        self.node = node
+        self.cluster = group.ctx.cluster
+        self.name = f"kafka-{node.node_id}" if self.cluster else "kafka"
 
-    def _addr(self, ctx: Ctx) -> tuple[str, int, int]:
-        first = ctx.settings.kafka_bootstrap.split(",")[0].strip()
-        host, port = _host_port(first, 9092)
-        controller = int(os.environ.get("NEWSFLOW_KAFKA_CONTROLLER_PORT", port + 1))
-        return host, port, controller
+    @property
+    def home(self) -> Path:
+        """Config, data and logs: ``<run_dir>/kafka`` (one node) or ``.../kafka/node-N``."""
+        return self.g.home / f"node-{self.node.node_id}" if self.cluster else self.g.home
 
     def url(self, ctx: Ctx) -> str:
-        host, port, _ = self._addr(ctx)
-        return f"{host}:{port}"
+        return self.node.address
 
     def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
-        host, port, controller = self._addr(ctx)
-        return [(host, port), (host, controller)]
+        return [(self.node.host, self.node.port), (self.node.host, self.node.controller_port)]
 
     def more_logs(self, ctx: Ctx) -> list[Path]:
-        return [self.g.home / "logs" / "server.log"]
+        return [self.home / "logs" / "server.log"]
 
     def _java_base(self, jdk: Jdk) -> list[str]:
         return [
             str(jdk.java),
-            f"-Dlog4j2.configurationFile={self.g.home / 'config' / 'log4j2.properties'}",
-            f"-Dkafka.logs.dir={self.g.home / 'logs'}",
+            f"-Dlog4j2.configurationFile={self.home / 'config' / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
             "-Djava.awt.headless=true",
             "-cp",
             str(self.g.libs / "*"),
         ]
 
+    def _config_values(self, ctx: Ctx) -> dict[str, str]:
+        node, home = self.node, self.home
+        values = {
+            "NODE_ID": str(node.node_id),
+            "HOST": node.host,
+            "BROKER_PORT": str(node.port),
+            "CONTROLLER_PORT": str(node.controller_port),
+            "DATA_DIR": str(home / "data"),
+            "LOG_DIR": str(home / "logs"),
+        }
+        if not self.cluster:  # a dynamic quorum of one, formatted --standalone
+            return {
+                **values,
+                "QUORUM_KEY": "bootstrap.servers",
+                "QUORUM": f"{node.host}:{node.controller_port}",
+                "REPLICATION": "1",
+                "MIN_ISR": "1",
+            }
+        nodes = kafka_nodes(ctx.settings, ctx.nodes)
+        return {
+            **values,
+            "QUORUM_KEY": "voters",
+            "QUORUM": ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes),
+            "REPLICATION": str(len(nodes)),
+            "MIN_ISR": str(len(nodes) - 1),
+        }
+
     def prepare(self, ctx: Ctx) -> None:
-        host, port, controller = self._addr(ctx)
-        home = self.g.home
+        home = self.home
         data = home / "data"
         for sub in (data, home / "logs", home / "config"):
             sub.mkdir(parents=True, exist_ok=True)
-        values = {
-            "HOST": host,
-            "BROKER_PORT": str(port),
-            "CONTROLLER_PORT": str(controller),
-            "DATA_DIR": str(data),
-            "LOG_DIR": str(home / "logs"),
-        }
+        values = self._config_values(ctx)
         tmpl = ctx.deploy_dir / "kafka"
         render(tmpl / "server.properties.tmpl", home / "config" / "server.properties", values)
         render(tmpl / "log4j2.properties.tmpl", home / "config" / "log4j2.properties", values)
         if (data / "meta.properties").exists():
             return
-        # KRaft storage is formatted once, with a fresh cluster id, as a standalone controller.
-        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
-        cluster_id = "A" + cluster_id[1:] if cluster_id.startswith("-") else cluster_id
+        # KRaft storage is formatted once: one node as a standalone controller with a fresh
+        # cluster id; a cluster's nodes with the id they share and their static voters.
         argv = [
             *self._java_base(self.g.jdk()),
             "-Xmx256m",
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *([] if self.cluster else ["--standalone"]),
             "--ignore-formatted",
             "--cluster-id",
-            cluster_id,
+            self.g.cluster_id(),
             "--config",
             str(home / "config" / "server.properties"),
         ]
@@ -320,49 +385,50 @@ class KafkaBroker(Member):
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         jdk = self.g.jdk()
-        heap = os.environ.get("NEWSFLOW_KAFKA_HEAP", "512m")
+        # Three brokers share the machine with ES and Airflow: smaller heaps on a cluster.
+        heap = os.environ.get("NEWSFLOW_KAFKA_HEAP", "384m" if self.cluster else "512m")
         java = self._java_base(jdk)
         argv = [
             java[0],
-            "-Xms256m",
+            "-Xms128m" if self.cluster else "-Xms256m",
             f"-Xmx{heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",
             *java[1:],
             "kafka.Kafka",
-            str(self.g.home / "config" / "server.properties"),
+            str(self.home / "config" / "server.properties"),
         ]
         env = base_env(ctx)
         env["JAVA_HOME"] = str(jdk.home)
-        return LaunchSpec(argv=argv, env=env, cwd=self.g.home, log=self.log_path(ctx))
+        return LaunchSpec(argv=argv, env=env, cwd=self.home, log=self.log_path(ctx))
 
     def check(self, ctx: Ctx) -> Health:
-        host, port, _ = self._addr(ctx)
-        if not port_open(host, port):
-            return Health(False, f"nothing listens on {host}:{port}")
+        """This node answers metadata and is one of the cluster's registered brokers."""
+        node = self.node
+        if not port_open(node.host, node.port):
+            return Health(False, f"nothing listens on {node.address}")
         from kafka import KafkaAdminClient  # heavy-ish: only when the port is open
 
-        s = ctx.settings
-        extra: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
-        if s.kafka_sasl_mechanism:
-            extra["sasl_mechanism"] = s.kafka_sasl_mechanism
-            extra["sasl_plain_username"] = s.kafka_username
-            if s.kafka_password is not None:
-                extra["sasl_plain_password"] = s.kafka_password.get_secret_value()
+        from newsflow.kafka_io import security_config
+
         admin = KafkaAdminClient(
-            bootstrap_servers=s.kafka_bootstrap,
+            bootstrap_servers=node.address,
             client_id="newsflow-stack-health",
             request_timeout_ms=3000,
             bootstrap_timeout_ms=3000,
-            **extra,
+            **security_config(ctx.settings),
         )
         try:
             info = admin.describe_cluster()
         finally:
             admin.close()
-        brokers = len(info.get("brokers") or [])
-        return Health(brokers > 0, f"{brokers} broker(s), cluster {info.get('cluster_id')}")
+        brokers = [b for b in info.get("brokers") or [] if not b.get("is_fenced")]
+        ids = {b.get("broker_id") for b in brokers}
+        detail = f"{len(brokers)} broker(s), cluster {info.get('cluster_id')}"
+        if not self.cluster:
+            return Health(len(brokers) > 0, detail)
+        return Health(node.node_id in ids, f"broker {node.node_id}; {detail}")
 
 
 # --------------------------------------------------------------------------- Elasticsearch
@@ -469,7 +535,9 @@ class ElasticsearchGroup(Group):
         self._plan: EsPlan | None = None
 
     def members(self) -> list[Member]:
-        return [ElasticsearchNode(self)]
+        return [
+            ElasticsearchNode(self, node) for node in es_nodes(self.ctx.settings, self.ctx.nodes)
+        ]
 
     def _pick(self) -> tuple[str, Jdk]:
         forced = jdk_from_env("NEWSFLOW_ES_JAVA_HOME")
@@ -566,26 +634,47 @@ def _extract_zip(archive: Path, dest: Path) -> None:
 
 
 class ElasticsearchNode(Member):
-    name = "elasticsearch"
+    """One Elasticsearch node: the single node, or node N of a three-node cluster (each with
+    its own config, data and logs under ``<es base>/node-N``, one shared distribution)."""
+
     group = "elasticsearch"
     start_timeout = 240.0
     stop_phase = 2
 
-    def __init__(self, group: ElasticsearchGroup) -> None:
+    def __init__(self, group: ElasticsearchGroup, node: EsNode) -> None:
         self.g = group
+        self.node = node
+        self.cluster = group.ctx.cluster
+        self.name = f"elasticsearch-{node.number}" if self.cluster else "elasticsearch"
+
+    def home(self, plan: EsPlan) -> Path:
+        return plan.base / f"node-{self.node.number}" if self.cluster else plan.base
 
     def url(self, ctx: Ctx) -> str:
-        return ctx.settings.es_url.rstrip("/")
+        return self.node.url
 
     def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
-        return [_host_port(self.url(ctx), 9200)]
+        node = self.node
+        return [(node.host, node.http_port), (node.host, node.transport_port)]
 
     def more_logs(self, ctx: Ctx) -> list[Path]:
-        return [es_link(ctx) / "logs" / "newsflow-local.log"]
+        home = es_link(ctx) / f"node-{self.node.number}" if self.cluster else es_link(ctx)
+        return [home / "logs" / "newsflow-local.log"]
+
+    def _discovery(self, ctx: Ctx) -> str:
+        if not self.cluster:
+            return "discovery.type: single-node"
+        nodes = es_nodes(ctx.settings, ctx.nodes)
+        seeds = ", ".join(n.transport_address for n in nodes)
+        masters = ", ".join(n.node_name for n in nodes)
+        # initial_master_nodes only matters for the very first election; later starts find
+        # the cluster state in the data directory.
+        return f"discovery.seed_hosts: [{seeds}]\ncluster.initial_master_nodes: [{masters}]"
 
     def prepare(self, ctx: Ctx) -> None:
         plan = self.g.plan()
-        conf = plan.base / "config"
+        home = self.home(plan)
+        conf = home / "config"
         stamp = conf / ".newsflow-version"
         if not stamp.is_file() or stamp.read_text().strip() != plan.version:
             if conf.exists():
@@ -593,39 +682,46 @@ class ElasticsearchNode(Member):
             shutil.copytree(plan.dist / "config", conf)
             stamp.write_text(f"{plan.version}\n")
         for sub in ("data", "logs", "tmp"):
-            (plan.base / sub).mkdir(parents=True, exist_ok=True)
-        host, port = _host_port(self.url(ctx), 9200)
+            (home / sub).mkdir(parents=True, exist_ok=True)
         tmpl = ctx.deploy_dir / "elasticsearch"
         render(
             tmpl / "elasticsearch.yml.tmpl",
             conf / "elasticsearch.yml",
             {
-                "DATA_DIR": str(plan.base / "data"),
-                "LOG_DIR": str(plan.base / "logs"),
-                "HOST": host,
-                "HTTP_PORT": str(port),
+                "NODE_NAME": self.node.node_name,
+                "DATA_DIR": str(home / "data"),
+                "LOG_DIR": str(home / "logs"),
+                "HOST": self.node.host,
+                "HTTP_PORT": str(self.node.http_port),
+                "TRANSPORT_PORT": str(self.node.transport_port),
+                "DISCOVERY": self._discovery(ctx),
             },
         )
+        # Three nodes share the machine with Kafka and Airflow: a smaller heap each.
         render(
             tmpl / "jvm.options.tmpl",
             conf / "jvm.options.d" / "newsflow.options",
             {
                 "HEAP_MIN": os.environ.get("NEWSFLOW_ES_HEAP_MIN", "512m"),
-                "HEAP_MAX": os.environ.get("NEWSFLOW_ES_HEAP_MAX", "1g"),
+                "HEAP_MAX": os.environ.get(
+                    "NEWSFLOW_ES_HEAP_MAX", "512m" if self.cluster else "1g"
+                ),
             },
         )
         if plan.uid is not None and plan.gid is not None:
             for sub in ("config", "data", "logs", "tmp"):
-                _chown_tree(plan.base / sub, plan.uid, plan.gid)
+                _chown_tree(home / sub, plan.uid, plan.gid)
+            _chown_tree_top(home, plan.uid, plan.gid)
             _chown_tree_top(plan.base, plan.uid, plan.gid)
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         plan = self.g.plan()
+        home = self.home(plan)
         env = base_env(ctx)
         env.update(
             ES_JAVA_HOME=str(plan.jdk.home),
-            ES_PATH_CONF=str(plan.base / "config"),
-            ES_TMPDIR=str(plan.base / "tmp"),
+            ES_PATH_CONF=str(home / "config"),
+            ES_TMPDIR=str(home / "tmp"),
         )
         env.pop("JAVA_HOME", None)
         if plan.user is not None:
@@ -633,13 +729,15 @@ class ElasticsearchNode(Member):
         return LaunchSpec(
             argv=[str(plan.dist / "bin" / "elasticsearch")],
             env=env,
-            cwd=plan.base / "logs",  # jvm.options writes gc.log / hs_err relative to the cwd
+            cwd=home / "logs",  # jvm.options writes gc.log / hs_err relative to the cwd
             log=self.log_path(ctx),
             uid=plan.uid,
             gid=plan.gid,
         )
 
     def check(self, ctx: Ctx) -> Health:
+        """This node answers, and the cluster it is in is yellow or green (on a cluster, that
+        needs an elected master: two of the three nodes)."""
         import httpx  # lazy: httpx pulls in click and rich
 
         s = ctx.settings
@@ -650,8 +748,12 @@ class ElasticsearchNode(Member):
         resp = httpx.get(f"{self.url(ctx)}/_cluster/health", timeout=3.0, auth=auth, verify=verify)
         if resp.status_code != 200:
             return Health(False, f"HTTP {resp.status_code}")
-        state = resp.json().get("status")
-        return Health(state in ("yellow", "green"), f"cluster {state}")
+        body = resp.json()
+        state = body.get("status")
+        detail = f"cluster {state}"
+        if self.cluster:
+            detail += f", {body.get('number_of_nodes')} node(s)"
+        return Health(state in ("yellow", "green"), detail)
 
 
 def _chown_tree_top(path: Path, uid: int, gid: int) -> None:
@@ -1209,6 +1311,12 @@ class _InitOnce:
 
 
 class PipelineWorker(Member):
+    """``newsflow worker <stage>`` under its supervisor (``devstack.stack.supervise``), which
+    restarts it with backoff whenever it exits. Health is the worker itself: its ``/health``
+    says ok and it holds partitions of its input (or is a spare member of a group that has
+    more members than partitions); not the consumer group's member list, which still names a
+    killed member until its session times out."""
+
     group = "workers"
     start_timeout = 120.0
     # Starting a worker runs `newsflow init`, which also creates the crawl state database.
@@ -1222,40 +1330,142 @@ class PipelineWorker(Member):
         self.name = stage.service
         self._init = init
 
+    def _metrics_addr(self, ctx: Ctx) -> tuple[str, int]:
+        port = metrics_port(self.stage, ctx.settings)
+        if not port:
+            raise StackConfigError(
+                "the stack checks its workers on /health: NEWSFLOW_WORKER_METRICS_BASE_PORT "
+                "must not be 0"
+            )
+        host = ctx.settings.worker_metrics_host
+        return (LOCAL_HOST if host in ("0.0.0.0", "") else host), port
+
     def url(self, ctx: Ctx) -> str:
-        return f"consumer group {self.stage.group_id}"
+        host, port = self._metrics_addr(ctx)
+        return f"http://{host}:{port}/health"
+
+    def ports(self, ctx: Ctx) -> list[tuple[str, int]]:
+        return [self._metrics_addr(ctx)]
 
     def prepare(self, ctx: Ctx) -> None:
         # Topics must exist before a consumer subscribes, or it idles until a metadata refresh.
         self._init(ctx)
 
+    def _state_path(self, ctx: Ctx) -> Path:
+        return state_path(ctx.state_dir, self.name)
+
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
-        command = newsflow_command()
+        env = base_env(ctx)
+        # Static membership: the restarted worker takes its partitions back at once.
+        env["NEWSFLOW_KAFKA_GROUP_INSTANCE_PREFIX"] = stack_member_prefix(ctx)
+        self._state_path(ctx).unlink(missing_ok=True)  # a new supervisor counts from zero
         return LaunchSpec(
-            argv=[*command, "worker", self.stage.name],
-            env=base_env(ctx),
+            argv=[
+                sys.executable,
+                "-m",
+                "devstack.stack.supervise",
+                "--name",
+                self.name,
+                "--state",
+                str(self._state_path(ctx)),
+                "--",
+                *newsflow_command(),
+                "worker",
+                self.stage.name,
+            ],
+            env=env,
             cwd=ctx.repo,
             log=self.log_path(ctx),
         )
 
+    def supervision(self, ctx: Ctx) -> SupervisorState | None:
+        return read_state(self._state_path(ctx))
+
+    def revive(self, ctx: Ctx) -> bool:
+        state = self.supervision(ctx)
+        if state is None or not state.supervisor_alive() or state.child_alive():
+            return False
+        if state.phase == "backoff":
+            os.kill(state.supervisor_pid, signal.SIGUSR1)
+        return True
+
+    def reclaim(self, ctx: Ctx) -> None:
+        state = self.supervision(ctx)
+        if state is None or state.supervisor_alive() or not state.child_alive():
+            return
+        assert state.child_pid is not None
+        # Its supervisor died; the worker got SIGTERM then and may still be finishing a batch.
+        sid = sid_of(state.child_pid)
+        if sid is not None:
+            log.info("%s: stopping pid %d left by a dead supervisor", self.name, state.child_pid)
+            stop_groups([(state.child_pid, sid, self.stop_grace)])
+
+    def forget(self, ctx: Ctx) -> None:
+        self._state_path(ctx).unlink(missing_ok=True)
+
     def check(self, ctx: Ctx) -> Health:
-        """Healthy once a member of the stage's consumer group holds partitions."""
+        import httpx
+
+        state = self.supervision(ctx)
+        ours = state is not None and state.supervisor_alive()
+        note = f"; {state.summary()}" if state is not None and state.summary() else ""
+        orphaned = state is not None and not ours and state.phase != "stopped"
+        if orphaned and state is not None and state.child_alive():
+            why = f"its supervisor (pid {state.supervisor_pid}) died; worker {state.child_pid}"
+            return Health(False, f"{why} is stopping{note}")
+        if ours and state is not None and not state.child_alive():
+            return Health(False, f"worker not running{note}")
+        try:
+            resp = httpx.get(self.url(ctx), timeout=3.0)
+        except (httpx.ConnectError, httpx.TimeoutException):
+            if orphaned and state is not None:
+                return Health(False, f"its supervisor (pid {state.supervisor_pid}) died{note}")
+            return Health(False, f"not answering on {self.url(ctx)}{note}")
+        body = resp.json()
+        if body.get("stage") != self.stage.name:
+            return Health(False, f"{self.url(ctx)} is stage {body.get('stage')!r}'s")
+        pid = f"pid {state.child_pid}, " if ours and state is not None else ""
+        if not body.get("ok"):
+            return Health(False, f"{pid}/health {resp.status_code}: {json_brief(body)}{note}")
+        assigned = body.get("assigned") or []
+        if assigned:
+            return Health(True, f"{pid}{len(assigned)} partition(s)")
+        spare = self._spare_member(ctx)
+        if spare:
+            return Health(True, f"{pid}standby: {spare}")
+        return Health(False, f"{pid}no partitions assigned yet{note}")
+
+    def _spare_member(self, ctx: Ctx) -> str | None:
+        """Why a member without partitions is fine: its group has more members than its
+        input has partitions (a standby); None when it should have some."""
         from newsflow.kafka_io import make_admin
 
-        group_id = self.stage.group_id
-        host, port = _host_port(ctx.settings.kafka_bootstrap, 9092)
-        if not port_open(host, port):
-            return Health(False, "Kafka is not answering")
+        topic = topic_name(self.stage.input, ctx.settings)
         admin = make_admin(ctx.settings)
         try:
-            described = admin.describe_groups([group_id])
+            described = admin.describe_groups([self.stage.group_id])
+            topics = admin.describe_topics([topic])
         finally:
             admin.close()
-        info = described.get(group_id, {}) if isinstance(described, dict) else {}
-        state = str(info.get("group_state") or info.get("state") or "unknown")
+        info = described.get(self.stage.group_id, {}) if isinstance(described, dict) else {}
         members = len(info.get("members") or [])
-        detail = f"{group_id}: {state}, {members} member(s)"
-        return Health(state == "Stable" and members > 0, detail)
+        partitions = sum(len(t.get("partitions") or []) for t in topics)
+        if partitions and members > partitions:
+            return f"{members} members for {partitions} partition(s)"
+        return None
+
+
+def json_brief(body: dict[str, Any]) -> str:
+    """A /health body in one short line (what made it unhealthy is in there)."""
+    brief = {k: v for k, v in body.items() if k not in ("ok", "stage", "assigned")}
+    return json.dumps(brief, default=str)[:200]
+
+
+def stack_member_prefix(ctx: Ctx) -> str:
+    """The static-membership prefix of this stack's workers: this host and this run dir."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:60] or "host"
+    digest = hashlib.sha1(str(ctx.run_dir).encode()).hexdigest()[:8]
+    return f"{host}-{digest}"
 
 
 # --------------------------------------------------------------------------- search API

@@ -370,3 +370,136 @@ def test_newsflow_commands_exist_in_the_cli(services: dict[str, dict[str, Any]])
             resolve_command(app, argv)
         except LookupError as exc:
             pytest.fail(f"{service}: `newsflow {' '.join(argv)}`: {exc}")
+
+
+# --- docker-compose.cluster.yml: the cluster override --------------------------------------
+
+CLUSTER_FILE = REPO / "docker-compose.cluster.yml"
+KAFKA_NODES = ("kafka", "kafka-2", "kafka-3")
+ES_NODES = ("elasticsearch", "elasticsearch-2", "elasticsearch-3")
+
+
+def _merge_service(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge for what these tests read: environment and depends_on merge key by
+    key, volumes by mount target, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "environment":
+            merged[key] = {**_environment(base), **_environment(override)}
+        elif key == "depends_on" and isinstance(base.get(key), dict):
+            merged[key] = {**base[key], **value}
+        elif key == "volumes":
+            by_target = {str(v).split(":")[1]: v for v in [*base.get(key, []), *value]}
+            merged[key] = list(by_target.values())
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.fixture(scope="module")
+def cluster_override() -> dict[str, Any]:
+    data = yaml.safe_load(CLUSTER_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def cluster(compose: dict[str, Any], cluster_override: dict[str, Any]) -> dict[str, Any]:
+    """docker-compose.yml with the override applied: what `docker compose -f ... -f ...` runs."""
+    services = {name: dict(service) for name, service in compose["services"].items()}
+    for name, service in cluster_override["services"].items():
+        services[name] = _merge_service(services.get(name, {}), service)
+    volumes = {**(compose.get("volumes") or {}), **(cluster_override.get("volumes") or {})}
+    return {"services": services, "volumes": volumes}
+
+
+def test_the_override_documents_how_to_use_it() -> None:
+    header = CLUSTER_FILE.read_text(encoding="utf-8").split("\nx-", 1)[0]
+    assert "docker compose -f docker-compose.yml -f docker-compose.cluster.yml up" in header
+    for word in ("min.insync.replicas=2", "replication factor 3", "one replica"):
+        assert word in header, word
+
+
+def test_the_override_adds_nodes_and_changes_known_services(
+    services: dict[str, dict[str, Any]], cluster_override: dict[str, Any]
+) -> None:
+    added = set(cluster_override["services"]) - set(services)
+    assert added == {"kafka-2", "kafka-3", "elasticsearch-2", "elasticsearch-3", "es-certs"}
+    for name in added - {"es-certs"}:
+        base = name.rsplit("-", 1)[0]
+        assert cluster_override["services"][name]["image"] == services[base]["image"]
+
+
+def test_three_kafka_nodes_form_one_quorum(cluster: dict[str, Any]) -> None:
+    envs = [_environment(cluster["services"][name]) for name in KAFKA_NODES]
+    assert [env["KAFKA_NODE_ID"] for env in envs] == ["1", "2", "3"]
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1
+    voters = "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    for name, env in zip(KAFKA_NODES, envs, strict=True):
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert f"INTERNAL://{name}:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        for key in (
+            "KAFKA_DEFAULT_REPLICATION_FACTOR",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+        ):
+            assert env[key] == "3", (name, key)
+        for key in (
+            "KAFKA_MIN_INSYNC_REPLICAS",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR",
+        ):
+            assert env[key] == "2", (name, key)
+    published = [p for name in KAFKA_NODES for p in cluster["services"][name].get("ports", [])]
+    assert len(published) == len(set(published)) == 3
+
+
+def test_three_elasticsearch_nodes_form_one_cluster(cluster: dict[str, Any]) -> None:
+    envs = [_environment(cluster["services"][name]) for name in ES_NODES]
+    names = [env["node.name"] for env in envs]
+    assert len(set(names)) == 3
+    for name, env in zip(ES_NODES, envs, strict=True):
+        assert env["cluster.name"] == "newsflow"
+        assert env["discovery.type"] != "single-node"
+        assert env["discovery.seed_hosts"].split(",") == list(ES_NODES)
+        assert env["cluster.initial_master_nodes"].split(",") == names
+        # Security on with several nodes needs TLS between them, with each node's own cert.
+        assert env["xpack.security.enabled"] == "true"
+        assert env["xpack.security.transport.ssl.enabled"] == "true"
+        assert env["xpack.security.transport.ssl.certificate"] == f"certs/{name}/{name}.crt"
+        assert "ELASTIC_PASSWORD" in env
+        deps = cluster["services"][name]["depends_on"]
+        assert deps["es-certs"]["condition"] == "service_completed_successfully"
+    certs = cluster["services"]["es-certs"]
+    assert certs["restart"] == "no"
+    for name in ES_NODES:
+        assert f"name: {name}," in " ".join(_command(certs))
+
+
+def test_newsflow_services_use_every_node_and_replicate(
+    services: dict[str, dict[str, Any]], cluster: dict[str, Any]
+) -> None:
+    users = [n for n, s in services.items() if "NEWSFLOW_KAFKA_BOOTSTRAP" in _environment(s)]
+    assert {"newsflow-init", "enrich-worker", "index-worker", "airflow-scheduler"} <= set(users)
+    for name in users:
+        env = _environment(cluster["services"][name])
+        brokers = [address.split(":")[0] for address in env["NEWSFLOW_KAFKA_BOOTSTRAP"].split(",")]
+        hosts = [url.split("//")[1].split(":")[0] for url in env["NEWSFLOW_ES_URL"].split(",")]
+        assert (tuple(brokers), tuple(hosts)) == (KAFKA_NODES, ES_NODES), name
+        assert env["NEWSFLOW_TOPIC_REPLICATION"] == "3", name
+        assert env["NEWSFLOW_TOPIC_MIN_INSYNC_REPLICAS"] == "2", name
+        assert env["NEWSFLOW_ES_REPLICAS"] == "1", name
+
+
+def test_the_cluster_waits_for_every_node_and_declares_its_volumes(
+    cluster: dict[str, Any],
+) -> None:
+    services = cluster["services"]
+    deps = services["newsflow-init"]["depends_on"]
+    for node in (*KAFKA_NODES, *ES_NODES):
+        assert deps[node]["condition"] == "service_healthy", node
+        assert "healthcheck" in services[node], node
+    test_named_volumes_are_declared(cluster)
+    test_newsflow_variables_are_settings_fields(cluster)

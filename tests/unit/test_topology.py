@@ -168,7 +168,8 @@ def test_the_local_stack_runs_one_worker_per_stage(tmp_path: Path) -> None:
     assert [member.name for member in members] == [row.service for row in topology.STAGES]
     for member, row in zip(members, topology.STAGES, strict=True):
         assert member.launch_spec(ctx).argv[-2:] == ["worker", row.name]
-        assert member.url(ctx) == f"consumer group {row.group_id}"
+        port = topology.metrics_port(row, ctx.settings)
+        assert member.url(ctx) == f"http://127.0.0.1:{port}/health"
 
 
 def test_the_demo_waits_for_the_stages_on_the_path_to_the_index(
