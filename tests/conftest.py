@@ -16,6 +16,11 @@ CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
 _started: list[str] = []
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The chaos suite restarts the services every other test uses: it runs last."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)
+
+
 def _bring_up(components: list[str]) -> None:
     from devstack import stack
 
