@@ -162,8 +162,9 @@ class Settings(BaseSettings):
     # (as does a batch that keeps failing transiently for this long): a wedge, not a busy spell.
     worker_stall_seconds: float = Field(default=120.0, gt=0)
     # A batch that fails transiently is re-read after a backoff that doubles on each failure
-    # in a row, from 4 x worker_retry_backoff_seconds up to this.
-    worker_rewind_max_backoff_seconds: float = Field(default=30.0, ge=0)
+    # in a row, from 4 x worker_retry_backoff_seconds up to this: short, since a worker asleep
+    # in its backoff is what delays recovery once Kafka or Elasticsearch is back.
+    worker_rewind_max_backoff_seconds: float = Field(default=5.0, ge=0)
     # The maintenance DAG deletes articles fetched (and stories last seen) this long ago.
     index_retention_days: float = Field(default=90, gt=0)
     exporter_port: int = Field(default=9100, ge=0, le=65535)  # `newsflow exporter` (ingest)
