@@ -166,7 +166,8 @@ def check_ports(settings: Settings, nodes: int) -> None:
 
 def cluster_env(settings: Settings, nodes: int) -> dict[str, str]:
     """What the stack's processes (and a shell using the cluster) need: every node's address,
-    three topic replicas with two in sync, one index replica. Empty for one node."""
+    three topic replicas with two in sync, one index replica, and a dedup state of the
+    cluster's own. Empty for one node."""
     if nodes == 1:
         return {}
     env = {
@@ -177,6 +178,9 @@ def cluster_env(settings: Settings, nodes: int) -> dict[str, str]:
         "NEWSFLOW_TOPIC_REPLICATION": str(nodes),
         "NEWSFLOW_TOPIC_MIN_INSYNC_REPLICAS": str(nodes - 1),
         "NEWSFLOW_ES_REPLICAS": "1",
+        # The dedup snapshot holds offsets into one Kafka cluster's articles topic: the
+        # single node's must never resume on the cluster's log, nor the other way round.
+        "NEWSFLOW_DEDUP_STATE_DIR": str(settings.run_dir / f"cluster-{nodes}" / "dedup"),
     }
     env.update({key: os.environ.get(key, value) for key, value in defaults.items()})
     return env

@@ -85,6 +85,8 @@ def test_the_cluster_env_names_every_node_and_the_replication(
         "NEWSFLOW_TOPIC_REPLICATION": "3",
         "NEWSFLOW_TOPIC_MIN_INSYNC_REPLICAS": "2",
         "NEWSFLOW_ES_REPLICAS": "1",
+        # never the single node's snapshot, whose offsets belong to another log
+        "NEWSFLOW_DEDUP_STATE_DIR": str(settings.run_dir / "cluster-3" / "dedup"),
     }
     monkeypatch.setenv("NEWSFLOW_ES_REPLICAS", "2")  # what the user set explicitly wins
     assert cluster_env(settings, 3)["NEWSFLOW_ES_REPLICAS"] == "2"
