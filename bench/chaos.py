@@ -152,9 +152,11 @@ class Progress(threading.Thread):
                         enable_auto_commit=False,
                         **security_config(self.settings),
                     )
+                # Stamped when it began: every offset in it is at least as new as that.
+                began = time.monotonic()
                 sample = {row.name: self._position(admin, consumer, row) for row in PATH}
                 with self.lock:
-                    self.samples.append((time.monotonic(), sample))
+                    self.samples.append((began, sample))
             except Exception:  # Kafka down or restarting: no sample, clients made anew
                 for client in (admin, consumer):
                     if client is not None:
