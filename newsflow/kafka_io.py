@@ -83,6 +83,11 @@ def security_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def compression_type(settings: Settings) -> str | None:
+    """kafka-python's name for ``settings.kafka_compression`` (``None``: uncompressed)."""
+    return None if settings.kafka_compression == "none" else settings.kafka_compression
+
+
 def make_producer(settings: Settings, *, client_id: str = "newsflow") -> KafkaProducer:
     """A producer that favours durability: acks from all replicas, idempotent, compressed."""
     return KafkaProducer(
@@ -90,7 +95,7 @@ def make_producer(settings: Settings, *, client_id: str = "newsflow") -> KafkaPr
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
-        compression_type="gzip",
+        compression_type=compression_type(settings),
         linger_ms=20,
         max_request_size=MAX_MESSAGE_BYTES,
         retries=5,

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # waiting for the session timeout or a rebalance. One value per host and worker process
     # (two live consumers with one id fence each other); the local stack sets it per worker.
     kafka_group_instance_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    # How producers compress their batches (consumers read any). CPU is what a worker runs
+    # short of, not bandwidth: zstd packs whole HTML pages as tightly as gzip for a fraction
+    # of the CPU (python -m bench.kafka_codecs). lz4 and snappy need their packages installed.
+    kafka_compression: Literal["zstd", "gzip", "lz4", "snappy", "none"] = "zstd"
 
     # One URL, or several comma-separated (the nodes of a cluster; requests go round them).
     es_url: str = "http://127.0.0.1:9200"
