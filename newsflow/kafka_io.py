@@ -4,6 +4,10 @@ A topic that holds a stage's changelog (``TopicDef.min_retention_days_field``) i
 with at least that retention, and ``ensure_topics`` raises the retention of an existing one
 that keeps less (e.g. created when the articles topic kept 7 days and the dedup window is
 30): otherwise a lost dedup snapshot could not be rebuilt from the log.
+
+Likewise an existing topic with fewer partitions than ``NEWSFLOW_TOPIC_PARTITIONS`` gets
+partitions added (e.g. raw pages created with 3, which split 2:1 between two enrich workers);
+single-partition topics never (see ``_add_partitions`` for why that is safe for the others).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import ConfigResource, ConfigResourceType
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 
 from newsflow.settings import Settings
 from newsflow.topology import TOPICS
@@ -151,7 +155,8 @@ def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics with explicit partitions and retention; return those created.
 
     An existing topic that keeps less than its minimum retention gets its retention raised;
-    raises :class:`TopicRetentionError` when Kafka refuses.
+    raises :class:`TopicRetentionError` when Kafka refuses. An existing topic with fewer
+    partitions than its spec gets more (never fewer: Kafka cannot take partitions away).
     """
     admin = make_admin(settings)
     try:
@@ -159,6 +164,10 @@ def ensure_topics(settings: Settings) -> list[str]:
         floors = [s for s in topic_specs(settings) if s.min_retention_hours and s.name in existing]
         if floors:
             _raise_short_retention(admin, floors)
+        # A single-partition topic (the dedup stage's single-owner input) is never grown.
+        growable = [s for s in topic_specs(settings) if s.partitions > 1 and s.name in existing]
+        if growable:
+            _add_partitions(admin, growable)
         wanted = [spec for spec in topic_specs(settings) if spec.name not in existing]
         created: list[str] = []
         for spec in wanted:
@@ -179,6 +188,51 @@ def ensure_topics(settings: Settings) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def _add_partitions(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Bring each topic up to its spec's partition count.
+
+    Adding partitions moves keys: the producers' partitioner hashes a key modulo the count,
+    so a key's messages after the change may land on another partition than its earlier
+    ones, and overtake those still unread. For these topics that is safe:
+
+    - raw pages (keyed by article id): only a re-fetch (version + 1, a DAG run later) or a
+      replay shares a key; should one overtake its predecessor, dedup records the older text
+      as one more version and the index keeps the newest fetch (its documents are versioned
+      by ``fetched_at``);
+    - deduped articles (article id): the index stage is order-free (external versions by
+      fetch time, stories by their article count); the alert stage claims each alert in its
+      ledger, once per watch and story, whatever the order;
+    - alerts (watch id): each is a delivery of its own, with its id and kind; their order per
+      watch is not promised anyway (a POST that keeps failing is dead-lettered, and replayed
+      later if at all).
+
+    Consumers start the new partitions from their beginning (``auto_offset_reset``), so
+    nothing produced there before their group noticed them is skipped.
+    """
+    counts = _partition_counts(admin, [spec.name for spec in specs])
+    for spec in specs:
+        current = counts.get(spec.name, spec.partitions)
+        if current >= spec.partitions:
+            continue
+        try:
+            admin.create_partitions({spec.name: spec.partitions})
+        except InvalidPartitionsError:
+            if _partition_counts(admin, [spec.name]).get(spec.name, 0) >= spec.partitions:
+                continue  # another init raised it meanwhile
+            raise
+        log.warning(
+            "topic %s: partitions raised from %d to %d (NEWSFLOW_TOPIC_PARTITIONS); keys now map "
+            "to other partitions, so a key's next messages may overtake older ones still unread",
+            spec.name,
+            current,
+            spec.partitions,
+        )
+
+
+def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(names)}
 
 
 def _raise_short_retention(admin: KafkaAdminClient, specs: list[TopicSpec]) -> None:

@@ -64,7 +64,10 @@ class Settings(BaseSettings):
     topic_deduped_articles: str = "newsflow.deduped-articles.v1"
     # Alerts on new stories (alert stage's output, the webhook stage's input), keyed by watch.
     topic_alerts: str = "newsflow.alerts.v1"
-    topic_partitions: int = Field(default=3, ge=1)
+    # Partitions of raw pages, deduped articles and alerts: 12 split evenly among 1, 2, 3, 4 or
+    # 6 workers of a stage (3 split 2:1 between two). `newsflow init` adds partitions to an
+    # existing topic that has fewer; Kafka cannot take them away.
+    topic_partitions: int = Field(default=12, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     # With replication > 1: acks=all writes need this many in-sync replicas (capped at the
     # replication), so one broker down loses nothing and blocks nothing with 3 replicas.

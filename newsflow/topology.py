@@ -23,7 +23,8 @@ class TopicDef:
     key: TopicKey
     name_field: str  # the Settings field that holds the topic's name
     retention_field: str  # the Settings field that holds its retention, in hours
-    # One partition whatever NEWSFLOW_TOPIC_PARTITIONS says (e.g. a single owner's input).
+    # One partition whatever NEWSFLOW_TOPIC_PARTITIONS says (e.g. a single owner's input), and
+    # never more: `newsflow init` grows only the other topics of an existing deployment.
     single_partition: bool = False
     # The Settings field (in days) its retention never goes below: a stage's state window,
     # rebuilt by re-reading the topic when its snapshot is lost.

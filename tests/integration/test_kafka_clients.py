@@ -1,5 +1,5 @@
-"""The Kafka clients against the real broker: pages compressed with the configured codec come
-back whole."""
+"""The Kafka clients against the real broker: `newsflow init` adds partitions to a topic that
+has fewer, and pages compressed with the configured codec come back whole."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from newsflow.contracts import RawPage, decode, encode
 from newsflow.kafka_io import (
     MAX_MESSAGE_BYTES,
+    ensure_topics,
     make_admin,
     make_producer,
     security_config,
@@ -26,6 +27,26 @@ from tests.pages import article_html
 pytestmark = pytest.mark.integration
 
 
+def _tagged_settings(tag: str) -> Settings:
+    return Settings(
+        topic_raw_pages=f"{tag}.raw-pages.v1",
+        topic_articles=f"{tag}.articles.v1",
+        topic_dead_letters=f"{tag}.dead-letters.v1",
+        topic_deduped_articles=f"{tag}.deduped-articles.v1",
+        topic_alerts=f"{tag}.alerts.v1",
+    )
+
+
+def _names(settings: Settings) -> list[str]:
+    return [
+        settings.topic_raw_pages,
+        settings.topic_articles,
+        settings.topic_deduped_articles,
+        settings.topic_dead_letters,
+        settings.topic_alerts,
+    ]
+
+
 @pytest.fixture
 def admin(infra: None) -> Iterator[Any]:
     client = make_admin(Settings())
@@ -33,6 +54,49 @@ def admin(infra: None) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+def _partitions(admin: Any, names: list[str]) -> dict[str, int]:
+    return {t["name"]: len(t["partitions"]) for t in admin.describe_topics(names)}
+
+
+def test_init_adds_partitions_to_existing_topics_but_never_to_the_single_owners(
+    admin: Any,
+) -> None:
+    """A deployment made when topics had 3 partitions: init brings them to 12, and creates
+    the missing ones; the articles topic, the dedup stage's single-owner input, stays 1."""
+    settings = _tagged_settings(f"t{uuid.uuid4().hex[:8]}")
+    assert settings.topic_partitions == 12
+    admin.create_topics(
+        {
+            settings.topic_raw_pages: {"num_partitions": 3, "replication_factor": 1},
+            settings.topic_articles: {"num_partitions": 1, "replication_factor": 1},
+            settings.topic_deduped_articles: {"num_partitions": 3, "replication_factor": 1},
+        },
+        wait_for_metadata=True,
+    )
+    try:
+        created = ensure_topics(settings)
+        assert created == [settings.topic_dead_letters, settings.topic_alerts]
+        assert _partitions(admin, _names(settings)) == {
+            settings.topic_raw_pages: 12,
+            settings.topic_articles: 1,
+            settings.topic_deduped_articles: 12,
+            settings.topic_dead_letters: 1,
+            settings.topic_alerts: 12,
+        }
+        assert ensure_topics(settings) == []  # again: nothing to create or add
+        # Every new partition takes writes.
+        producer = make_producer(settings)
+        futures = [
+            producer.send(settings.topic_raw_pages, partition=p, key=b"k", value=b"v")
+            for p in range(12)
+        ]
+        producer.flush()
+        assert sorted(f.get(30).partition for f in futures) == list(range(12))
+        producer.close()
+    finally:
+        admin.delete_topics(_names(settings))
 
 
 def _page(words: int, seed: int) -> RawPage:

@@ -3,6 +3,7 @@ matches. These keep "adding a stage is one row and one constructor" true."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import typer
+from kafka.errors import InvalidPartitionsError
 
 from newsflow import kafka_io, topology
 from newsflow.contracts import Article
@@ -249,14 +251,38 @@ def test_a_stage_class_that_disagrees_with_its_row_does_not_start(
 
 class _Admin:
     """An admin client whose cluster holds every topic, keeping ``kept_ms``, and answers an
-    alteration with ``answer``."""
+    alteration with ``answer``; the topics have the partitions of ``partitions`` (by default
+    those of their specs), and another init may add some between a describe and a create."""
 
-    def __init__(self, kept_ms: int, answer: str) -> None:
+    def __init__(
+        self,
+        kept_ms: int = -1,
+        answer: str = "OK",
+        *,
+        partitions: dict[str, int] | None = None,
+        raised_meanwhile: int | None = None,
+    ) -> None:
         self.kept_ms, self.answer = kept_ms, answer
         self.altered: list[tuple[str, dict[str, str]]] = []
+        defaults = {spec.name: spec.partitions for spec in topic_specs(Settings.model_construct())}
+        self.partitions = defaults | (partitions or {})
+        self.raised_meanwhile = raised_meanwhile
+        self.grown: list[tuple[str, int]] = []
 
     def list_topics(self) -> list[str]:
-        return [spec.name for spec in topic_specs(Settings.model_construct())]
+        return list(self.partitions)
+
+    def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": n, "partitions": [{}] * self.partitions[n]} for n in names]
+
+    def create_partitions(self, counts: dict[str, int]) -> None:
+        for name, count in counts.items():
+            if self.raised_meanwhile is not None:
+                self.partitions[name] = self.raised_meanwhile
+            if count <= self.partitions[name]:
+                raise InvalidPartitionsError(f"{name} already has {self.partitions[name]}")
+            self.partitions[name] = count
+            self.grown.append((name, count))
 
     def describe_configs(self, resources: list[Any], config_filter: str) -> dict[str, Any]:
         value = {"retention.ms": {"value": str(self.kept_ms)}}
@@ -292,6 +318,77 @@ def test_init_raises_a_short_retention_of_the_articles_topic_or_says_it_cannot(
     monkeypatch.setattr(kafka_io, "make_admin", lambda settings: forever)
     kafka_io.ensure_topics(Settings.model_construct())
     assert forever.altered == []
+
+
+def test_partitions_divide_evenly_among_likely_worker_counts() -> None:
+    """Raw pages split 2:1 between two enrich workers with 3 partitions; 12 splits evenly
+    among 1, 2, 3, 4 and 6 members of a group."""
+    specs = {spec.name: spec.partitions for spec in topic_specs(Settings.model_construct())}
+    assert specs == {
+        "newsflow.raw-pages.v1": 12,
+        "newsflow.articles.v1": 1,  # the dedup stage's single-owner input
+        "newsflow.deduped-articles.v1": 12,
+        "newsflow.dead-letters.v1": 1,
+        "newsflow.alerts.v1": 12,
+    }
+    assert all(12 % workers == 0 for workers in (1, 2, 3, 4, 6))
+
+
+def test_init_adds_partitions_to_an_existing_topic_that_has_fewer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = _Admin(
+        partitions={
+            "newsflow.raw-pages.v1": 3,
+            "newsflow.deduped-articles.v1": 3,
+            "newsflow.alerts.v1": 24,  # more than asked: Kafka cannot take partitions away
+        }
+    )
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: admin)
+    with caplog.at_level(logging.WARNING, logger="newsflow.kafka_io"):
+        assert kafka_io.ensure_topics(Settings.model_construct()) == []
+    assert admin.grown == [("newsflow.raw-pages.v1", 12), ("newsflow.deduped-articles.v1", 12)]
+    assert admin.partitions["newsflow.alerts.v1"] == 24
+    assert admin.partitions["newsflow.articles.v1"] == 1
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        f"topic newsflow.{name}.v1: partitions raised from 3 to 12 (NEWSFLOW_TOPIC_PARTITIONS)"
+        for name in ("raw-pages", "deduped-articles")
+    ]
+    assert "may overtake older ones" in caplog.records[0].getMessage()
+
+    again = _Admin(partitions=admin.partitions)
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: again)
+    kafka_io.ensure_topics(Settings.model_construct())
+    assert again.grown == []
+
+
+def test_init_never_adds_partitions_to_a_single_partition_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = _Admin(partitions={"newsflow.raw-pages.v1": 3})
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: admin)
+    kafka_io.ensure_topics(Settings.model_construct(topic_partitions=1))
+    kafka_io.ensure_topics(Settings.model_construct(topic_partitions=6))
+    assert admin.grown == [("newsflow.raw-pages.v1", 6)]
+    assert admin.partitions["newsflow.articles.v1"] == 1
+    assert admin.partitions["newsflow.dead-letters.v1"] == 1
+
+
+def test_init_tells_a_concurrent_raise_from_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    raced = _Admin(partitions={"newsflow.raw-pages.v1": 3}, raised_meanwhile=12)
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: raced)
+    kafka_io.ensure_topics(Settings.model_construct())
+    assert raced.partitions["newsflow.raw-pages.v1"] == 12
+
+    refused = _Admin(partitions={"newsflow.raw-pages.v1": 3})
+    refused.create_partitions = _refuse  # type: ignore[method-assign]
+    monkeypatch.setattr(kafka_io, "make_admin", lambda settings: refused)
+    with pytest.raises(InvalidPartitionsError):
+        kafka_io.ensure_topics(Settings.model_construct())
+
+
+def _refuse(counts: dict[str, int]) -> None:
+    raise InvalidPartitionsError("refused by the broker's policy")
 
 
 def test_enrich_refuses_a_batch_time_its_consumer_would_not_survive() -> None:
