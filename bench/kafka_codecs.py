@@ -339,12 +339,12 @@ def print_codecs(
 
 def print_round_trips(trips: Sequence[RoundTrip]) -> None:
     columns = (
-        ("produce docs/s", 15),
-        ("consume docs/s", 15),
-        ("round trip docs/s", 18),
-        ("producer CPU ms/doc", 20),
-        ("consumer CPU ms/doc", 20),
-        ("broker CPU ms/doc", 18),
+        ("produce docs/s", 16),
+        ("consume docs/s", 16),
+        ("round trip docs/s", 19),
+        ("producer CPU ms/doc", 21),
+        ("consumer CPU ms/doc", 21),
+        ("broker CPU ms/doc", 19),
     )
     header = "".join(f"{name:>{width}}" for name, width in columns)
     print(f"\n{'codec':<8}{'CRC':<13}{header}")
