@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -306,6 +307,31 @@ def test_close_stops_every_process() -> None:
     pool.close()
     assert _gone_within(pids, 5)
     pool.close()  # twice is fine
+
+
+def test_the_pool_outlives_the_threads_that_used_it() -> None:
+    """A child dies with the thread that started it (PR_SET_PDEATHSIG): the pool starts its
+    children, replacements included, from a thread of its own."""
+    pool = ExtractionPool(budget(timeout=30), function=by_url, warm_up=None)
+    outcomes: list[object] = []
+    try:
+        starter = threading.Thread(target=pool.start)
+        starter.start()
+        starter.join()
+        crash = [PageJob("x", "http://a.example/exit")]  # its child is replaced, in this thread
+        user = threading.Thread(target=lambda: outcomes.extend(pool.extract(crash)))
+        user.start()
+        user.join()
+        assert pool.restarts == 1
+        time.sleep(0.5)
+        assert all(_alive(pid) for pid in pool.pids)
+        assert pool.extract([PageJob("x", "http://a.example/next")]) == [
+            fake_extraction("http://a.example/next")
+        ]
+    finally:
+        pool.close()
+    [crashed] = outcomes
+    assert isinstance(crashed, PermanentError) and crashed.reason == "extract_crashed"
 
 
 PARENT = """
