@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     enrich_batch_seconds: float = Field(default=120.0, gt=0)
 
     worker_batch_size: int = Field(default=100, ge=1)
+    # A stage that allows it (enrich) reads and processes the next batch while the previous
+    # one's outputs are being acknowledged, each batch still committed after its outputs and
+    # in order (newsflow/runtime.py); false: every stage does one batch at a time.
+    worker_pipelining: bool = True
     worker_max_retries: int = Field(default=3, ge=0)
     worker_retry_backoff_seconds: float = Field(default=0.5, ge=0)
     # /metrics and /health per worker: base port + the stage's offset in newsflow/topology.py
