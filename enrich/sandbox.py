@@ -104,6 +104,21 @@ class PageJob:
     feed_published_at: datetime | None = None
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container's cpuset limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_processes(workers_per_host: int, cpus: int | None = None) -> int:
+    """Extraction processes for one of ``workers_per_host`` enrich workers: a share of the
+    CPUs each, at least one. The children do the CPU-bound work; the worker's own is light
+    and overlaps theirs, so a CPU left without a child would be a CPU idle."""
+    return max(1, (available_cpus() if cpus is None else cpus) // max(1, workers_per_host))
+
+
 class PoolStartError(RuntimeError):
     """An extraction process could not start (e.g. a memory limit below what it needs)."""
 

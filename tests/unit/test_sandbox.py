@@ -25,14 +25,16 @@ from enrich.sandbox import (
     ExtractionPool,
     PageJob,
     PoolStartError,
+    auto_processes,
 )
 from enrich.worker import EnrichStage
 from newsflow.contracts import RawPage
 from newsflow.errors import PermanentError, RetryableError
 from newsflow.runtime import Deferred, Done, Failed, Inbound
 from newsflow.selectors import ExtractionOverrides
-from newsflow.settings import PROJECT_ROOT
+from newsflow.settings import PROJECT_ROOT, Settings
 from newsflow.urls import url_id
+from pipeline import stages
 from tests.pages import article_html
 
 log = logging.getLogger(__name__)
@@ -430,3 +432,53 @@ def test_the_stage_defers_the_pages_its_batch_time_did_not_reach() -> None:
         stage.close()
     assert isinstance(results[0], Done)
     assert results[1:] == [Deferred(), Deferred()]
+
+
+# --- how many processes ----------------------------------------------------------------------
+
+
+def test_auto_processes_share_the_cpus_among_the_workers_of_a_host() -> None:
+    assert auto_processes(1, cpus=2) == 2  # one worker on 2 cores extracts on both
+    assert auto_processes(2, cpus=2) == 1
+    assert auto_processes(3, cpus=2) == 1  # never none
+    assert auto_processes(2, cpus=8) == 4
+    assert auto_processes(1) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, "auto"), ("auto", "auto"), ("3", 3), ("0", 0)]
+)
+def test_the_process_count_is_auto_unless_a_number_is_given(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: object
+) -> None:
+    monkeypatch.delenv("NEWSFLOW_ENRICH_EXTRACT_PROCESSES", raising=False)
+    if value is not None:
+        monkeypatch.setenv("NEWSFLOW_ENRICH_EXTRACT_PROCESSES", value)
+    assert Settings().enrich_extract_processes == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_process_count_that_is_neither_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("NEWSFLOW_ENRICH_EXTRACT_PROCESSES", value)
+    with pytest.raises(ValueError, match="enrich_extract_processes"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("processes", "workers", "expected"), [("auto", 1, 4), ("auto", 3, 1), (2, 1, 2), (0, 1, None)]
+)
+def test_the_enrich_worker_takes_its_share_of_the_hosts_cpus(
+    monkeypatch: pytest.MonkeyPatch, processes: int | str, workers: int, expected: int | None
+) -> None:
+    monkeypatch.setattr("enrich.sandbox.available_cpus", lambda: 4)
+    monkeypatch.setattr(EnrichStage, "start", lambda self: None)
+    settings = Settings(
+        enrich_extract_processes=processes,
+        enrich_workers_per_host=workers,
+        outlets_file=PROJECT_ROOT / "no-such-registry.yaml",
+    )
+    stage = stages.CONSTRUCTORS["enrich"](settings)
+    assert isinstance(stage, EnrichStage)
+    assert (stage.pool.budget.processes if stage.pool else None) == expected
