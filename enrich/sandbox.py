@@ -16,8 +16,10 @@ The page then goes to the dead-letter topic with its reason and can be replayed.
 started with ``spawn`` (the worker runs Kafka client threads, so a plain fork is unsafe), import
 and warm up the extractor before they take pages, ignore SIGINT and SIGTERM (the parent stops
 them, after finishing its batch), and die with the parent: ``PR_SET_PDEATHSIG`` on Linux,
-which ties them to the thread that started them (use a pool from one long-lived thread),
-elsewhere a thread watching the parent's pid.
+elsewhere a thread watching the parent's pid. ``PR_SET_PDEATHSIG`` ties a child to the thread
+that started it, so the pool starts every child from a thread of its own that lives as long as
+the pool: the pool may be used from any thread (the enrich worker extracts on one thread while
+it produces on another), one batch at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,6 +102,21 @@ class PageJob:
     outlet: str | None = None
     feed_title: str | None = None
     feed_published_at: datetime | None = None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which a container's cpuset limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_processes(workers_per_host: int, cpus: int | None = None) -> int:
+    """Extraction processes for one of ``workers_per_host`` enrich workers: a share of the
+    CPUs each, at least one. The children do the CPU-bound work; the worker's own is light
+    and overlaps theirs, so a CPU left without a child would be a CPU idle."""
+    return max(1, (available_cpus() if cpus is None else cpus) // max(1, workers_per_host))
 
 
 class PoolStartError(RuntimeError):
@@ -380,7 +398,8 @@ def _close_all() -> None:
 
 
 class ExtractionPool:
-    """Long-lived extraction processes; ``extract`` runs a batch across them, in input order.
+    """Long-lived extraction processes; ``extract`` runs a batch across them, in input order,
+    one batch at a time (from any thread).
 
     ``function`` (``extract_page`` by default) must be importable by name, like any target of
     a spawned process; tests inject slow, greedy or crashing ones.
@@ -406,6 +425,7 @@ class ExtractionPool:
         self.children: list[_Child] = []
         self.restarts = 0
         self._started_children = 0
+        self._launcher: ThreadPoolExecutor | None = None  # the children's parent thread
 
     def __enter__(self) -> ExtractionPool:
         self.start()
@@ -437,6 +457,9 @@ class ExtractionPool:
         children, self.children = getattr(self, "children", []), []
         for child in children:
             child.stop()
+        launcher, self._launcher = getattr(self, "_launcher", None), None
+        if launcher is not None:
+            launcher.shutdown(wait=False)
         _open_pools.discard(self)
 
     @property
@@ -568,7 +591,11 @@ class ExtractionPool:
 
     def _launch(self) -> _Child:
         self._started_children += 1
-        return _Child(self, self._started_children)
+        if self._launcher is None:
+            self._launcher = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="newsflow-extract-launcher"
+            )
+        return self._launcher.submit(_Child, self, self._started_children).result()
 
     def _replace(self, slot: int) -> None:
         self.children[slot].kill()

@@ -88,6 +88,9 @@ def article_of(page: RawPage, extraction: Extraction) -> Article:
 class EnrichStage(Stage[RawPage]):
     name = "enrich"
     input_model = RawPage
+    # Extraction has no effect but its results: the pool works on the next batch while the
+    # worker produces this one.
+    pipelined = True
 
     def __init__(
         self,

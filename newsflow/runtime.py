@@ -11,6 +11,16 @@ the batch without having produced anything; a record the broker refuses for good
 large, invalid) is never retried: a refused letter goes again as a reference to its
 original, a refused output becomes a dead letter. Only transient failures rewind, with a
 backoff that grows; ``health`` turns unhealthy when a partition lags without progress.
+
+A stage that allows it (``Stage.pipelined``) is run as a pipeline, so the worker is never idle
+waiting for the broker and the stage never idle waiting for the worker: its ``process`` runs on
+a thread of its own, one batch at a time, while the loop reads the next batch and produces the
+previous one. Each batch still goes letters (confirmed), then outputs (confirmed), then its
+commit, and commits stay in order: batch N is confirmed and committed before N+1's first
+letter or output is sent. A transient failure rewinds the failed batch and every batch read
+after it (their results are dropped, none of their outputs was sent); a deferred message sends
+its partition back to it, and what later batches hold of that partition is dropped and read
+again.
 """
 
 from __future__ import annotations
@@ -20,8 +30,9 @@ import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Generic, TypeVar
@@ -56,6 +67,9 @@ REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
 )
 # An output's key and value stay under this: room for the record's headers and overhead.
 OUTPUT_MAX_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+# A pipelined runner hands the stage at most this many batches at a time: the one it works on
+# and the next, so it starts that one the moment it is done with the first.
+PIPELINE_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -126,6 +140,54 @@ class _Encoded:
     source: Inbound[Any]
 
 
+@dataclass(frozen=True)
+class _Settled:
+    """What becomes of a processed batch: the records it finishes (all but the deferred), and
+    the outputs and letters to send for them; ``resume``: per partition, where to read again."""
+
+    done: list[Any]
+    outputs: list[_Encoded]
+    letters: list[_Letter]
+    resume: dict[TopicPartition, int]
+
+
+@dataclass
+class _Sending:
+    """Records handed to the producer, not yet confirmed; ``refused``: those it refused at once."""
+
+    records: Sequence[tuple[str, bytes | None, bytes]]
+    futures: list[tuple[int, Any]]
+    refused: list[int]
+    failure: str
+
+
+# A batch's results, each with the attempts it took, and how many retries it took in all.
+_Processed = tuple[list[tuple[Result, int]], int]
+
+
+@dataclass(eq=False)
+class _Batch(Generic[M]):
+    """A batch on its way through a pipelined runner: read, processed, sent, committed."""
+
+    raw: list[Any]
+    inbound: list[Inbound[M]]
+    letters: list[_Letter]  # its invalid messages'
+    # Per partition, where to read again should the batch be rewound.
+    first: dict[TopicPartition, int]
+    future: Future[_Processed] | None = None
+    started: float | None = None  # perf_counter when its processing began
+    # Per partition, from which offset on its messages are dropped (an earlier batch sent the
+    # partition back there), to be read again.
+    discard_from: dict[TopicPartition, int] = field(default_factory=dict)
+    settled: _Settled | None = None
+    sending: _Sending | None = None
+
+    def send_back(self, tp: TopicPartition, offset: int) -> None:
+        """The partition is read again from ``offset``: drop what this batch holds from it on."""
+        self.discard_from[tp] = min(self.discard_from.get(tp, offset), offset)
+        self.first[tp] = min(self.first.get(tp, offset), offset)
+
+
 class PartitionProgress:
     """Since when each partition has had lag without committed progress: a wedge detector.
 
@@ -182,6 +244,12 @@ class Stage(ABC, Generic[M]):
     input_model: type[M]
     # True when the stage keeps state over the whole stream: its input must have one partition.
     single_owner: bool = False
+    # True when the runner may overlap batches (see the module's docstring): ``process`` then
+    # runs on a thread of the runner's own, on batch N+1 before N is committed, and a batch's
+    # results may be dropped and its messages processed again. For a stage whose ``process``
+    # has no effect but its results, keeps no state that ``after_commit`` or the order of
+    # commits depends on, and seeks nowhere on assignment. A single owner never is pipelined.
+    pipelined: bool = False
     # Set by the runner: stage-specific counters (dedup outcomes, index errors) go here.
     metrics: StageMetrics | None = None
 
@@ -278,16 +346,51 @@ class StageRunner(Generic[M]):
         self.failing_since: float | None = None
         self.last_rewind_reason: str | None = None
         self.letter_max_bytes = LETTER_MAX_BYTES
+        self.pipelined = settings.worker_pipelining and stage.pipelined and not stage.single_owner
+        # The pipeline (``run`` of a pipelined stage): batches handed to the stage, oldest first,
+        # and the batch whose outputs are sent and not yet confirmed.
+        self._executor: ThreadPoolExecutor | None = None
+        self._processing: deque[_Batch[M]] = deque()
+        self._in_flight: _Batch[M] | None = None
+        # Per partition, the next offset not yet in the pipeline: a record below it that is read
+        # again (a rebalance puts positions back at the committed offsets) is already in hand.
+        self._taken: dict[TopicPartition, int] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(
         self, *, idle_timeout: float | None = None, max_messages: int | None = None
     ) -> RunStats:
-        """Process until stopped, idle for ``idle_timeout`` seconds, or ``max_messages`` read."""
+        """Process until stopped, idle for ``idle_timeout`` seconds, or ``max_messages`` read.
+
+        A pipelined runner finishes what it holds before it returns, except, once stopped,
+        batches the stage has not begun: they are left to be read again.
+        """
+        if not self.pipelined:
+            self._loop(self.run_once, idle_timeout, max_messages)
+            return self.stats
+        self._taken.clear()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.stage.name}-batch")
+        self._executor = executor
+        try:
+            self._loop(self._pipeline_turn, idle_timeout, max_messages)
+            self._drain()
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            self._executor = None
+            # A batch dropped by a rewind may still be running: the stage is not to be closed
+            # under it.
+            executor.shutdown(wait=True, cancel_futures=True)
+        return self.stats
+
+    def _loop(
+        self, step: Callable[[], int], idle_timeout: float | None, max_messages: int | None
+    ) -> None:
         last_activity = time.monotonic()
         while not self.stop_event.is_set():
-            count = self.run_once()
+            count = step()
             now = time.monotonic()
             if count:
                 last_activity = now
@@ -295,15 +398,11 @@ class StageRunner(Generic[M]):
                 break
             if max_messages is not None and self.stats.consumed >= max_messages:
                 break
-        return self.stats
 
     def run_once(self, poll_timeout_ms: int = 1000) -> int:
-        records = self.consumer.poll(
-            timeout_ms=poll_timeout_ms, max_records=self.settings.worker_batch_size
-        )
-        self.last_poll = time.monotonic()
-        self.metrics.polled()
-        raw = [record for partition_records in records.values() for record in partition_records]
+        """Read one batch, process, write and commit it (never pipelined); return the number
+        of records finished."""
+        raw = self._poll(poll_timeout_ms)
         if not raw:
             self._update_lag()
             return 0
@@ -315,6 +414,20 @@ class StageRunner(Generic[M]):
             self._update_lag()
             self.stop_event.wait(backoff)
             return 0
+        self._went_through(done, started)
+        self._update_lag()
+        return len(done)
+
+    def _poll(self, timeout_ms: int) -> list[Any]:
+        records = self.consumer.poll(
+            timeout_ms=timeout_ms, max_records=self.settings.worker_batch_size
+        )
+        self.last_poll = time.monotonic()
+        self.metrics.polled()
+        return [record for partition_records in records.values() for record in partition_records]
+
+    def _went_through(self, done: Sequence[Any], started: float) -> None:
+        """Bookkeeping for a batch written and committed (``started``: perf_counter)."""
         if self.rewinds_in_a_row:
             log.info(
                 "stage %s: batch went through after %d requeue(s)",
@@ -328,8 +441,207 @@ class StageRunner(Generic[M]):
             self.metrics.consumed(topic, count)
         self.stats.consumed += len(done)
         self.stats.batches += 1
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def _pipeline_turn(self, poll_timeout_ms: int = 1000, *, read: bool = True) -> int:
+        """One turn of the pipeline (within ``run``): read a batch and hand it to the stage;
+        once the stage holds two (or there is nothing to read), take the older one's results,
+        confirm and commit the batch in flight, and send the older one. Returns the records
+        read and committed; 0 when idle (or requeued)."""
+        assert self._executor is not None, "the pipeline runs within run()"
+        activity = 0
+        if read and len(self._processing) < PIPELINE_DEPTH:
+            # With work in hand the poll takes only what has arrived: waiting would hold back
+            # the commit of the batch in flight.
+            busy = bool(self._processing) or self._in_flight is not None
+            batch = self._read(0 if busy else poll_timeout_ms)
+            if batch is not None:
+                activity += len(batch.raw)
+                self._processing.append(batch)
+                if len(self._processing) < PIPELINE_DEPTH:
+                    self._update_lag()
+                    return activity  # read ahead before waiting for the stage
+        if not self._processing:
+            activity += self._finish_in_flight_or_requeue()
+            self._update_lag()
+            return activity
+        activity += self._send_oldest()
         self._update_lag()
-        return len(done)
+        return activity
+
+    def _read(self, timeout_ms: int) -> _Batch[M] | None:
+        raw = self._not_in_hand(self._poll(timeout_ms))
+        if not raw:
+            return None
+        inbound, letters = self._decode(raw)
+        batch = _Batch(raw, inbound, letters, _first_offsets(raw))
+        for record in raw:
+            tp = TopicPartition(record.topic, record.partition)
+            self._taken[tp] = max(self._taken.get(tp, 0), record.offset + 1)
+        assert self._executor is not None
+        batch.future = self._executor.submit(self._process_batch, batch)
+        return batch
+
+    def _not_in_hand(self, raw: list[Any]) -> list[Any]:
+        """``raw`` without the records the pipeline already holds: those read again after a
+        rebalance put the positions back at the committed offsets."""
+        kept: list[Any] = []
+        again: Counter[TopicPartition] = Counter()
+        for record in raw:
+            tp = TopicPartition(record.topic, record.partition)
+            if record.offset < self._taken.get(tp, 0):
+                again[tp] += 1
+            else:
+                kept.append(record)
+        for tp, count in again.items():
+            log.info(
+                "stage %s: %s[%d]: %d record(s) read again (a rebalance?) are already in hand",
+                self.stage.name,
+                tp.topic,
+                tp.partition,
+                count,
+            )
+            if not any(TopicPartition(r.topic, r.partition) == tp for r in kept):
+                self._seek(tp, self._taken[tp])
+        return kept
+
+    def _process_batch(self, batch: _Batch[M]) -> _Processed:
+        """On the pipeline's thread."""
+        batch.started = time.perf_counter()
+        return self._process_with_retries(batch.inbound)
+
+    def _send_oldest(self) -> int:
+        """Wait for the oldest batch's results; confirm and commit the batch in flight, then send
+        the oldest one's letters (confirmed) and outputs (not yet). Returns the records
+        committed."""
+        batch = self._processing.popleft()
+        assert batch.future is not None
+        try:
+            results, retried = batch.future.result()
+        except TransientError as exc:
+            try:
+                committed = self._finish_in_flight()
+            except TransientError as failed_too:
+                assert self._in_flight is not None
+                self._requeue(failed_too, [self._in_flight, batch])
+                return 0
+            self._requeue(exc, [batch])
+            return committed
+        self.stats.outcomes["retried"] += retried
+        settled = self._settle(batch.raw, batch.inbound, results, batch.letters, batch.discard_from)
+        batch.settled = settled
+        try:
+            committed = self._finish_in_flight()
+        except TransientError as exc:
+            in_flight = self._in_flight
+            assert in_flight is not None
+            self._requeue(exc, [in_flight, batch])
+            return 0
+        if not settled.done:  # deferred from its first message on
+            self._went_through([], batch.started or time.perf_counter())
+        else:
+            try:
+                self._send_letters(settled.letters)
+                batch.sending = self._send(
+                    [(out.topic, out.key, out.value) for out in settled.outputs],
+                    failure="produce_failed",
+                )
+            except TransientError as exc:
+                self._requeue(exc, [batch])
+                return committed
+            self._in_flight = batch
+        for tp, offset in settled.resume.items():
+            self._seek(tp, offset)
+            for later in self._processing:
+                later.send_back(tp, offset)
+        return committed
+
+    def _finish_in_flight(self) -> int:
+        """Confirm the batch in flight and commit it; return the records committed. Raises
+        ``TransientError`` (the batch stays in flight, to be requeued)."""
+        batch = self._in_flight
+        if batch is None:
+            return 0
+        assert batch.sending is not None and batch.settled is not None
+        refused = self._confirm(batch.sending)
+        self._commit_written(batch.settled.done, batch.settled.outputs, refused)
+        self._in_flight = None
+        self._went_through(batch.settled.done, batch.started or time.perf_counter())
+        return len(batch.settled.done)
+
+    def _finish_in_flight_or_requeue(self) -> int:
+        try:
+            return self._finish_in_flight()
+        except TransientError as exc:
+            assert self._in_flight is not None
+            self._requeue(exc, [self._in_flight])
+            return 0
+
+    def _requeue(self, exc: TransientError, failed: Sequence[_Batch[M]]) -> None:
+        """Rewind the failed batches and every batch read after them (their results are
+        dropped: nothing of them was sent), then wait the backoff."""
+        later = list(self._processing)
+        self._processing.clear()
+        self._in_flight = None
+        for batch in later:
+            assert batch.future is not None
+            batch.future.cancel()  # if the stage has not begun it
+        batches = [*failed, *later]
+        first = _earliest(batch.first for batch in batches)
+        backoff = self._rewind_to(first, sum(len(batch.raw) for batch in batches), exc)
+        self._update_lag()
+        self.stop_event.wait(backoff)
+
+    def _drain(self) -> None:
+        """Finish what the pipeline holds. Once stopped, the batches the stage has not begun
+        are not processed: their partitions go back to be read again."""
+        if self.stop_event.is_set():
+            unbegun: list[_Batch[M]] = []
+            while self._processing:
+                future = self._processing[-1].future
+                if future is None or not future.cancel():
+                    break
+                unbegun.append(self._processing.pop())
+            for tp, offset in _earliest(batch.first for batch in unbegun).items():
+                self._seek(tp, offset)
+        while self._processing or self._in_flight is not None:
+            self._pipeline_turn(read=False)
+
+    def _abandon(self) -> None:
+        """The loop failed: what the pipeline holds is read again, not committed."""
+        pending = [*self._processing, *([self._in_flight] if self._in_flight else [])]
+        self._processing.clear()
+        self._in_flight = None
+        for batch in pending:
+            if batch.future is not None:
+                batch.future.cancel()
+        try:
+            for tp, offset in _earliest(batch.first for batch in pending).items():
+                self._seek(tp, offset)
+        except Exception as exc:  # the consumer may be what failed
+            log.warning("stage %s: could not rewind the pipeline: %s", self.stage.name, exc)
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` again from ``offset``; a partition no longer assigned is its new
+        owner's, who reads it from its committed offset."""
+        self._taken[tp] = offset
+        try:
+            self.consumer.seek(tp, offset)
+        except ValueError as exc:  # kafka-python: "Unassigned partition"
+            log.info(
+                "stage %s: %s[%d] not sought to %d: %s",
+                self.stage.name,
+                tp.topic,
+                tp.partition,
+                offset,
+                exc,
+            )
+
+    def _pending_first(self) -> dict[TopicPartition, int]:
+        """Per partition, the first offset the pipeline holds and has not committed."""
+        pending = [*self._processing, *([self._in_flight] if self._in_flight else [])]
+        return _earliest(batch.first for batch in pending)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while the loop polls and its partitions make progress: a stuck batch, a dead
@@ -376,7 +688,8 @@ class StageRunner(Generic[M]):
         """Consumer lag per assigned partition, at most every ``worker_lag_interval`` s.
 
         Measured between batches, when every position is a committed offset (or the start of
-        a requeued batch): the lag is the work not yet committed.
+        a requeued batch), or the first offset a pipeline holds: the lag is the work not yet
+        committed.
         """
         now = time.monotonic()
         if now < self._next_lag_check:
@@ -384,10 +697,13 @@ class StageRunner(Generic[M]):
         self._next_lag_check = now + self.settings.worker_lag_interval_seconds
         assigned = list(self._assignment())
         lags: dict[TopicPartition, int] = {}
+        pending = self._pending_first()
         try:
             ends = self.consumer.end_offsets(assigned) if assigned else {}
             for tp in assigned:
                 position = self.consumer.position(tp)
+                if position is not None and tp in pending:
+                    position = min(position, pending[tp])
                 if position is not None and tp in ends:
                     lags[tp] = max(ends[tp] - position, 0)
                     self.metrics.lag(tp.topic, tp.partition, lags[tp])
@@ -420,6 +736,18 @@ class StageRunner(Generic[M]):
     def _handle_batch(self, raw: Sequence[Any]) -> list[Any]:
         """Process, write and commit one batch; return the records it finished (all of them,
         unless the stage deferred some to the next batch)."""
+        inbound, letters = self._decode(raw)
+        results, retried = self._process_with_retries(inbound)
+        self.stats.outcomes["retried"] += retried
+        settled = self._settle(raw, inbound, results, letters)
+        if settled.done:
+            self._write_and_commit(settled.done, settled.outputs, settled.letters)
+        for tp, offset in settled.resume.items():
+            self.consumer.seek(tp, offset)
+        return settled.done
+
+    def _decode(self, raw: Sequence[Any]) -> tuple[list[Inbound[M]], list[_Letter]]:
+        """The records as messages of the input contract, and letters for those that are not."""
         letters: list[_Letter] = []
         inbound: list[Inbound[M]] = []
         for record in raw:
@@ -434,8 +762,40 @@ class StageRunner(Generic[M]):
             inbound.append(
                 Inbound(record.topic, record.partition, record.offset, key, record.value, message)
             )
+        return inbound, letters
 
-        results = self._process_with_retries(inbound)
+    def _settle(
+        self,
+        raw: Sequence[Any],
+        inbound: Sequence[Inbound[M]],
+        results: Sequence[tuple[Result, int]],
+        letters: Sequence[_Letter],
+        dropped: Mapping[TopicPartition, int] | None = None,
+    ) -> _Settled:
+        """The batch's outputs and letters, up to its first deferred message per partition.
+
+        ``dropped``: per partition, from which offset on the batch's messages are left out
+        without a word (an earlier batch sent their partition back: they are read again).
+        """
+        if dropped:
+            kept = [
+                i
+                for i, item in enumerate(inbound)
+                if not _at_or_after(dropped, item.topic, item.partition, item.offset)
+            ]
+            inbound = [inbound[i] for i in kept]
+            results = [results[i] for i in kept]
+            raw = [r for r in raw if not _at_or_after(dropped, r.topic, r.partition, r.offset)]
+            letters = [
+                letter
+                for letter in letters
+                if not _at_or_after(
+                    dropped,
+                    letter.letter.source_topic,
+                    letter.letter.partition,
+                    letter.letter.offset,
+                )
+            ]
         resume = _first_deferred(inbound, results)
         if resume:
             letters = [
@@ -448,6 +808,7 @@ class StageRunner(Generic[M]):
                     letter.letter.offset,
                 )
             ]
+        letters = list(letters)
         outputs: list[_Encoded] = []
         for item, (result, attempts) in zip(inbound, results, strict=True):
             if isinstance(result, Deferred) or _at_or_after(
@@ -479,16 +840,14 @@ class StageRunner(Generic[M]):
                 len(raw) - len(done),
             )
             self.stats.outcomes["deferred"] += len(raw) - len(done)
-        if done:
-            self._write_and_commit(done, outputs, letters)
-        for tp, offset in resume.items():
-            self.consumer.seek(tp, offset)
-        return done
+        return _Settled(done, outputs, letters, resume)
 
-    def _process_with_retries(self, batch: Sequence[Inbound[M]]) -> list[tuple[Result, int]]:
+    def _process_with_retries(self, batch: Sequence[Inbound[M]]) -> _Processed:
+        """Each message's result and the attempts it took, and the number of retries made."""
         final: dict[int, tuple[Result, int]] = {}
         pending = list(range(len(batch)))
         attempt = 0
+        retried = 0
         while pending:
             attempt += 1
             results = self._process_isolating_bugs([batch[i] for i in pending])
@@ -511,9 +870,9 @@ class StageRunner(Generic[M]):
                     final[index] = (result, attempt)
             pending = retry
             if pending:
-                self.stats.outcomes["retried"] += len(pending)
+                retried += len(pending)
                 time.sleep(self.settings.worker_retry_backoff_seconds * 2 ** (attempt - 1))
-        return [final[i] for i in range(len(batch))]
+        return [final[i] for i in range(len(batch))], retried
 
     def _process_isolating_bugs(self, batch: Sequence[Inbound[M]]) -> Sequence[Result]:
         """Run the stage; if it crashes on a batch, find the message that makes it crash."""
@@ -573,6 +932,13 @@ class StageRunner(Generic[M]):
         refused = self._produce(
             [(out.topic, out.key, out.value) for out in outputs], failure="produce_failed"
         )
+        self._commit_written(raw, outputs, refused)
+
+    def _commit_written(
+        self, raw: Sequence[Any], outputs: Sequence[_Encoded], refused: Sequence[int]
+    ) -> None:
+        """The outputs are confirmed but ``refused`` (indexes): dead-letter the inputs of
+        those, then commit ``raw`` and tell the stage."""
         if refused:
             letters_for_refused = self._refused_outputs([outputs[i] for i in refused])
             self._send_letters(letters_for_refused)
@@ -654,28 +1020,13 @@ class StageRunner(Generic[M]):
         self, records: Sequence[tuple[str, bytes | None, bytes]], *, failure: str
     ) -> list[int]:
         """Send, flush and confirm ``records`` (topic, key, value); return the indexes of those
-        refused for good. Any other failure is transient: ``TransientError(failure)``.
+        refused for good. Any other failure is transient: ``TransientError(failure)``."""
+        return self._confirm(self._send(records, failure=failure))
 
-        After a broker refuses a record, kafka-python's idempotent producer fails everything
-        else too (a fatal state): the producer is replaced, and each record failed that way
-        is sent again on its own, to tell the refused record from those failed with it.
-        """
-        suspects = self._send_and_confirm(records, failure)
-        if not suspects:
-            return []
-        self._renew_producer()
-        if len(records) == 1:
-            return suspects
-        refused: list[int] = []
-        for i in suspects:
-            if self._send_and_confirm([records[i]], failure):
-                refused.append(i)
-                self._renew_producer()
-        return refused
-
-    def _send_and_confirm(
-        self, records: Sequence[tuple[str, bytes | None, bytes]], failure: str
-    ) -> list[int]:
+    def _send(
+        self, records: Sequence[tuple[str, bytes | None, bytes]], *, failure: str
+    ) -> _Sending:
+        """Hand ``records`` to the producer, without waiting: :meth:`_confirm` does."""
         futures: list[tuple[int, Any]] = []
         refused: list[int] = []
         try:
@@ -685,16 +1036,46 @@ class StageRunner(Generic[M]):
                 except REFUSED_FOR_GOOD as exc:  # the producer's own size check
                     log.warning("stage %s: %s refused: %s", self.stage.name, topic, exc)
                     refused.append(i)
-            if futures:
+        except KafkaError as exc:
+            raise TransientError(failure, str(exc)) from exc
+        return _Sending(records, futures, refused, failure)
+
+    def _confirm(self, sending: _Sending) -> list[int]:
+        """Flush and confirm what was sent; return the indexes of the records refused for good.
+
+        After a broker refuses a record, kafka-python's idempotent producer fails everything
+        else too (a fatal state): the producer is replaced, and each record failed that way
+        is sent again on its own, to tell the refused record from those failed with it.
+        """
+        records, failure = sending.records, sending.failure
+        suspects = self._await(sending)
+        if not suspects:
+            return []
+        self._renew_producer()
+        if len(records) == 1:
+            return suspects
+        refused: list[int] = []
+        for i in suspects:
+            if self._await(self._send([records[i]], failure=failure)):
+                refused.append(i)
+                self._renew_producer()
+        return refused
+
+    def _await(self, sending: _Sending) -> list[int]:
+        refused = list(sending.refused)
+        try:
+            if sending.futures:
                 self.producer.flush(timeout=60)
-            for i, future in futures:
+            for i, future in sending.futures:
                 try:
                     future.get(timeout=60)
                 except REFUSED_FOR_GOOD as exc:
-                    log.warning("stage %s: %s refused: %s", self.stage.name, records[i][0], exc)
+                    log.warning(
+                        "stage %s: %s refused: %s", self.stage.name, sending.records[i][0], exc
+                    )
                     refused.append(i)
         except KafkaError as exc:
-            raise TransientError(failure, str(exc)) from exc
+            raise TransientError(sending.failure, str(exc)) from exc
         return sorted(refused)
 
     def _renew_producer(self) -> None:
@@ -707,10 +1088,11 @@ class StageRunner(Generic[M]):
 
     def _rewind(self, raw: Sequence[Any], exc: TransientError) -> float:
         """Seek back to the batch's first offsets; return the seconds to wait before polling."""
-        first: dict[TopicPartition, int] = {}
-        for record in raw:
-            tp = TopicPartition(record.topic, record.partition)
-            first[tp] = min(first.get(tp, record.offset), record.offset)
+        return self._rewind_to(_first_offsets(raw), len(raw), exc)
+
+    def _rewind_to(
+        self, first: Mapping[TopicPartition, int], count: int, exc: TransientError
+    ) -> float:
         for tp, offset in first.items():
             log.warning(
                 "stage %s: %s[%d]@%d: transient failure, requeueing %d message(s): %s",
@@ -718,12 +1100,15 @@ class StageRunner(Generic[M]):
                 tp.topic,
                 tp.partition,
                 offset,
-                len(raw),
+                count,
                 exc,
             )
-            self.consumer.seek(tp, offset)
-        self.stats.outcomes["requeued"] += len(raw)
-        self.metrics.failed("transient", exc.reason, len(raw))
+            if self.pipelined:
+                self._seek(tp, offset)
+            else:
+                self.consumer.seek(tp, offset)
+        self.stats.outcomes["requeued"] += count
+        self.metrics.failed("transient", exc.reason, count)
         self.rewinds_in_a_row += 1
         self.last_rewind_reason = exc.reason
         if self.failing_since is None:
@@ -784,6 +1169,22 @@ class StageRunner(Generic[M]):
             )
             self.metrics.letter_truncated("reference_only" if not fitted.value else "truncated")
         return _Letter(fitted, original)
+
+
+def _first_offsets(raw: Iterable[Any]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for record in raw:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    return first
+
+
+def _earliest(firsts: Iterable[Mapping[TopicPartition, int]]) -> dict[TopicPartition, int]:
+    earliest: dict[TopicPartition, int] = {}
+    for first in firsts:
+        for tp, offset in first.items():
+            earliest[tp] = min(earliest.get(tp, offset), offset)
+    return earliest
 
 
 def _first_deferred(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -145,17 +145,27 @@ class Settings(BaseSettings):
 
     # Enrich: each page is extracted in a child process, within a time and memory (address
     # space, per process) budget; an overrun kills the child and dead-letters the page
-    # (`extract_timeout`, `extract_memory`). This many processes per worker share a batch's
-    # pages; 0 extracts in the worker's own process, without a budget.
+    # (`extract_timeout`, `extract_memory`). This many processes per worker share its pages;
+    # 0 extracts in the worker's own process, without a budget. "auto": the CPUs this process
+    # may run on (its affinity) divided by the enrich workers expected on the host, at least
+    # one. Extraction is the worker's CPU-bound work and runs only in these processes; the
+    # worker's own (Kafka, JSON) is light and overlaps them, so a worker alone on a 2-core
+    # machine extracts on both cores, and two workers there take one core each. Each process
+    # may take up to the memory budget: on a host with many cores and little memory, set it.
     enrich_extract_timeout_seconds: float = Field(default=20.0, gt=0)
     enrich_extract_memory_mb: int = Field(default=1024, ge=256)
-    enrich_extract_processes: int = Field(default=1, ge=0)
+    enrich_extract_processes: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    enrich_workers_per_host: int = Field(default=1, ge=1)
     # No page of a batch starts later than this after the batch began (the rest are read
     # again with the next batch), so a batch of slow pages never outlives the consumer's
     # poll interval (300 s): this plus one page's timeout must stay under it.
     enrich_batch_seconds: float = Field(default=120.0, gt=0)
 
     worker_batch_size: int = Field(default=100, ge=1)
+    # A stage that allows it (enrich) reads and processes the next batch while the previous
+    # one's outputs are being acknowledged, each batch still committed after its outputs and
+    # in order (newsflow/runtime.py); false: every stage does one batch at a time.
+    worker_pipelining: bool = True
     worker_max_retries: int = Field(default=3, ge=0)
     worker_retry_backoff_seconds: float = Field(default=0.5, ge=0)
     # /metrics and /health per worker: base port + the stage's offset in newsflow/topology.py

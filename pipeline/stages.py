@@ -45,15 +45,18 @@ def extraction_overrides(settings: Settings) -> dict[str, Any]:
 
 
 def _enrich(settings: Settings) -> Stage[Any]:
-    from enrich.sandbox import ExtractionBudget, PoolStartError
+    from enrich.sandbox import ExtractionBudget, PoolStartError, auto_processes
     from enrich.worker import EnrichStage
 
+    processes = settings.enrich_extract_processes
+    if processes == "auto":
+        processes = auto_processes(settings.enrich_workers_per_host)
     budget = None
-    if settings.enrich_extract_processes > 0:
+    if processes > 0:
         budget = ExtractionBudget(
             timeout_seconds=settings.enrich_extract_timeout_seconds,
             memory_mb=settings.enrich_extract_memory_mb,
-            processes=settings.enrich_extract_processes,
+            processes=processes,
             batch_seconds=settings.enrich_batch_seconds,
         )
         worst = budget.batch_seconds + budget.timeout_seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -576,3 +577,276 @@ def test_a_batch_deferred_from_its_first_message_commits_nothing() -> None:
     assert runner(TimeBoundStage(room=0), consumer, producer).run_once() == 0
     assert producer.sent == [] and consumer.commits == []
     assert consumer.seeks == [(TopicPartition(IN, 0), 4)]
+
+
+# -- the pipeline -----------------------------------------------------------------------------
+
+
+@dataclass
+class LogConsumer:
+    """One partition read as kafka-python reads it: a position that polls advance and seeks
+    set, and commits; ``reset_at_poll``: that poll first puts the position back at the
+    committed offset, as a rebalance does. Polls, seeks and commits go to ``events``."""
+
+    values: list[bytes]
+    events: list[str] = field(default_factory=list)
+    reset_at_poll: int | None = None
+    at: int = 0
+    polls: int = 0
+    commits: list[int] = field(default_factory=list)
+    seeks: list[int] = field(default_factory=list)
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Record]]:
+        self.polls += 1
+        if self.polls == self.reset_at_poll:
+            self.at = self.commits[-1] if self.commits else 0
+        chunk = self.values[self.at : self.at + (max_records or len(self.values))]
+        records = [Record(IN, 0, self.at + i, b"k", value) for i, value in enumerate(chunk)]
+        self.at += len(records)
+        self.events.append(f"poll {len(records)}")
+        return {TopicPartition(IN, 0): records} if records else {}
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        offset = offsets[TopicPartition(IN, 0)].offset
+        self.commits.append(offset)
+        self.events.append(f"commit {offset}")
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.at = offset
+        self.seeks.append(offset)
+        self.events.append(f"seek {offset}")
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(IN, 0)}
+
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, len(self.values))
+
+    def position(self, tp: TopicPartition) -> int:
+        return self.at
+
+
+class PipelinedStage(ScriptedStage):
+    """``ScriptedStage``, pipelined; notes the offsets of each batch and where it ran; defers
+    the messages of its first batch from ``defer_from`` on."""
+
+    name = "pipelined"
+    pipelined = True
+
+    def __init__(
+        self, failures: dict[str, list[Exception]] | None = None, defer_from: int | None = None
+    ) -> None:
+        super().__init__(failures or {})
+        self.defer_from = defer_from
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+
+    def process(self, batch: Sequence[Inbound[RawPage]]) -> Sequence[Result]:
+        self.batches.append([item.offset for item in batch])
+        self.threads.add(threading.current_thread().name)
+        results = list(super().process(batch))
+        if self.defer_from is not None:
+            results[self.defer_from :] = [Deferred()] * (len(results) - self.defer_from)
+            self.defer_from = None
+        return results
+
+
+class FlakyProducer(FakeProducer):
+    """Its first ``failing_sends`` records are not acknowledged (a broker away)."""
+
+    def __init__(self, failing_sends: int) -> None:
+        super().__init__()
+        self.failing_sends = failing_sends
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> Future:
+        if self.failing_sends:
+            self.failing_sends -= 1
+            self.events.append(f"send {topic}")
+            return Future(KafkaTimeoutError("no acknowledgement"))
+        return super().send(topic, key, value)
+
+
+def pipelined_runner(
+    stage: Stage[RawPage], pages: int, producer: FakeProducer, batch_size: int = 2, **consumer: Any
+) -> tuple[StageRunner[RawPage], LogConsumer]:
+    log = LogConsumer([encode(page(n)) for n in range(pages)], events=producer.events, **consumer)
+    settings = Settings(
+        worker_max_retries=2, worker_retry_backoff_seconds=0, worker_batch_size=batch_size
+    )
+    run = StageRunner(
+        stage,
+        settings=settings,
+        consumer=log,
+        producer=producer,
+        input_topic=IN,
+        dead_letter_topic=DLQ,
+        producer_factory=producer.renewed,
+    )
+    return run, log
+
+
+def produced_urls(producer: FakeProducer) -> list[str]:
+    return [decode(RawPage, value).url for topic, _, value in producer.sent if topic == OUT]
+
+
+SEND = f"send {OUT}"
+
+
+def test_the_next_batch_is_read_and_processed_while_the_last_ones_outputs_are_in_flight() -> None:
+    producer = FakeProducer()
+    stage = PipelinedStage()
+    run, _ = pipelined_runner(stage, 4, producer)
+    assert run.pipelined
+    assert run.run(max_messages=4, idle_timeout=5).consumed == 4
+    assert producer.events == [
+        "poll 2",  # batch 1, handed to the stage
+        "poll 2",  # batch 2, handed to the stage while it works on batch 1
+        SEND,  # batch 1's outputs, sent and not yet confirmed
+        SEND,
+        "poll 0",
+        "flush",  # batch 2 processed: batch 1 confirmed and committed before batch 2 is sent
+        "commit 2",
+        SEND,
+        SEND,
+        "poll 0",
+        "flush",
+        "commit 4",
+    ]
+    assert produced_urls(producer) == [page(n).url for n in range(4)]
+    assert stage.batches == [[0, 1], [2, 3]]
+    assert stage.threads and threading.main_thread().name not in stage.threads
+
+
+def test_a_transient_failure_of_a_batch_in_flight_requeues_it_and_the_next_one_unsent() -> None:
+    producer = FlakyProducer(failing_sends=2)
+    stage = PipelinedStage()
+    run, log = pipelined_runner(stage, 4, producer)
+    run.run(max_messages=4, idle_timeout=5)
+    assert producer.events[:9] == [
+        "poll 2",
+        "poll 2",
+        SEND,  # batch 1: never acknowledged
+        SEND,
+        "poll 0",
+        "flush",  # batch 2 processed, its outputs not sent: batch 1 failed
+        "seek 0",  # both read again
+        "poll 2",
+        "poll 2",
+    ]
+    assert log.commits == [2, 4]
+    assert produced_urls(producer) == [page(n).url for n in range(4)]
+    assert producer.events.count(SEND) == 2 + 4
+    assert stage.batches == [[0, 1], [2, 3], [0, 1], [2, 3]]
+    assert run.stats.outcomes["requeued"] == 4 and run.rewinds_in_a_row == 0
+
+
+def test_a_transient_failure_processing_the_next_batch_commits_the_one_in_flight_first() -> None:
+    producer = FakeProducer()
+    stage = PipelinedStage({page(2).url: [TransientError("elasticsearch_unavailable")]})
+    run, log = pipelined_runner(stage, 4, producer)
+    run.run(max_messages=4, idle_timeout=5)
+    assert producer.events[:8] == [
+        "poll 2",
+        "poll 2",
+        SEND,
+        SEND,
+        "poll 0",
+        "flush",  # batch 2 failed: batch 1, in flight, is finished first
+        "commit 2",
+        "seek 2",
+    ]
+    assert log.commits == [2, 4]
+    assert produced_urls(producer) == [page(n).url for n in range(4)]
+    assert run.last_rewind_reason == "elasticsearch_unavailable"
+
+
+def test_a_deferred_message_sends_its_partition_back_and_the_next_batch_drops_its_part() -> None:
+    producer = FakeProducer()
+    stage = PipelinedStage(defer_from=1)
+    run, log = pipelined_runner(stage, 6, producer, batch_size=3)
+    run.run(max_messages=6, idle_timeout=5)
+    # Batch 1 is done up to offset 1; batch 2 (3-5) was processed meanwhile, but comes after
+    # the deferred messages: dropped, and read again after them.
+    assert log.seeks == [1]
+    assert stage.batches[:3] == [[0, 1, 2], [3, 4, 5], [1, 2, 3]]
+    assert log.commits == [1, 4, 6]
+    assert produced_urls(producer) == [page(n).url for n in range(6)]
+    assert run.stats.outcomes["deferred"] == 2
+    assert run.stats.consumed == 6
+
+
+def test_records_read_again_after_a_rebalance_are_not_processed_twice() -> None:
+    producer = FakeProducer()
+    stage = PipelinedStage()
+    # The third poll finds the position back at the committed offset (0): batches 1 and 2 are
+    # in the pipeline, uncommitted.
+    run, log = pipelined_runner(stage, 4, producer, reset_at_poll=3)
+    run.run(max_messages=4, idle_timeout=5)
+    assert stage.batches == [[0, 1], [2, 3]]
+    assert produced_urls(producer) == [page(n).url for n in range(4)]
+    assert log.commits == [2, 4]
+    assert "seek 4" in producer.events  # past what the pipeline holds
+
+
+def test_an_output_the_broker_refuses_is_dead_lettered_before_its_batch_commits() -> None:
+    producer = FakeProducer(topic_limits={OUT: 5_000})
+    large = page(1).model_copy(update={"html": "<p>long</p>" * 2000})
+    stage = PipelinedStage()
+    run, log = pipelined_runner(stage, 4, producer)
+    log.values[1] = encode(large)
+    run.run(max_messages=4, idle_timeout=5)
+    (letter,) = letters(producer)
+    assert (letter.reason, letter.offset) == ("output_refused", 1)
+    assert sorted(produced_urls(producer)) == [page(n).url for n in (0, 2, 3)]
+    assert producer.events.index(f"send {DLQ}") < producer.events.index("commit 2")
+    assert log.commits == [2, 4]
+
+
+class OneOwner(PipelinedStage):
+    single_owner = True
+
+
+def test_a_single_owner_stays_sequential() -> None:
+    producer = FakeProducer()
+    stage = OneOwner()
+    run, _ = pipelined_runner(stage, 4, producer)
+    assert not run.pipelined
+    run.run(max_messages=4, idle_timeout=5)
+    assert producer.events == [
+        "poll 2",
+        SEND,
+        SEND,
+        "flush",
+        "commit 2",
+        "poll 2",
+        SEND,
+        SEND,
+        "flush",
+        "commit 4",
+    ]
+    assert stage.threads == {threading.main_thread().name}
+
+
+def test_pipelining_can_be_turned_off() -> None:
+    producer = FakeProducer()
+    run, _ = pipelined_runner(PipelinedStage(), 4, producer)
+    off = StageRunner(
+        PipelinedStage(),
+        settings=run.settings.model_copy(update={"worker_pipelining": False}),
+        consumer=run.consumer,
+        producer=producer,
+        input_topic=IN,
+        dead_letter_topic=DLQ,
+    )
+    assert run.pipelined and not off.pipelined
+
+
+def test_lag_counts_what_the_pipeline_holds_uncommitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    run, _ = pipelined_runner(PipelinedStage(), 6, FakeProducer())
+    run.settings = run.settings.model_copy(update={"worker_lag_interval_seconds": 0})
+    lags: list[int] = []
+    monkeypatch.setattr(run.metrics, "lag", lambda topic, partition, value: lags.append(value))
+    run.run(max_messages=6, idle_timeout=5)
+    # After each turn: batch 1 read (position 2), batch 2 read and batch 1 sent (position 4),
+    # then the batches committed one by one; the position alone would say 4, 2, 0, 0, 0.
+    assert lags == [6, 6, 4, 2, 0]

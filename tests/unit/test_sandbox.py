@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,14 +25,16 @@ from enrich.sandbox import (
     ExtractionPool,
     PageJob,
     PoolStartError,
+    auto_processes,
 )
 from enrich.worker import EnrichStage
 from newsflow.contracts import RawPage
 from newsflow.errors import PermanentError, RetryableError
 from newsflow.runtime import Deferred, Done, Failed, Inbound
 from newsflow.selectors import ExtractionOverrides
-from newsflow.settings import PROJECT_ROOT
+from newsflow.settings import PROJECT_ROOT, Settings
 from newsflow.urls import url_id
+from pipeline import stages
 from tests.pages import article_html
 
 log = logging.getLogger(__name__)
@@ -308,6 +311,31 @@ def test_close_stops_every_process() -> None:
     pool.close()  # twice is fine
 
 
+def test_the_pool_outlives_the_threads_that_used_it() -> None:
+    """A child dies with the thread that started it (PR_SET_PDEATHSIG): the pool starts its
+    children, replacements included, from a thread of its own."""
+    pool = ExtractionPool(budget(timeout=30), function=by_url, warm_up=None)
+    outcomes: list[object] = []
+    try:
+        starter = threading.Thread(target=pool.start)
+        starter.start()
+        starter.join()
+        crash = [PageJob("x", "http://a.example/exit")]  # its child is replaced, in this thread
+        user = threading.Thread(target=lambda: outcomes.extend(pool.extract(crash)))
+        user.start()
+        user.join()
+        assert pool.restarts == 1
+        time.sleep(0.5)
+        assert all(_alive(pid) for pid in pool.pids)
+        assert pool.extract([PageJob("x", "http://a.example/next")]) == [
+            fake_extraction("http://a.example/next")
+        ]
+    finally:
+        pool.close()
+    [crashed] = outcomes
+    assert isinstance(crashed, PermanentError) and crashed.reason == "extract_crashed"
+
+
 PARENT = """
 import sys
 from enrich.sandbox import ExtractionBudget, ExtractionPool, PageJob
@@ -404,3 +432,53 @@ def test_the_stage_defers_the_pages_its_batch_time_did_not_reach() -> None:
         stage.close()
     assert isinstance(results[0], Done)
     assert results[1:] == [Deferred(), Deferred()]
+
+
+# --- how many processes ----------------------------------------------------------------------
+
+
+def test_auto_processes_share_the_cpus_among_the_workers_of_a_host() -> None:
+    assert auto_processes(1, cpus=2) == 2  # one worker on 2 cores extracts on both
+    assert auto_processes(2, cpus=2) == 1
+    assert auto_processes(3, cpus=2) == 1  # never none
+    assert auto_processes(2, cpus=8) == 4
+    assert auto_processes(1) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, "auto"), ("auto", "auto"), ("3", 3), ("0", 0)]
+)
+def test_the_process_count_is_auto_unless_a_number_is_given(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: object
+) -> None:
+    monkeypatch.delenv("NEWSFLOW_ENRICH_EXTRACT_PROCESSES", raising=False)
+    if value is not None:
+        monkeypatch.setenv("NEWSFLOW_ENRICH_EXTRACT_PROCESSES", value)
+    assert Settings().enrich_extract_processes == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "many"])
+def test_a_process_count_that_is_neither_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("NEWSFLOW_ENRICH_EXTRACT_PROCESSES", value)
+    with pytest.raises(ValueError, match="enrich_extract_processes"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("processes", "workers", "expected"), [("auto", 1, 4), ("auto", 3, 1), (2, 1, 2), (0, 1, None)]
+)
+def test_the_enrich_worker_takes_its_share_of_the_hosts_cpus(
+    monkeypatch: pytest.MonkeyPatch, processes: int | str, workers: int, expected: int | None
+) -> None:
+    monkeypatch.setattr("enrich.sandbox.available_cpus", lambda: 4)
+    monkeypatch.setattr(EnrichStage, "start", lambda self: None)
+    settings = Settings(
+        enrich_extract_processes=processes,
+        enrich_workers_per_host=workers,
+        outlets_file=PROJECT_ROOT / "no-such-registry.yaml",
+    )
+    stage = stages.CONSTRUCTORS["enrich"](settings)
+    assert isinstance(stage, EnrichStage)
+    assert (stage.pool.budget.processes if stage.pool else None) == expected
