@@ -256,6 +256,19 @@ def test_phrase_negation_or_and_prefixes(client: TestClient) -> None:
     assert story_ids(search(client, q="(weir OR")) == ["s-flood"]
 
 
+def test_not_chains_fold_and_deep_nesting_is_a_clear_400(client: TestClient) -> None:
+    # 331 signs used to raise RecursionError: an HTTP 500 instead of a search.
+    assert story_ids(search(client, q="storm " + "-" * 331 + "schnee")) == ["s-storm"]
+    assert story_ids(search(client, q="-" * 332 + "weir")) == ["s-flood"]
+    deep = "".join(f"-(w{i} " for i in range(8)) + ")" * 8
+    response = client.get("/v1/search", params={"q": deep})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "query_too_complex"
+    five_authors = " ".join(f"author:a{i}" for i in range(5))
+    response = client.get("/v1/search", params={"q": five_authors})
+    assert response.json()["error"]["code"] == "query_too_complex"
+
+
 def test_highlights_are_escaped_with_marks(client: TestClient) -> None:
     [hit] = search(client, q="libraries")["hits"]
     assert "<mark>Libraries</mark>" in hit["highlight"]["title"][0]

@@ -203,6 +203,8 @@ def test_bearer_works_too(client: TestClient) -> None:
         ({"sort": "popularity"}, "invalid_parameter"),
         ({"q": "x" * 201}, "query_too_long"),
         ({"q": " ".join(["w"] * 40)}, "query_too_complex"),
+        ({"q": "".join(f"-(w{i} " for i in range(8))}, "query_too_complex"),
+        ({"q": " ".join(f"author:a{i}" for i in range(5))}, "query_too_complex"),
         ({"lang": "english"}, "invalid_parameter"),
         ({"from": "yesterday"}, "invalid_parameter"),
         ({"from": "2026-02-01", "to": "2026-01-01"}, "invalid_parameter"),
