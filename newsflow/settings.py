@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+    # A validation error must not echo its input: it may be a URL with a password in it.
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSFLOW_", extra="ignore", hide_input_in_errors=True
+    )
 
     # Where the local stack keeps its logs, data and downloaded distributions.
     run_dir: Path = PROJECT_ROOT / ".run"
@@ -40,6 +44,7 @@ class Settings(BaseSettings):
     kafka_group_instance_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
 
     # One URL, or several comma-separated (the nodes of a cluster; requests go round them).
+    # A user:password in it is moved to es_username/es_password, so the URL prints safely.
     es_url: str = "http://127.0.0.1:9200"
     es_username: str | None = None
     es_password: SecretStr | None = None
@@ -169,9 +174,46 @@ class Settings(BaseSettings):
     index_retention_days: float = Field(default=90, gt=0)
     exporter_port: int = Field(default=9100, ge=0, le=65535)  # `newsflow exporter` (ingest)
 
+    @model_validator(mode="after")
+    def _es_credentials_out_of_the_url(self) -> Self:
+        """Keep ``user:password@`` of ``NEWSFLOW_ES_URL`` out of everything that prints it
+        (``stack status``, the demo, ``repr``): they become the secret fields instead."""
+        urls: list[str] = []
+        found: set[tuple[str, str]] = set()
+        for url in (u.strip() for u in self.es_url.split(",")):
+            bare, credentials = split_url_credentials(url)
+            urls.append(bare)
+            if credentials is not None:
+                found.add(credentials)
+        if not found:
+            return self
+        if len(found) > 1:
+            raise ValueError("NEWSFLOW_ES_URL names different credentials for its nodes")
+        ((username, password),) = found
+        given = self.es_password.get_secret_value() if self.es_password is not None else None
+        if (self.es_username or username) != username or (given or password) != password:
+            raise ValueError(
+                "NEWSFLOW_ES_URL carries credentials other than NEWSFLOW_ES_USERNAME/PASSWORD"
+            )
+        self.es_url = ",".join(urls)
+        self.es_username = username
+        self.es_password = SecretStr(password)
+        return self
+
     @property
     def http_user_agent(self) -> str:
         return f"{self.user_agent} (+{self.contact_url})"
+
+
+def split_url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@``, and those (percent-decoded) if it had them."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    bare = urlunsplit(parts._replace(netloc=host))
+    return bare, (unquote(username), unquote(password))
 
 
 @lru_cache(maxsize=1)
