@@ -50,14 +50,16 @@ class WatchInfo(BaseModel):
     understood: str = Field(description="The query as parsed, in canonical form.")
     webhook: bool = Field(description="Whether alerts are also POSTed to a webhook.")
     created_at: datetime
-    created_by: str | None
+    created_by: str | None = Field(
+        description="The creating key's id, or `cli`; shown to admin keys only."
+    )
 
 
 class WatchList(BaseModel):
     watches: list[WatchInfo]
 
 
-def watch_info(watch: Watch) -> WatchInfo:
+def watch_info(watch: Watch, *, show_creator: bool) -> WatchInfo:
     try:
         understood = describe(parse(watch.query))
     except QueryTooComplexError:
@@ -69,7 +71,7 @@ def watch_info(watch: Watch) -> WatchInfo:
         understood=understood,
         webhook=watch.webhook_url is not None,
         created_at=watch.created_at,
-        created_by=watch.created_by,
+        created_by=watch.created_by if show_creator else None,
     )
 
 
@@ -107,19 +109,21 @@ def create_watch(request: Request, body: WatchRequest) -> WatchInfo:
         _store(request).add(watch)
     except NotFoundError:
         raise ApiError(503, "index_missing", _NO_INDEX) from None
-    return watch_info(watch)
+    return watch_info(watch, show_creator=True)
 
 
 @watch_router.get(
     "", response_model=WatchList, responses=ERRORS, dependencies=[Depends(require(Scope.READ))]
 )
 def list_watches(request: Request) -> WatchList:
-    """Every watch, oldest first (webhook URLs are not shown)."""
+    """Every watch, oldest first (webhook URLs are not shown; creators only to admin keys)."""
+    principal: Principal = request.state.principal
+    show_creator = Scope.ADMIN in principal.scopes
     try:
         watches = _store(request).list()
     except NotFoundError:
         raise ApiError(503, "index_missing", _NO_INDEX) from None
-    return WatchList(watches=[watch_info(w) for w in watches])
+    return WatchList(watches=[watch_info(w, show_creator=show_creator) for w in watches])
 
 
 @watch_router.delete(

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alert.api import watch_router
 from index.api import mount_search
-from newsflow.api_auth import ApiKeys
+from newsflow.api_auth import ApiKeys, check_token_secret
 from newsflow.api_errors import ApiError, ErrorResponse
 from newsflow.es import is_transient, make_client
 from newsflow.observability import ApiMetrics
@@ -53,7 +53,9 @@ class Health(BaseModel):
 
 def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
     """The API for one deployment; ``es`` is owned (and closed) by the caller when given."""
-    keys = ApiKeys.from_settings(settings)  # raises AuthConfigError before anything starts
+    # Both raise AuthConfigError before anything starts.
+    check_token_secret(settings)
+    keys = ApiKeys.from_settings(settings)
     own_client = es is None
     client = es if es is not None else make_client(settings)
 

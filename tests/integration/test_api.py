@@ -24,8 +24,8 @@ from pipeline.api import create_app
 
 pytestmark = pytest.mark.integration
 
-READ_KEY = "integration-read-key"
-ADMIN_KEY = "integration-admin-key"
+READ_KEY = "integration-read-key-0123456789abcdef"
+ADMIN_KEY = "integration-admin-key-0123456789abcdef"
 T0 = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,8 +18,9 @@ from newsflow.api_auth import ApiKeys, AuthConfigError, Scope
 from newsflow.settings import Settings
 from pipeline.api import create_app
 
-READ_KEY = "read-key-0123456789"
-ADMIN_KEY = "admin-key-0123456789"
+READ_KEY = "read-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+ADMIN_KEY = "admin-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+OTHER_KEY = "other-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 
 # --- resume tokens ------------------------------------------------------------------------
@@ -137,10 +139,57 @@ def test_auth_on_without_keys_refuses_to_start() -> None:
 
 
 def test_keys_from_settings_are_comma_separated_secrets() -> None:
-    settings = Settings(api_read_keys=SecretStr(f" {READ_KEY} , other "), api_admin_keys=None)
+    settings = Settings(api_read_keys=SecretStr(f" {READ_KEY} , {OTHER_KEY} "), api_admin_keys=None)
     keys = ApiKeys.from_settings(settings)
-    assert keys.authenticate("other") is not None
+    assert keys.authenticate(OTHER_KEY) is not None
     assert READ_KEY not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "change-me",
+        "change-me-too",
+        "short-but-random-4f9a2c",
+        "change-me-change-me-change-me-change-me",
+        "CHANGEME_" + "0123456789abcdef" * 2,
+        "your-example-api-key-goes-right-here-1234",
+        "a" * 40,
+        "abababab" * 5,
+    ],
+)
+def test_short_or_placeholder_keys_refuse_to_start(key: str) -> None:
+    with pytest.raises(AuthConfigError):
+        ApiKeys([key], [ADMIN_KEY])
+    with pytest.raises(AuthConfigError):
+        create_app(Settings(api_admin_keys=SecretStr(key)), es=Elasticsearch("http://127.0.0.1:9"))
+    assert ApiKeys([key], [], enabled=False).enabled is False  # auth off: keys are not used
+
+
+def test_placeholder_token_secret_refuses_to_start() -> None:
+    """Whoever knows the token secret forges cursors that reach Elasticsearch."""
+    es = Elasticsearch("http://127.0.0.1:9")
+    for secret in ("change-me", "change-me" * 4, "too-short-7f3a"):
+        settings = Settings(api_admin_keys=SecretStr(ADMIN_KEY), api_token_secret=SecretStr(secret))
+        with pytest.raises(AuthConfigError, match="TOKEN_SECRET"):
+            create_app(settings, es=es)
+    good = Settings(api_admin_keys=SecretStr(ADMIN_KEY), api_token_secret=SecretStr(OTHER_KEY))
+    create_app(good, es=es)
+    create_app(Settings(api_auth="off", api_token_secret=SecretStr("change-me")), es=es)
+
+
+def test_key_ids_are_keyed_not_plain_hashes() -> None:
+    """A read key sees key ids (watch creators, /v1/me): a plain SHA-256 prefix of an admin
+    key could be checked offline against guesses."""
+    plain = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()[:8]
+    one = ApiKeys([], [ADMIN_KEY], id_secret=b"deployment-secret").authenticate(ADMIN_KEY)
+    again = ApiKeys([], [ADMIN_KEY], id_secret=b"deployment-secret").authenticate(ADMIN_KEY)
+    other = ApiKeys([], [ADMIN_KEY], id_secret=b"another-secret").authenticate(ADMIN_KEY)
+    random = ApiKeys([], [ADMIN_KEY]).authenticate(ADMIN_KEY)
+    assert one is not None and again is not None and other is not None and random is not None
+    assert one.name.startswith("admin:") and plain not in one.name
+    assert one.name == again.name != other.name  # stable for one secret (restarts, replicas)
+    assert plain not in random.name
 
 
 def test_auth_off_admits_everyone() -> None:
