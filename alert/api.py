@@ -13,7 +13,9 @@ from typing import Annotated, Any
 from elasticsearch import NotFoundError
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from alert.store import WatchStore
 from alert.watches import InvalidWatchError, build_watch
@@ -29,6 +31,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid watch."},
     401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
     403: {"model": ErrorResponse, "description": "The API key lacks the scope."},
+    413: {"model": ErrorResponse, "description": "The request body is too large."},
     503: {"model": ErrorResponse, "description": "Elasticsearch is unavailable."},
 }
 
@@ -83,15 +86,39 @@ def _store(request: Request) -> WatchStore:
 watch_router = APIRouter(prefix="/v1/watches", tags=["watches"])
 
 
+async def _watch_request(request: Request) -> WatchRequest:
+    """The body, parsed only now: after the key was checked (a body parameter would be read
+    and parsed before any dependency, so before authentication)."""
+    raw = await request.body()
+    try:
+        return WatchRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
 @watch_router.post(
     "",
     status_code=201,
     response_model=WatchInfo,
     responses=ERRORS,
     dependencies=[Depends(require(Scope.ADMIN))],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WatchRequest.model_json_schema()}},
+        }
+    },
 )
-def create_watch(request: Request, body: WatchRequest) -> WatchInfo:
+async def create_watch(request: Request) -> WatchInfo:
     """Register a watch: each new story matching `query` raises one alert."""
+    body = await _watch_request(request)
+    return await run_in_threadpool(_register, request, body)
+
+
+def _register(request: Request, body: WatchRequest) -> WatchInfo:
+    """Validation may resolve the webhook's host and storing waits for a refresh: blocking
+    work, run off the event loop."""
     principal: Principal = request.state.principal
     try:
         watch, _ = build_watch(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
@@ -70,6 +71,26 @@ def check_token_secret(settings: Settings) -> None:
     problem = secret_problem(secret.get_secret_value())
     if problem is not None:
         raise AuthConfigError(f"NEWSFLOW_API_TOKEN_SECRET {problem}")
+
+
+def is_loopback_host(host_header: str | None) -> bool:
+    """Whether a ``Host`` header names this machine: ``localhost`` (or ``*.localhost``), a
+    127/8 address or ``[::1]``, with or without a port. A DNS-rebinding page's requests carry
+    its own host name, so an API without keys serves only these."""
+    if host_header is None:
+        return True  # HTTP/1.0 without Host: not a browser, and no name to rebind
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else ""
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    host = host.rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _digest(key: str) -> bytes:

@@ -111,9 +111,10 @@ class Settings(BaseSettings):
     # with the state the log still holds (copies of lost articles become originals).
     dedup_allow_partial_rebuild: bool = False
 
-    # Search API (`newsflow api`, index/api.py). Keys are comma-separated secrets; an admin key
-    # can also read. Without keys the API refuses to start unless auth is explicitly "off",
-    # which `newsflow api` allows only on a loopback address (the local stack sets it).
+    # Search API (`newsflow api`, index/api.py). Keys are comma-separated secrets of at least
+    # 32 characters; an admin key can also read. Without keys the API refuses to start unless
+    # auth is explicitly "off", which `newsflow api` allows only on a loopback address (the
+    # local stack sets it) and the app only for requests naming a loopback host.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_auth: Literal["on", "off"] = "on"
@@ -124,6 +125,8 @@ class Settings(BaseSettings):
     api_token_secret: SecretStr | None = None
     api_max_page_size: int = Field(default=50, ge=1, le=500)
     api_max_query_length: int = Field(default=500, ge=1, le=10_000)
+    # Request bodies (a watch is a few kB) larger than this are refused with 413, unread.
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # How long a resume token's point-in-time snapshot lives after its last page.
     api_page_keep_alive_seconds: int = Field(default=300, ge=10, le=3600)
 

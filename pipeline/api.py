@@ -3,11 +3,14 @@ the watch routes (``alert.api``), with what every route shares: API keys, the er
 security headers, request metrics and the health check.
 
 ``/healthz``, ``/metrics`` and ``/openapi.json`` are public; every error is
-``{"error": {"code", "message", "details"?}}``.
+``{"error": {"code", "message", "details"?}}``. Before any route runs, ``RequestGuard`` refuses
+bodies over ``NEWSFLOW_API_MAX_BODY_BYTES`` (413) and, with auth off, requests whose ``Host`` is
+not a loopback name (421: a DNS-rebinding page cannot reach a keyless API).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,11 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alert.api import watch_router
 from index.api import mount_search
-from newsflow.api_auth import ApiKeys, check_token_secret
+from newsflow.api_auth import ApiKeys, check_token_secret, is_loopback_host
 from newsflow.api_errors import ApiError, ErrorResponse
 from newsflow.es import is_transient, make_client
 from newsflow.observability import ApiMetrics
@@ -49,6 +54,93 @@ SECURITY_HEADERS = {
 class Health(BaseModel):
     status: str
     elasticsearch: str
+
+
+class _BodyTooLargeError(Exception):
+    """Raised from ``receive`` once a streamed body passes the cap."""
+
+
+class RequestGuard:
+    """Plain ASGI, outside routing: what it refuses costs no parsing and no body read.
+
+    A declared ``Content-Length`` over the cap is refused at once; a body streamed without
+    one stops being read as soon as it passes the cap (the route reading it fails, and the
+    client gets the 413)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, loopback_only: bool) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self.loopback_only and not is_loopback_host(headers.get("host")):
+            message = (
+                "with API auth off, only loopback host names (localhost, 127.0.0.1) are served"
+            )
+            await _refuse(send, ApiError(421, "invalid_host", message))
+            return
+        declared = headers.get("content-length")
+        # (a malformed Content-Length never gets here: the server refuses it)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _refuse(send, self._too_large())
+            return
+        received = 0
+        responded = False
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, watched_send)
+        except Exception as exc:
+            # The middleware between here and the route may wrap it in an exception group.
+            over = isinstance(exc, _BodyTooLargeError) or (
+                isinstance(exc, BaseExceptionGroup) and exc.subgroup(_BodyTooLargeError) is not None
+            )
+            if not over:
+                raise
+            if not responded:
+                await _refuse(send, self._too_large())
+
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            413, "request_too_large", f"the request body exceeds {self.max_body_bytes} bytes"
+        )
+
+
+async def _refuse(send: Send, error: ApiError) -> None:
+    body = json.dumps(error.body()).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"connection", b"close"),
+                *(
+                    (k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in SECURITY_HEADERS.items()
+                ),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
@@ -160,4 +252,10 @@ def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
 
     mount_search(app, settings, client)  # /v1/search, /v1/stories, /v1/admin, the page
     app.include_router(watch_router)  # /v1/watches: alerts on new stories
+    # Added last, so outermost: it answers before the other middleware and any route.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.api_max_body_bytes,
+        loopback_only=settings.api_auth == "off",
+    )
     return app
