@@ -35,7 +35,7 @@ class Scope(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    name: str  # "read:1a2b3c4d" (scope and key fingerprint) or "anonymous" with auth off
+    name: str  # "read:1a2b3c4d" (scope and key id) or "anonymous" with auth off
     scopes: frozenset[Scope]
 
 
