@@ -107,13 +107,7 @@ class RequestGuard:
 
         try:
             await self.app(scope, capped_receive, watched_send)
-        except Exception as exc:
-            # The middleware between here and the route may wrap it in an exception group.
-            over = isinstance(exc, _BodyTooLargeError) or (
-                isinstance(exc, BaseExceptionGroup) and exc.subgroup(_BodyTooLargeError) is not None
-            )
-            if not over:
-                raise
+        except _BodyTooLargeError:
             if not responded:
                 await _refuse(send, self._too_large())
 
@@ -133,10 +127,6 @@ async def _refuse(send: Send, error: ApiError) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode("ascii")),
                 (b"connection", b"close"),
-                *(
-                    (k.lower().encode("latin-1"), v.encode("latin-1"))
-                    for k, v in SECURITY_HEADERS.items()
-                ),
             ],
         }
     )
@@ -168,6 +158,13 @@ def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = keys
+    # The first middleware added is the innermost: its refusals are still counted and get
+    # the security headers, and it still runs before routing.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.api_max_body_bytes,
+        loopback_only=settings.api_auth == "off",
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -252,10 +249,4 @@ def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
 
     mount_search(app, settings, client)  # /v1/search, /v1/stories, /v1/admin, the page
     app.include_router(watch_router)  # /v1/watches: alerts on new stories
-    # Added last, so outermost: it answers before the other middleware and any route.
-    app.add_middleware(
-        RequestGuard,
-        max_body_bytes=settings.api_max_body_bytes,
-        loopback_only=settings.api_auth == "off",
-    )
     return app

@@ -419,6 +419,7 @@ def test_auth_off_serves_only_loopback_host_names(host: str) -> None:
             "/v1/watches", json={"name": "x", "query": "y"}, headers={"Host": host}
         )
         assert _error(created) == (421, "invalid_host")
+        assert created.headers["X-Content-Type-Options"] == "nosniff"
         assert _error(client.get("/v1/me", headers={"Host": host})) == (421, "invalid_host")
 
 
