@@ -13,7 +13,9 @@ from typing import Annotated, Any
 from elasticsearch import NotFoundError
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from alert.store import WatchStore
 from alert.watches import InvalidWatchError, build_watch
@@ -29,6 +31,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Invalid watch."},
     401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
     403: {"model": ErrorResponse, "description": "The API key lacks the scope."},
+    413: {"model": ErrorResponse, "description": "The request body is too large."},
     503: {"model": ErrorResponse, "description": "Elasticsearch is unavailable."},
 }
 
@@ -50,14 +53,16 @@ class WatchInfo(BaseModel):
     understood: str = Field(description="The query as parsed, in canonical form.")
     webhook: bool = Field(description="Whether alerts are also POSTed to a webhook.")
     created_at: datetime
-    created_by: str | None
+    created_by: str | None = Field(
+        description="The creating key's id, or `cli`; shown to admin keys only."
+    )
 
 
 class WatchList(BaseModel):
     watches: list[WatchInfo]
 
 
-def watch_info(watch: Watch) -> WatchInfo:
+def watch_info(watch: Watch, *, show_creator: bool) -> WatchInfo:
     try:
         understood = describe(parse(watch.query))
     except QueryTooComplexError:
@@ -69,7 +74,7 @@ def watch_info(watch: Watch) -> WatchInfo:
         understood=understood,
         webhook=watch.webhook_url is not None,
         created_at=watch.created_at,
-        created_by=watch.created_by,
+        created_by=watch.created_by if show_creator else None,
     )
 
 
@@ -81,15 +86,39 @@ def _store(request: Request) -> WatchStore:
 watch_router = APIRouter(prefix="/v1/watches", tags=["watches"])
 
 
+async def _watch_request(request: Request) -> WatchRequest:
+    """The body, parsed only now: after the key was checked (a body parameter would be read
+    and parsed before any dependency, so before authentication)."""
+    raw = await request.body()
+    try:
+        return WatchRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+        raise RequestValidationError(errors) from None
+
+
 @watch_router.post(
     "",
     status_code=201,
     response_model=WatchInfo,
     responses=ERRORS,
     dependencies=[Depends(require(Scope.ADMIN))],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WatchRequest.model_json_schema()}},
+        }
+    },
 )
-def create_watch(request: Request, body: WatchRequest) -> WatchInfo:
+async def create_watch(request: Request) -> WatchInfo:
     """Register a watch: each new story matching `query` raises one alert."""
+    body = await _watch_request(request)
+    return await run_in_threadpool(_register, request, body)
+
+
+def _register(request: Request, body: WatchRequest) -> WatchInfo:
+    """Validation may resolve the webhook's host and storing waits for a refresh: blocking
+    work, run off the event loop."""
     principal: Principal = request.state.principal
     try:
         watch, _ = build_watch(
@@ -107,19 +136,21 @@ def create_watch(request: Request, body: WatchRequest) -> WatchInfo:
         _store(request).add(watch)
     except NotFoundError:
         raise ApiError(503, "index_missing", _NO_INDEX) from None
-    return watch_info(watch)
+    return watch_info(watch, show_creator=True)
 
 
 @watch_router.get(
     "", response_model=WatchList, responses=ERRORS, dependencies=[Depends(require(Scope.READ))]
 )
 def list_watches(request: Request) -> WatchList:
-    """Every watch, oldest first (webhook URLs are not shown)."""
+    """Every watch, oldest first (webhook URLs are not shown; creators only to admin keys)."""
+    principal: Principal = request.state.principal
+    show_creator = Scope.ADMIN in principal.scopes
     try:
         watches = _store(request).list()
     except NotFoundError:
         raise ApiError(503, "index_missing", _NO_INDEX) from None
-    return WatchList(watches=[watch_info(w) for w in watches])
+    return WatchList(watches=[watch_info(w, show_creator=show_creator) for w in watches])
 
 
 @watch_router.delete(

@@ -12,8 +12,11 @@ User input never reaches ``query_string`` (whose Lucene syntax errors on a stray
 
 Malformed input degrades instead of failing: an unbalanced quote is text, an unmatched
 parenthesis is ignored, a dangling operator and a word of punctuation alone are dropped,
-nesting deeper than ``MAX_DEPTH`` is flattened. Only size is refused
-(``QueryTooComplexError``): more than ``MAX_CLAUSES`` terms.
+parentheses deeper than ``MAX_DEPTH`` are flattened, and a run of NOTs folds to one or none
+(``- -a`` is ``a``). Only size is refused (``QueryTooComplexError``): more than
+``MAX_CLAUSES`` terms, more than ``MAX_AUTHOR_CLAUSES`` ``author:`` terms (each is a
+substring scan of the author names), or NOTs nested beyond ``MAX_DEPTH`` (a NOT counts as one
+level, as a parenthesis does).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ TEXT_FIELDS = ("title^3", "title.english^3", "text", "text.english")
 TITLE_FIELDS = ("title", "title.english")
 FIELD_PREFIXES = ("title", "outlet", "author", "lang")
 MAX_CLAUSES = 32
+MAX_AUTHOR_CLAUSES = 4
 MAX_DEPTH = 8
 # The phrase-proximity bonus for plain words: documents with the words close together first.
 PROXIMITY_SLOP = 3
@@ -181,7 +185,13 @@ class _Parser:
                 parts.append(node)
             elif self.peek() is not None:  # a stray ")" or operator: skip it
                 self.take()
-        return _simplify(And(tuple(parts))) if parts else MatchAll()
+        tree = _simplify(And(tuple(parts))) if parts else MatchAll()
+        # Counted on the tree: a group's prefix (author:(a b)) reaches its terms only there.
+        if _count_leaves(tree, "author") > MAX_AUTHOR_CLAUSES:
+            raise QueryTooComplexError(
+                f"the query has more than {MAX_AUTHOR_CLAUSES} author: terms"
+            )
+        return tree
 
     def or_expr(self) -> Node | None:
         options: list[Node] = []
@@ -212,13 +222,21 @@ class _Parser:
 
     def unary(self) -> Node | None:
         tok = self.take()
-        if tok.kind in ("not", "minus"):
+        negations = 0
+        while tok.kind in ("not", "minus"):  # a loop, not recursion: "------a" may be long
             nxt = self.peek()
             if nxt is None or nxt.kind in ("or", "and", "rparen"):
                 return None  # a dangling NOT
-            child = self.unary()
-            return Not(child) if child is not None else None
-        return self.primary(tok, None)
+            negations += 1
+            tok = self.take()
+        if negations % 2 == 0:
+            return self.primary(tok, None)
+        if self.depth >= MAX_DEPTH:
+            raise QueryTooComplexError(f"the query nests NOT deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        child = self.primary(tok, None)
+        self.depth -= 1
+        return Not(child) if child is not None else None
 
     def primary(self, tok: _Tok, field: str | None) -> Node | None:
         if tok.kind == "field":
@@ -285,8 +303,19 @@ def _simplify(node: Node) -> Node:
             return MatchAll()
         return flat[0] if len(flat) == 1 else kind(tuple(flat))
     if isinstance(node, Not):
-        return Not(_simplify(node.child))
+        child = _simplify(node.child)
+        return child.child if isinstance(child, Not) else Not(child)  # -(-a) is a
     return node
+
+
+def _count_leaves(node: Node, field: str) -> int:
+    if isinstance(node, Term | Phrase):
+        return int(node.field == field)
+    if isinstance(node, Not):
+        return _count_leaves(node.child, field)
+    if isinstance(node, And | Or):
+        return sum(_count_leaves(c, field) for c in node.children)
+    return 0
 
 
 def parse(text: str) -> Node:

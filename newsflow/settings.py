@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NEWSFLOW_", extra="ignore")
+    # A validation error must not echo its input: it may be a URL with a password in it.
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSFLOW_", extra="ignore", hide_input_in_errors=True
+    )
 
     # Where the local stack keeps its logs, data and downloaded distributions.
     run_dir: Path = PROJECT_ROOT / ".run"
@@ -44,6 +48,7 @@ class Settings(BaseSettings):
     kafka_compression: Literal["zstd", "gzip", "lz4", "snappy", "none"] = "zstd"
 
     # One URL, or several comma-separated (the nodes of a cluster; requests go round them).
+    # A user:password in it is moved to es_username/es_password, so the URL prints safely.
     es_url: str = "http://127.0.0.1:9200"
     es_username: str | None = None
     es_password: SecretStr | None = None
@@ -113,9 +118,10 @@ class Settings(BaseSettings):
     # with the state the log still holds (copies of lost articles become originals).
     dedup_allow_partial_rebuild: bool = False
 
-    # Search API (`newsflow api`, index/api.py). Keys are comma-separated secrets; an admin key
-    # can also read. Without keys the API refuses to start unless auth is explicitly "off",
-    # which `newsflow api` allows only on a loopback address (the local stack sets it).
+    # Search API (`newsflow api`, index/api.py). Keys are comma-separated secrets of at least
+    # 32 characters; an admin key can also read. Without keys the API refuses to start unless
+    # auth is explicitly "off", which `newsflow api` allows only on a loopback address (the
+    # local stack sets it) and the app only for requests naming a loopback host.
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_auth: Literal["on", "off"] = "on"
@@ -126,6 +132,8 @@ class Settings(BaseSettings):
     api_token_secret: SecretStr | None = None
     api_max_page_size: int = Field(default=50, ge=1, le=500)
     api_max_query_length: int = Field(default=500, ge=1, le=10_000)
+    # Request bodies (a watch is a few kB) larger than this are refused with 413, unread.
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # How long a resume token's point-in-time snapshot lives after its last page.
     api_page_keep_alive_seconds: int = Field(default=300, ge=10, le=3600)
 
@@ -186,9 +194,46 @@ class Settings(BaseSettings):
     index_retention_days: float = Field(default=90, gt=0)
     exporter_port: int = Field(default=9100, ge=0, le=65535)  # `newsflow exporter` (ingest)
 
+    @model_validator(mode="after")
+    def _es_credentials_out_of_the_url(self) -> Self:
+        """Keep ``user:password@`` of ``NEWSFLOW_ES_URL`` out of everything that prints it
+        (``stack status``, the demo, ``repr``): they become the secret fields instead."""
+        urls: list[str] = []
+        found: set[tuple[str, str]] = set()
+        for url in (u.strip() for u in self.es_url.split(",")):
+            bare, credentials = split_url_credentials(url)
+            urls.append(bare)
+            if credentials is not None:
+                found.add(credentials)
+        if not found:
+            return self
+        if len(found) > 1:
+            raise ValueError("NEWSFLOW_ES_URL names different credentials for its nodes")
+        ((username, password),) = found
+        given = self.es_password.get_secret_value() if self.es_password is not None else None
+        if (self.es_username or username) != username or (given or password) != password:
+            raise ValueError(
+                "NEWSFLOW_ES_URL carries credentials other than NEWSFLOW_ES_USERNAME/PASSWORD"
+            )
+        self.es_url = ",".join(urls)
+        self.es_username = username
+        self.es_password = SecretStr(password)
+        return self
+
     @property
     def http_user_agent(self) -> str:
         return f"{self.user_agent} (+{self.contact_url})"
+
+
+def split_url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@``, and those (percent-decoded) if it had them."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    bare = urlunsplit(parts._replace(netloc=host))
+    return bare, (unquote(username), unquote(password))
 
 
 @lru_cache(maxsize=1)

@@ -3,11 +3,14 @@ the watch routes (``alert.api``), with what every route shares: API keys, the er
 security headers, request metrics and the health check.
 
 ``/healthz``, ``/metrics`` and ``/openapi.json`` are public; every error is
-``{"error": {"code", "message", "details"?}}``.
+``{"error": {"code", "message", "details"?}}``. Before any route runs, ``RequestGuard`` refuses
+bodies over ``NEWSFLOW_API_MAX_BODY_BYTES`` (413) and, with auth off, requests whose ``Host`` is
+not a loopback name (421: a DNS-rebinding page cannot reach a keyless API).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,11 +25,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alert.api import watch_router
 from index.api import mount_search
-from newsflow.api_auth import ApiKeys
+from newsflow.api_auth import ApiKeys, check_token_secret, is_loopback_host
 from newsflow.api_errors import ApiError, ErrorResponse
 from newsflow.es import is_transient, make_client
 from newsflow.observability import ApiMetrics
@@ -51,9 +56,88 @@ class Health(BaseModel):
     elasticsearch: str
 
 
+class _BodyTooLargeError(Exception):
+    """Raised from ``receive`` once a streamed body passes the cap."""
+
+
+class RequestGuard:
+    """Plain ASGI, outside routing: what it refuses costs no parsing and no body read.
+
+    A declared ``Content-Length`` over the cap is refused at once; a body streamed without
+    one stops being read as soon as it passes the cap (the route reading it fails, and the
+    client gets the 413)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, loopback_only: bool) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self.loopback_only and not is_loopback_host(headers.get("host")):
+            message = (
+                "with API auth off, only loopback host names (localhost, 127.0.0.1) are served"
+            )
+            await _refuse(send, ApiError(421, "invalid_host", message))
+            return
+        declared = headers.get("content-length")
+        # (a malformed Content-Length never gets here: the server refuses it)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _refuse(send, self._too_large())
+            return
+        received = 0
+        responded = False
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLargeError
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal responded
+            responded = responded or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, capped_receive, watched_send)
+        except _BodyTooLargeError:
+            if not responded:
+                await _refuse(send, self._too_large())
+
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            413, "request_too_large", f"the request body exceeds {self.max_body_bytes} bytes"
+        )
+
+
+async def _refuse(send: Send, error: ApiError) -> None:
+    body = json.dumps(error.body()).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
     """The API for one deployment; ``es`` is owned (and closed) by the caller when given."""
-    keys = ApiKeys.from_settings(settings)  # raises AuthConfigError before anything starts
+    # Both raise AuthConfigError before anything starts.
+    check_token_secret(settings)
+    keys = ApiKeys.from_settings(settings)
     own_client = es is None
     client = es if es is not None else make_client(settings)
 
@@ -74,6 +158,13 @@ def create_app(settings: Settings, es: Elasticsearch | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = keys
+    # The first middleware added is the innermost: its refusals are still counted and get
+    # the security headers, and it still runs before routing.
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.api_max_body_bytes,
+        loopback_only=settings.api_auth == "off",
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

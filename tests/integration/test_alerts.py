@@ -33,8 +33,8 @@ from pipeline.stages import build_runner
 
 pytestmark = pytest.mark.integration
 
-ADMIN_KEY = "alerts-admin-key"
-READ_KEY = "alerts-read-key"
+ADMIN_KEY = "alerts-admin-key-0123456789abcdefghij"
+READ_KEY = "alerts-read-key-0123456789abcdefghij"
 SECRET = "webhook-test-secret"
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -167,6 +167,11 @@ def test_watch_api_validates_and_scopes(api: TestClient) -> None:
     assert metadata.json()["error"]["code"] == "invalid_webhook_url"
     listed = api.get("/v1/watches", headers=read).json()["watches"]
     assert [(w["name"], w["webhook"]) for w in listed] == [("floods", False)]
+    # The creator (a key id) is for admins: a read key sees none.
+    assert [w["created_by"] for w in listed] == [None]
+    [as_admin] = api.get("/v1/watches", headers=admin).json()["watches"]
+    assert as_admin["created_by"] == made.json()["created_by"]
+    assert as_admin["created_by"].startswith("admin:")
     assert api.delete(f"/v1/watches/{listed[0]['id']}", headers=read).status_code == 403
     assert api.delete(f"/v1/watches/{listed[0]['id']}", headers=admin).status_code == 204
     assert api.delete(f"/v1/watches/{listed[0]['id']}", headers=admin).status_code == 404

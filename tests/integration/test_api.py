@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import resource
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import uvicorn
 from elasticsearch import Elasticsearch
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -24,8 +29,8 @@ from pipeline.api import create_app
 
 pytestmark = pytest.mark.integration
 
-READ_KEY = "integration-read-key"
-ADMIN_KEY = "integration-admin-key"
+READ_KEY = "integration-read-key-0123456789abcdef"
+ADMIN_KEY = "integration-admin-key-0123456789abcdef"
 T0 = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)
 
 
@@ -256,6 +261,19 @@ def test_phrase_negation_or_and_prefixes(client: TestClient) -> None:
     assert story_ids(search(client, q="(weir OR")) == ["s-flood"]
 
 
+def test_not_chains_fold_and_deep_nesting_is_a_clear_400(client: TestClient) -> None:
+    # 331 signs used to raise RecursionError: an HTTP 500 instead of a search.
+    assert story_ids(search(client, q="storm " + "-" * 331 + "schnee")) == ["s-storm"]
+    assert story_ids(search(client, q="-" * 332 + "weir")) == ["s-flood"]
+    deep = "".join(f"-(w{i} " for i in range(8)) + ")" * 8
+    response = client.get("/v1/search", params={"q": deep})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "query_too_complex"
+    five_authors = " ".join(f"author:a{i}" for i in range(5))
+    response = client.get("/v1/search", params={"q": five_authors})
+    assert response.json()["error"]["code"] == "query_too_complex"
+
+
 def test_highlights_are_escaped_with_marks(client: TestClient) -> None:
     [hit] = search(client, q="libraries")["hits"]
     assert "<mark>Libraries</mark>" in hit["highlight"]["title"][0]
@@ -397,3 +415,53 @@ def test_scopes(client: TestClient, api_settings: Settings) -> None:
     assert sum(i["docs"] for i in body["articles_indices"]) == len(corpus())
     assert client.get("/v1/search", params={"q": "x"}, headers={"X-API-Key": ""}).status_code == 401
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+# --- a real server: what is refused is refused before the body is read -----------------------
+
+
+@pytest.fixture
+def served(api_settings: Settings, es: Elasticsearch) -> Iterator[int]:
+    """The API under uvicorn on a loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    config = uvicorn.Config(
+        create_app(api_settings, es=es), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _answer_to(port: int, head: bytes, first_chunk: bytes = b"") -> bytes:
+    """Send a request's head (and maybe the start of its body), then read the answer without
+    sending more: a server that waits for the whole body never answers (a timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + first_chunk)
+        return sock.recv(65536)
+
+
+def test_real_server_answers_before_reading_a_huge_body(served: int) -> None:
+    head = b"POST /v1/watches HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # 200 MB announced without a key: 413 before a byte of it (it was 401 after 4.5 s).
+    declared = _answer_to(served, head + b"Content-Length: 200000000\r\n\r\n")
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:200]
+    assert b"request_too_large" in declared
+    # Streamed, no length, no key: 401 on the first chunk (the body was read and parsed first).
+    chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    streamed = _answer_to(served, head + b"Transfer-Encoding: chunked\r\n\r\n", chunk)
+    assert streamed.startswith(b"HTTP/1.1 401"), streamed[:200]
+    # Streamed with a key: cut off at the cap.
+    keyed = head + f"X-API-Key: {ADMIN_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    capped = _answer_to(served, keyed, chunk * 2)
+    assert capped.startswith(b"HTTP/1.1 413"), capped[:200]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 50_000  # kB

@@ -66,7 +66,8 @@ def es(settings: Settings) -> Iterator[Elasticsearch]:
 
 @pytest.fixture(scope="module")
 def client(settings: Settings, es: Elasticsearch) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, es=es)) as test_client:
+    # auth off: the app serves only loopback host names
+    with TestClient(create_app(settings, es=es), base_url="http://localhost") as test_client:
         yield test_client
 
 

@@ -81,3 +81,17 @@ def test_missing_title_and_authors() -> None:
     assert not evaluate(parse("title:sluice"), doc)
     assert not evaluate(parse("author:smith"), doc)
     assert not evaluate(parse("lang:en"), doc)
+
+
+def test_a_watch_with_a_long_not_chain_compiles_flat() -> None:
+    """In percolator mode every watch's query goes to Elasticsearch in one bulk: one watch
+    nested 331 deep (past its bool depth limit) used to fail the sync, so all matching."""
+    from alert.matcher import compile_watch
+    from newsflow.contracts import Watch
+    from newsflow.query import Not, Term, to_es
+
+    watch = Watch(id="w-" + "c" * 16, name="chain", query="-" * 331 + "sport")
+    compiled = compile_watch(watch)
+    assert compiled is not None and compiled.tree == Not(Term("sport"))
+    assert to_es(compiled.tree) == {"bool": {"must_not": [to_es(Term("sport"))]}}
+    assert evaluate(compiled.tree, DOC)

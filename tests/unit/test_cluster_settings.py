@@ -87,6 +87,32 @@ def test_the_client_gets_every_node() -> None:
     assert ports == [9200, 9201]
 
 
+def test_credentials_in_the_elasticsearch_url_are_never_printed() -> None:
+    """`stack status`, the demo and repr(Settings) print the URL; the password stays secret."""
+    from devstack.stack.profile import es_nodes
+    from newsflow.es import make_client
+
+    settings = Settings(es_url="https://elastic:pa%40ss@127.0.0.2:9200,https://elastic:pa%40ss@h2")
+    assert "pa%40ss" not in repr(settings) and "pa@ss" not in repr(settings)
+    assert settings.es_url == "https://127.0.0.2:9200,https://h2"
+    assert [node.url for node in es_nodes(settings, 2)] == settings.es_url.split(",")
+    assert settings.es_username == "elastic"
+    assert settings.es_password is not None and settings.es_password.get_secret_value() == "pa@ss"
+    client = make_client(settings)  # still authenticates: the credentials are in basic_auth
+    try:
+        assert client._headers["authorization"].startswith("Basic ")
+    finally:
+        client.close()
+
+
+def test_conflicting_elasticsearch_credentials_are_refused_without_echoing_them() -> None:
+    with pytest.raises(ValidationError) as err:
+        Settings(es_url="http://elastic:hunter22@127.0.0.2:9200", es_username="other")
+    assert "hunter22" not in str(err.value)
+    with pytest.raises(ValidationError):
+        Settings(es_url="http://a:one@127.0.0.2:9200,http://a:two@127.0.0.3:9200")
+
+
 class _FakeIndices:
     def __init__(self) -> None:
         self.templates: dict[str, Any] = {}

@@ -398,6 +398,20 @@ def test_redirect_targets_are_rechecked() -> None:
         ("224.0.0.1", True, False),
         ("240.0.0.1", True, False),
         ("not-an-ip", True, False),
+        # IPv4 inside IPv6: what the packet would reach is what is checked
+        ("2002:7f00:1::", False, False),  # 6to4 of 127.0.0.1
+        ("2002:a9fe:a9fe::", True, False),  # 6to4 of the metadata address
+        ("2002:a00:1::", False, False),  # 6to4 of 10.0.0.1
+        ("2002:808:808::1", False, True),  # 6to4 of a public address
+        ("2001:0:4136:e378:8000:63bf:80ff:fefe", False, False),  # Teredo client 127.0.1.1
+        ("2001:0:a9fe:a9fe:8000:63bf:3fff:fdd2", True, False),  # Teredo server: metadata
+        ("::169.254.169.254", True, False),  # IPv4-compatible
+        ("::ffff:169.254.169.254", True, False),
+        ("64:ff9b::7f00:1", True, False),  # NAT64 of loopback
+        ("64:ff9b::a9fe:a9fe", True, False),
+        ("64:ff9b:1::808:808", True, False),  # local-use NAT64
+        ("fec0::1", False, False),  # site-local
+        ("fec0::1", True, False),
     ],
 )
 def test_check_address(address: str, private_ok: bool, allowed: bool) -> None:

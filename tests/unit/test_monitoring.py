@@ -46,7 +46,7 @@ def _exposed_names(tmp_path: Path) -> set[str]:
     for family in ingest_registry(Settings(), state).collect():
         names.add(family.name)
     app = create_app(Settings(api_auth="off"), es=_NoElasticsearch())  # type: ignore[arg-type]
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:  # auth off: loopback names
         client.get("/nothing-here")
         text = client.get("/metrics").text
     names |= {_base(n) for n in _METRIC.findall(text)}

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from newsflow.query import (
+    MAX_AUTHOR_CLAUSES,
     MAX_CLAUSES,
     MAX_DEPTH,
     TEXT_FIELDS,
@@ -46,7 +47,9 @@ from newsflow.query import (
         ("a (b (c))", And((Term("a"), Term("b"), Term("c")))),  # groups flatten
         ('-"a b"', Not(Phrase("a b"))),
         ("-(a OR b)", Not(Or((Term("a"), Term("b"))))),
-        ("NOT NOT a", Not(Not(Term("a")))),
+        ("NOT NOT a", Term("a")),  # double negation folds
+        ("-(-a)", Term("a")),
+        ("NOT -(NOT a)", Not(Term("a"))),
     ],
 )
 def test_parse(text: str, tree: object) -> None:
@@ -124,6 +127,35 @@ def test_deep_nesting_is_flattened_not_refused() -> None:
     text = "(" * (MAX_DEPTH + 5) + "flood" + ")" * (MAX_DEPTH + 5)
     tree = parse(text)
     assert "flood" in describe(tree)
+
+
+def test_long_not_chains_fold_instead_of_recursing() -> None:
+    # 331 signs fit the length limit and used to raise RecursionError (an HTTP 500).
+    assert parse("-" * 1000 + "flood") == Term("flood")
+    assert parse("-" * 1001 + "flood") == Not(Term("flood"))
+    assert parse("NOT " * 999 + "flood") == Not(Term("flood"))
+    assert compile_query("-" * 331 + "flood") == compile_query("-flood")
+
+
+def test_not_nesting_counts_toward_the_depth_limit() -> None:
+    nested = "".join(f"-(w{i} " for i in range(MAX_DEPTH)) + ")" * MAX_DEPTH
+    with pytest.raises(QueryTooComplexError, match="NOT"):
+        parse(nested)
+    shallow = "".join(f"-(w{i} " for i in range(MAX_DEPTH // 2)) + ")" * (MAX_DEPTH // 2)
+    assert describe(parse(shallow)).count("NOT") == MAX_DEPTH // 2
+
+
+def test_author_terms_are_capped() -> None:
+    # Each author: term is a case-insensitive substring (wildcard) scan of every name.
+    allowed = " ".join(f"author:a{i}" for i in range(MAX_AUTHOR_CLAUSES))
+    assert describe(parse(allowed)).count("author:") == MAX_AUTHOR_CLAUSES
+    for text in (
+        f"{allowed} author:one-more",
+        "author:(" + " ".join(f"a{i}" for i in range(MAX_AUTHOR_CLAUSES + 1)) + ")",
+        f"{allowed} OR -author:x",
+    ):
+        with pytest.raises(QueryTooComplexError, match="author"):
+            parse(text)
 
 
 def test_too_many_terms_is_refused() -> None:
