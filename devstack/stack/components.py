@@ -9,6 +9,7 @@ the templates under ``deploy/`` so that what runs is reviewable in the repo.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -492,12 +493,18 @@ def es_link(ctx: Ctx) -> Path:
     return ctx.run_dir / "elasticsearch"
 
 
+#: Where root keeps the services' directories when the run dir may be unreachable for them.
+SHARED_BASE_ROOT = Path("/var/tmp")
+
+
 def service_base(ctx: Ctx, name: str, as_root: bool, override_env: str) -> Path:
     """Where a service that refuses root (ES, PostgreSQL) keeps its files.
 
     The repo (hence the run dir) may sit under /root (mode 0700), so as root the service gets
     a directory under /var/tmp named after the run dir, linked from ``<run_dir>/<name>``.
     A missing link means a fresh run dir: any leftover directory is wiped to match.
+    /var/tmp is world-writable, so that directory's parent must be ours alone (see
+    :func:`private_parent`) before root creates, wipes or chowns anything beneath it.
     """
     link = ctx.run_dir / name
     override = os.environ.get(override_env)
@@ -507,6 +514,12 @@ def service_base(ctx: Ctx, name: str, as_root: bool, override_env: str) -> Path:
         link.mkdir(parents=True, exist_ok=True)
         return link
     if link.is_symlink():
+        pointed = link.readlink()
+        if _is_shared_base(pointed):
+            private_parent(pointed.parent)
+            _refuse_symlink(pointed)
+            pointed.mkdir(exist_ok=True)
+            return pointed
         target = link.resolve()
         target.mkdir(parents=True, exist_ok=True)
         return target
@@ -515,16 +528,53 @@ def service_base(ctx: Ctx, name: str, as_root: bool, override_env: str) -> Path:
         target.mkdir(parents=True, exist_ok=True)
     else:
         digest = hashlib.sha1(str(ctx.run_dir).encode()).hexdigest()[:10]
-        target = Path("/var/tmp") / f"newsflow-{digest}" / name
+        parent = private_parent(SHARED_BASE_ROOT / f"newsflow-{digest}")
+        target = parent / name
+        _refuse_symlink(target)
         if target.exists():
             shutil.rmtree(target)
-        target.mkdir(parents=True)
-        target.parent.chmod(0o755)
+        target.mkdir()
     if link.exists():
         shutil.rmtree(link)
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(target, target_is_directory=True)
     return target
+
+
+def _is_shared_base(path: Path) -> bool:
+    return path.parent.parent == SHARED_BASE_ROOT and path.parent.name.startswith("newsflow-")
+
+
+def private_parent(path: Path) -> Path:
+    """``path`` as a directory that only we can change: created atomically if missing, else
+    refused unless it is a real directory (not a symlink) that we own. Mode 0711: the
+    services' own users may pass through to their subdirectory, nobody else may list it or
+    add entries (a planted ``postgres -> /home/victim`` would otherwise be chowned by root).
+    """
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o711)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise StackConfigError(
+            f"{path} is not a plain directory ({exc.strerror}): refusing to use it; remove it"
+        ) from None
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.geteuid():
+            raise StackConfigError(
+                f"{path} belongs to uid {owner}, not to us: someone else created it; "
+                "refusing to use it (remove it, or set the service's *_BASE_DIR)"
+            )
+        os.fchmod(fd, 0o711)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise StackConfigError(f"{path} is a symlink: refusing to use it; remove it")
 
 
 class ElasticsearchGroup(Group):
