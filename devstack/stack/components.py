@@ -106,8 +106,11 @@ def make_ctx(settings: Settings, nodes: int | None = None) -> Ctx:
     return Ctx(settings=settings, run_dir=run_dir, nodes=resolved)
 
 
-def render(template: Path, dest: Path, values: Mapping[str, str]) -> None:
-    """Fill ``@NAME@`` placeholders; a placeholder without a value is a bug, so it raises."""
+def render(template: Path, dest: Path, values: Mapping[str, str], *, mode: int = 0o644) -> None:
+    """Fill ``@NAME@`` placeholders; a placeholder without a value is a bug, so it raises.
+
+    ``mode`` holds from the file's creation on (0600 for a file with secrets in it): it is
+    written under a name of its own, created with that mode, then renamed into place."""
     text = template.read_text(encoding="utf-8")
 
     def sub(match: re.Match[str]) -> str:
@@ -119,9 +122,26 @@ def render(template: Path, dest: Path, values: Mapping[str, str]) -> None:
     out = _PLACEHOLDER.sub(sub, text)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists() or dest.read_text(encoding="utf-8") != out:
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        tmp.write_text(out, encoding="utf-8")
-        tmp.replace(dest)
+        write_private(dest, out, mode=mode)
+    dest.chmod(mode)  # a file written before modes were set
+
+
+def write_private(dest: Path, text: str, *, mode: int = 0o600) -> None:
+    """Write ``dest`` whole (tmp file, then rename) with ``mode`` from the first byte on."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    tmp.chmod(mode)  # the umask may have taken bits off
+    tmp.replace(dest)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (it holds secrets)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 def base_env(ctx: Ctx) -> dict[str, str]:
@@ -840,6 +860,23 @@ def postgres_port() -> int:
     return int(os.environ.get("NEWSFLOW_PG_PORT", "5433"))
 
 
+def postgres_password_file(ctx: Ctx) -> Path:
+    return ctx.run_dir / "postgres.password"
+
+
+def postgres_password(ctx: Ctx) -> str:
+    """The database role's password: generated once per run dir, kept in a 0600 file (and in
+    Airflow's 0600 airflow.cfg), so no local user can connect as the stack's Airflow."""
+    path = postgres_password_file(ctx)
+    if path.is_file():
+        path.chmod(0o600)
+        return path.read_text(encoding="utf-8").strip()
+    password = secrets.token_urlsafe(24)
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    write_private(path, password + "\n")
+    return password
+
+
 class PostgresGroup(Group):
     """Airflow's metadata database. SQLite serializes writers, and four Airflow processes
     writing at once stall each other; where no server is installed Airflow falls back to it."""
@@ -897,21 +934,31 @@ class PostgresGroup(Group):
         owner = self.owner
         if owner is not None:
             _chown_tree(self.base, *owner)
-        self._run(
-            [
-                str(self.bin / "initdb"),
-                "--pgdata",
-                str(data),
-                "--username",
-                PG_DATABASE,
-                "--auth",
-                "trust",
-                "--encoding",
-                "UTF8",
-                "--no-instructions",
-            ],
-            self.ctx.logs_dir / "install-postgres.log",
-        )
+        # initdb runs as the database's account: it reads the password from a file of its own.
+        pwfile = self.base / ".initdb-password"
+        write_private(pwfile, postgres_password(self.ctx) + "\n")
+        if owner is not None:
+            os.chown(pwfile, *owner)
+        try:
+            self._run(
+                [
+                    str(self.bin / "initdb"),
+                    "--pgdata",
+                    str(data),
+                    "--username",
+                    PG_DATABASE,
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth",
+                    "scram-sha-256",  # password auth: no local user connects without it
+                    "--encoding",
+                    "UTF8",
+                    "--no-instructions",
+                ],
+                self.ctx.logs_dir / "install-postgres.log",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
 
 
 class PostgresServer(Member):
@@ -932,8 +979,7 @@ class PostgresServer(Member):
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         assert self.g.bin is not None
-        socket_dir = self.g.base / "run"
-        socket_dir.mkdir(exist_ok=True)
+        socket_dir = private_dir(self.g.base / "run")
         owner = self.g.owner
         if owner is not None:
             _chown_tree(socket_dir, *owner)
@@ -943,6 +989,7 @@ class PostgresServer(Member):
             "-h", LOCAL_HOST,
             "-p", str(postgres_port()),
             "-k", str(socket_dir),
+            "-c", "unix_socket_permissions=0700",  # the socket is the database account's
             # A disposable dev database: durability traded for speed.
             "-c", "fsync=off",
             "-c", "synchronous_commit=off",
@@ -1049,11 +1096,8 @@ class AirflowGroup(Group):
             "api_secret_key": secrets.token_urlsafe(32),
             "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         }
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".secrets.json.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        private_dir(self.home)
+        write_private(path, json.dumps(data))
         return data
 
     def _password_mode(self) -> bool:
@@ -1065,11 +1109,8 @@ class AirflowGroup(Group):
             return False
         # SimpleAuthManager keeps plaintext passwords in this file and only generates missing
         # ones, so writing ours before the api-server starts makes it the login password.
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({s.airflow_username: password}) + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        private_dir(self.home)
+        write_private(path, json.dumps({s.airflow_username: password}) + "\n")
         return True
 
     def write_config(self) -> None:
@@ -1095,10 +1136,11 @@ class AirflowGroup(Group):
                 "SQL_ALCHEMY_CONN": self.sql_alchemy_conn(),
                 "SQLITE_ONLY": "" if not self.uses_postgres() else "# sqlite only: ",
             },
+            mode=0o600,  # the Fernet key, the API secret key, the JWT secret, the DB password
         )
 
     def install(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         self.write_config()
 
     def uses_postgres(self) -> bool:
@@ -1106,8 +1148,10 @@ class AirflowGroup(Group):
 
     def sql_alchemy_conn(self) -> str:
         if self.uses_postgres():
+            password = postgres_password(self.ctx)
             return (
-                f"postgresql+psycopg2://{PG_DATABASE}@{LOCAL_HOST}:{postgres_port()}/{PG_DATABASE}"
+                f"postgresql+psycopg2://{PG_DATABASE}:{password}@{LOCAL_HOST}:{postgres_port()}"
+                f"/{PG_DATABASE}"
             )
         return f"sqlite:///{self.home / 'airflow.db'}"
 
@@ -1115,7 +1159,11 @@ class AirflowGroup(Group):
         import psycopg2
 
         connection = psycopg2.connect(
-            host=LOCAL_HOST, port=postgres_port(), user=PG_DATABASE, dbname="postgres"
+            host=LOCAL_HOST,
+            port=postgres_port(),
+            user=PG_DATABASE,
+            password=postgres_password(self.ctx),
+            dbname="postgres",
         )
         try:
             connection.autocommit = True

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import components
-from devstack.stack.components import Ctx, StackConfigError, service_base
+from devstack.stack.components import (
+    AirflowGroup,
+    Ctx,
+    StackConfigError,
+    postgres_password_file,
+    render,
+    service_base,
+)
 from newsflow.settings import Settings
 
 NOBODY = 65534
@@ -93,3 +100,32 @@ def test_a_reused_parent_taken_over_since_is_refused(ctx: Ctx, shared_root: Path
     os.chown(_parent_for(ctx, shared_root), NOBODY, NOBODY)
     with pytest.raises(StackConfigError, match="belongs to uid"):
         service_base(ctx, "postgres", True, "NEWSFLOW_PG_BASE_DIR")
+
+
+def test_rendered_secrets_are_private_from_their_creation(tmp_path: Path) -> None:
+    template = tmp_path / "t.tmpl"
+    template.write_text("key = @KEY@\n")
+    dest = tmp_path / "out" / "secret.cfg"
+    render(template, dest, {"KEY": "s3cret"}, mode=0o600)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    dest.chmod(0o644)  # a file left by an older stack: tightened on the next render
+    render(template, dest, {"KEY": "s3cret"}, mode=0o600)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    assert dest.read_text() == "key = s3cret\n"
+    assert [p.name for p in dest.parent.iterdir()] == ["secret.cfg"]
+
+
+def test_airflow_s_config_and_secrets_are_private(tmp_path: Path) -> None:
+    """airflow.cfg holds the Fernet key, the API secret key and the JWT secret."""
+    ctx = Ctx(settings=Settings(run_dir=tmp_path), run_dir=tmp_path)
+    group = AirflowGroup(ctx)
+    group.install()
+    assert stat.S_IMODE(group.home.stat().st_mode) == 0o700
+    config = group.home / "airflow.cfg"
+    assert "fernet_key" in config.read_text()
+    for path in (config, group.home / "secrets.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    if group.uses_postgres():
+        password = postgres_password_file(ctx)
+        assert stat.S_IMODE(password.stat().st_mode) == 0o600
+        assert password.read_text().strip() in config.read_text()
