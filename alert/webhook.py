@@ -143,8 +143,9 @@ class WebhookSender:
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookSender:
         fallback = settings.alert_webhook_secret
+        fallback_value = fallback.get_secret_value() if fallback else ""
         return cls(
-            fallback_secret=fallback.get_secret_value().encode() if fallback else None,
+            fallback_secret=fallback_value.encode() if fallback_value else None,  # "": unset
             timeout=settings.alert_webhook_timeout_seconds,
             allow_private=settings.alert_webhook_allow_private_network,
             user_agent=settings.http_user_agent,
