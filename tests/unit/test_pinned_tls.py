@@ -230,3 +230,22 @@ def test_the_webhook_sender_checks_each_receiver_s_certificate(
     finally:
         sender.close()
     assert server.requests == [f"a.test:{server.port}"]
+
+
+def test_a_proxy_in_the_environment_does_not_bypass_the_pin(
+    serve: Callable[[list[str]], TlsServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy would resolve the host name again, after the address guard."""
+    server = serve(["a.test"])
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    sender = WebhookSender(
+        timeout=5, allow_private=True, user_agent="TlsTest/1", resolver=one_address
+    )
+    try:
+        assert sender.send(f"https://a.test:{server.port}/hook", _alert(), b"k") == 200
+    finally:
+        sender.close()
+    with Fetcher(Settings(), resolver=one_address) as fetcher:
+        result = fetcher.fetch_page(f"https://a.test:{server.port}/", fetch_policy())
+    assert result.ok, result.detail
