@@ -861,19 +861,24 @@ def postgres_port() -> int:
 
 
 def postgres_password_file(ctx: Ctx) -> Path:
-    return ctx.run_dir / "postgres.password"
+    """A libpq password file (ingest.state.STACK_PASSFILE): the crawl state's default URL
+    names no password, and finds it here."""
+    return ctx.run_dir / "postgres.pgpass"
 
 
 def postgres_password(ctx: Ctx) -> str:
     """The database role's password: generated once per run dir, kept in a 0600 file (and in
     Airflow's 0600 airflow.cfg), so no local user can connect as the stack's Airflow."""
     path = postgres_password_file(ctx)
+    password = ""
     if path.is_file():
-        path.chmod(0o600)
-        return path.read_text(encoding="utf-8").strip()
-    password = secrets.token_urlsafe(24)
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    write_private(path, password + "\n")
+        password = path.read_text(encoding="utf-8").strip().rsplit(":", 1)[-1]
+    password = password or secrets.token_urlsafe(24)  # no ':' or '\\' to escape
+    entry = f"{LOCAL_HOST}:{postgres_port()}:*:{PG_DATABASE}:{password}\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != entry:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        write_private(path, entry)
+    path.chmod(0o600)
     return password
 
 

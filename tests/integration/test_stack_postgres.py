@@ -27,7 +27,8 @@ from devstack.stack.components import (
     postgres_password,
     postgres_password_file,
 )
-from newsflow.settings import Settings
+from ingest.state import ensure_schema
+from newsflow.settings import Settings, get_settings
 
 pytestmark = [
     pytest.mark.integration,
@@ -111,3 +112,20 @@ def test_the_socket_is_not_world_reachable(running: tuple[Ctx, PostgresGroup, in
     hba = (group.base / "data" / "pg_hba.conf").read_text()
     rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
+
+
+def test_the_crawl_state_connects_with_the_generated_password(
+    running: tuple[Ctx, PostgresGroup, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`newsflow init` and the DAGs use a state URL without a password, as by default."""
+    ctx, _, port = running
+    monkeypatch.setenv("NEWSFLOW_RUN_DIR", str(ctx.run_dir))
+    monkeypatch.delenv("PGPASSFILE", raising=False)
+    get_settings.cache_clear()
+    try:
+        engine = ensure_schema(f"postgresql+psycopg2://{PG_DATABASE}@127.0.0.1:{port}/newsflow")
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT count(*) FROM ingest_urls").scalar() == 0
+        engine.dispose()
+    finally:
+        get_settings.cache_clear()

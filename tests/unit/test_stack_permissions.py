@@ -15,10 +15,13 @@ from devstack.stack.components import (
     AirflowGroup,
     Ctx,
     StackConfigError,
+    postgres_password,
     postgres_password_file,
+    postgres_port,
     render,
     service_base,
 )
+from ingest.state import stack_password_args
 from newsflow.settings import Settings
 
 NOBODY = 65534
@@ -126,6 +129,20 @@ def test_airflow_s_config_and_secrets_are_private(tmp_path: Path) -> None:
     for path in (config, group.home / "secrets.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     if group.uses_postgres():
-        password = postgres_password_file(ctx)
-        assert stat.S_IMODE(password.stat().st_mode) == 0o600
-        assert password.read_text().strip() in config.read_text()
+        passfile = postgres_password_file(ctx)
+        assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+        assert f":{postgres_password(ctx)}@" in config.read_text()
+
+
+def test_the_crawl_state_finds_the_stack_s_password(tmp_path: Path) -> None:
+    """The default state URL names no password; the stack's libpq password file has it."""
+    ctx = Ctx(settings=Settings(run_dir=tmp_path), run_dir=tmp_path)
+    password = postgres_password(ctx)
+    assert postgres_password(ctx) == password  # generated once
+    url = f"postgresql+psycopg2://airflow@127.0.0.1:{postgres_port()}/newsflow"
+    passfile = str(postgres_password_file(ctx))
+    assert stack_password_args(url, tmp_path) == {"passfile": passfile}
+    assert stack_password_args(url.replace("airflow@", "airflow:own@"), tmp_path) == {}
+    assert stack_password_args(url.replace("127.0.0.1", "db.example"), tmp_path) == {}
+    assert stack_password_args("sqlite:///state.db", tmp_path) == {}
+    assert stack_password_args(url, tmp_path / "elsewhere") == {}
