@@ -2,7 +2,8 @@
 
 Mounted by ``pipeline.api.create_app``; kept here so the alert feature lives in one package.
 Webhook URLs are write-only: a listing says whether a watch has one, never the URL (it may
-carry a token of the receiver's).
+carry a token of the receiver's). A watch's webhook secret is shown once, in the answer to its
+creation or to a rotation (``POST /v1/watches/{id}/rotate-secret``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from alert.store import WatchStore
+from alert.store import WatchStore, new_webhook_secret
 from alert.watches import InvalidWatchError, build_watch
 from newsflow.api_auth import Principal, Scope, require
 from newsflow.api_errors import ApiError, ErrorResponse
@@ -42,7 +43,8 @@ class WatchRequest(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="Shown in alerts.")
     query: str = Field(min_length=1, description="Search-box syntax, as `q` in /v1/search.")
     webhook_url: str | None = Field(
-        default=None, description="POST each alert here, signed (X-Newsflow-Signature)."
+        default=None,
+        description="POST each alert here, signed (X-Newsflow-Signature, X-Newsflow-Timestamp).",
     )
 
 
@@ -55,6 +57,10 @@ class WatchInfo(BaseModel):
     created_at: datetime
     created_by: str | None = Field(
         description="The creating key's id, or `cli`; shown to admin keys only."
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Verifies this watch's webhooks: only in the answer to create and rotate.",
     )
 
 
@@ -136,7 +142,29 @@ def _register(request: Request, body: WatchRequest) -> WatchInfo:
         _store(request).add(watch)
     except NotFoundError:
         raise ApiError(503, "index_missing", _NO_INDEX) from None
-    return watch_info(watch, show_creator=True)
+    return watch_info(watch, show_creator=True).model_copy(
+        update={"webhook_secret": watch.webhook_secret}
+    )
+
+
+@watch_router.post(
+    "/{watch_id}/rotate-secret",
+    response_model=WatchInfo,
+    responses={**ERRORS, 404: {"model": ErrorResponse, "description": "No such watch."}},
+    dependencies=[Depends(require(Scope.ADMIN))],
+)
+def rotate_watch_secret(
+    request: Request, watch_id: Annotated[str, PathParam(pattern=WATCH_ID_PATTERN)]
+) -> WatchInfo:
+    """A new webhook secret for the watch (the old one stops verifying at once)."""
+    store = _store(request)
+    watch = store.get(watch_id)
+    if watch is None or watch.webhook_url is None:
+        raise ApiError(404, "not_found", f"no watch {watch_id} with a webhook")
+    secret = new_webhook_secret()
+    if not store.set_webhook_secret(watch_id, secret):
+        raise ApiError(404, "not_found", f"no watch {watch_id}")
+    return watch_info(watch, show_creator=True).model_copy(update={"webhook_secret": secret})
 
 
 @watch_router.get(

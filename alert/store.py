@@ -9,6 +9,7 @@ restarts, redeliveries and concurrent alert workers (the second creator gets a 4
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ WATCHES_MAPPING: dict[str, Any] = {
         "webhook_url": {"type": "keyword", "index": False, "doc_values": False},
         "created_at": {"type": "date"},
         "created_by": {"type": "keyword"},
+        "webhook_secret": {"type": "keyword", "index": False, "doc_values": False},
     },
 }
 ALERTS_MAPPING: dict[str, Any] = {
@@ -67,6 +69,18 @@ def alert_key(watch_id: str, story_id: str, kind: AlertKind) -> str:
 
 def new_watch_id() -> str:
     return f"w-{uuid.uuid4().hex[:16]}"
+
+
+def new_webhook_secret() -> str:
+    return f"whsec_{secrets.token_urlsafe(32)}"
+
+
+def stored_watch(watch: Watch) -> dict[str, Any]:
+    """The watch's document, secret included (``model_dump`` leaves the secret out)."""
+    document = watch.model_dump(mode="json")
+    if watch.webhook_secret is not None:
+        document["webhook_secret"] = watch.webhook_secret
+    return document
 
 
 def ensure_alert_indices(es: Elasticsearch, settings: Settings) -> list[str]:
@@ -104,7 +118,7 @@ class WatchStore:
         self.es.index(
             index=self.index,
             id=watch.id,
-            document=watch.model_dump(mode="json"),
+            document=stored_watch(watch),
             op_type="create",
             refresh="wait_for",
         )
@@ -125,6 +139,19 @@ class WatchStore:
             sort=[{"created_at": "asc"}, {"id": "asc"}],
         )
         return [Watch.model_validate(hit["_source"]) for hit in response["hits"]["hits"]]
+
+    def set_webhook_secret(self, watch_id: str, secret: str) -> bool:
+        """Replace the watch's webhook secret (rotation); False when there is no such watch."""
+        try:
+            self.es.update(
+                index=self.index,
+                id=watch_id,
+                doc={"webhook_secret": secret},
+                refresh="wait_for",
+            )
+        except NotFoundError:
+            return False
+        return True
 
     def delete(self, watch_id: str) -> bool:
         try:
@@ -271,3 +298,8 @@ class AlertLedger:
                 raise TransientError("elasticsearch_unavailable", str(exc)) from exc
             raise
         return {doc["_id"]: doc["_source"] for doc in response["docs"] if doc.get("found")}
+
+    def recorded(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records of these alert ids that exist (real-time): an alert the alert stage
+        raised has one, written before the alert reached Kafka."""
+        return self._get_many(keys) if keys else {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alert.store import new_watch_id
+from alert.store import new_watch_id, new_webhook_secret
 from alert.webhook import BlockedWebhookError, check_webhook_url
 from newsflow.contracts import Watch
 from newsflow.query import MatchAll, QueryTooComplexError, describe, parse
@@ -26,7 +26,9 @@ def build_watch(
     webhook_url: str | None = None,
     created_by: str | None = None,
 ) -> tuple[Watch, str]:
-    """A new watch and how its query was understood; raises ``InvalidWatchError``."""
+    """A new watch and how its query was understood; raises ``InvalidWatchError``.
+
+    A watch with a webhook gets a secret of its own, for its creator to give the receiver."""
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidWatchError("invalid_parameter", "name must be 1 to 200 characters", "name")
@@ -45,12 +47,6 @@ def build_watch(
             "invalid_parameter", "the query has no terms: it would match every story", "query"
         )
     if webhook_url is not None:
-        if settings.alert_webhook_secret is None:
-            raise InvalidWatchError(
-                "webhooks_disabled",
-                "webhooks need NEWSFLOW_ALERT_WEBHOOK_SECRET (they are signed)",
-                "webhook_url",
-            )
         if len(webhook_url) > 2048:
             raise InvalidWatchError("invalid_parameter", "webhook_url is too long", "webhook_url")
         try:
@@ -65,5 +61,6 @@ def build_watch(
         query=query,
         webhook_url=webhook_url,
         created_by=created_by,
+        webhook_secret=new_webhook_secret() if webhook_url is not None else None,
     )
     return watch, describe(tree)

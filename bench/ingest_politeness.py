@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from devstack.samples.site import OUTLETS_FILE, start_server
 from ingest.crawl import CrawlOutcome, crawl_outlet, summarize
 from ingest.fetch import Fetcher, FetchPolicy
-from ingest.state import StateStore
+from ingest.state import StateStore, stack_password_args
 from newsflow.outlets import load_registry
 from newsflow.settings import Settings
 
@@ -36,7 +36,11 @@ def _recreate(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         return
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        parsed.set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        connect_args=stack_password_args(url),
+    )
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{parsed.database}"')
     admin.dispose()

@@ -5,7 +5,8 @@
 
 * only ``http``/``https``; the host is resolved and **every** address is checked before a
   connection is made, and the connection then goes to the checked address (no DNS
-  rebinding window). Loopback/private addresses are refused unless the policy allows the
+  rebinding window), while TLS checks the certificate against the URL's host name (see
+  :mod:`newsflow.pinning`). Loopback/private addresses are refused unless the policy allows the
   private network *for that host* (an outlet's own hosts); link-local, cloud metadata,
   multicast, unspecified and reserved addresses are always refused;
 * redirects are followed by hand, at most ``max_redirects``, each target re-checked (scheme,
@@ -50,6 +51,7 @@ import httpx
 from ingest.reasons import Reason
 from newsflow.decoding import encoding_candidates
 from newsflow.netguard import Resolver, check_address, resolve_addresses, system_resolver
+from newsflow.pinning import ADDRESS_EXTENSION, PinnedTransport
 from newsflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -357,6 +359,8 @@ class Fetcher:
         self.settings = settings or get_settings()
         self.state = state
         self._own_client = client is None
+        if client is None and transport is None:
+            transport = PinnedTransport(trust_env=False, require_pin=pin_addresses)
         self._client = client or httpx.Client(
             transport=transport, follow_redirects=False, trust_env=False
         )
@@ -690,13 +694,9 @@ class Fetcher:
             **policy.extra_headers,
         }
         extensions: dict[str, object] = {}
-        url = target
         if self._pin:
             # Connect to the address we checked, not to whatever DNS says a moment later.
-            headers["Host"] = target.netloc.decode("ascii")
-            url = target.copy_with(host=address)
-            if target.scheme == "https":
-                extensions["sni_hostname"] = target.host
+            extensions[ADDRESS_EXTENSION] = address
         timeout = httpx.Timeout(
             connect=min(policy.connect_timeout, remaining),
             read=min(policy.read_timeout, remaining),
@@ -704,7 +704,7 @@ class Fetcher:
             pool=min(policy.connect_timeout, remaining),
         )
         return self._client.build_request(
-            "GET", url, headers=headers, timeout=timeout, extensions=extensions
+            "GET", target, headers=headers, timeout=timeout, extensions=extensions
         )
 
     def _read(

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
@@ -56,7 +58,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
-from newsflow.settings import Settings
+from newsflow.settings import Settings, get_settings
 from newsflow.urls import normalize_url, url_id
 
 __all__ = [
@@ -142,6 +144,26 @@ _schema_ready: set[str] = set()
 # --------------------------------------------------------------------------- engine & schema
 
 
+#: The local stack's libpq password file in its run dir (devstack/stack writes it, 0600).
+STACK_PASSFILE = "postgres.pgpass"
+
+
+def stack_password_args(url: str, run_dir: Path | None = None) -> dict[str, Any]:
+    """libpq's ``passfile`` for a PostgreSQL URL without a password whose server is the local
+    stack's: its database takes only the password it generated, and the default state URL
+    names none. Empty when ``PGPASSFILE`` is set or the file has no line for that server."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or parsed.password or os.environ.get("PGPASSFILE"):
+        return {}
+    passfile = (run_dir or get_settings().run_dir) / STACK_PASSFILE
+    try:
+        lines = passfile.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    server = f"{parsed.host or 'localhost'}:{parsed.port or 5432}:"
+    return {"passfile": str(passfile)} if any(x.startswith(server) for x in lines) else {}
+
+
 def make_engine(url: str) -> Engine:
     """One engine per URL per process. SQLite gets ``BEGIN IMMEDIATE`` transactions (a write
     lock from the start, so read-modify-write is atomic across processes)."""
@@ -167,7 +189,13 @@ def make_engine(url: str) -> Engine:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=2,
+                max_overflow=4,
+                connect_args=stack_password_args(url),
+            )
         _engines[url] = engine
         return engine
 
@@ -179,7 +207,10 @@ def _create_database(url: str) -> None:
     if parsed.get_backend_name() != "postgresql" or not name:
         return
     admin = create_engine(
-        parsed.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=None
+        parsed.set(database="postgres"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=None,
+        connect_args=stack_password_args(url),
     )
     try:
         with admin.connect() as conn:

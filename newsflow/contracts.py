@@ -187,6 +187,9 @@ class Watch(BaseModel):
     webhook_url: HttpURL | None = None
     created_at: AwareDatetime = Field(default_factory=utcnow)
     created_by: str | None = None  # the API key's fingerprint, or "cli"
+    # Signs this watch's webhooks (one receiver cannot forge another's). Never dumped: the
+    # store writes it explicitly, and only its creator sees it, once (and on rotation).
+    webhook_secret: str | None = Field(default=None, exclude=True, repr=False)
 
 
 class AlertArticle(BaseModel):

@@ -23,6 +23,7 @@ from kafka.structs import OffsetAndMetadata
 from newsflow.contracts import ContractError, DeadLetter, decode, encode
 from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer, security_config
 from newsflow.settings import Settings
+from newsflow.topology import STAGES, topic_name
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,13 @@ def send_back(
 ) -> SendBackResult:
     """Send each letter's original message back to the topic it came from.
 
-    A letter that carries its original whole sends that; a truncated one sends the original
-    re-read from its source topic (checked against the letter's SHA-256), and is skipped,
-    with the reason, when the original is no longer there: a truncated value is never sent.
+    Only to a topic that a stage of the topology reads (its own stage's input, when the letter
+    names a known stage): a letter is data anyone who can write to its topic can forge, so its
+    ``source_topic`` must not be able to aim a replay at any topic (see
+    :func:`replay_target_problem`). A letter that carries its original whole sends that; a
+    truncated one sends the original re-read from its source topic (checked against the
+    letter's SHA-256), and is skipped, with the reason, when the original is no longer there:
+    a truncated value is never sent.
     ``progress`` is called once per letter done: acknowledged by the broker, or skipped.
     """
     if not letters:
@@ -193,6 +198,13 @@ def send_back(
         futures = []
         for stored in letters:
             letter = stored.letter
+            problem = replay_target_problem(letter, settings)
+            if problem is not None:
+                log.warning("dead letter %s: not replayed: %s", _where(letter), problem)
+                skipped.append(Skipped(stored, problem))
+                if progress is not None:
+                    progress(1)
+                continue
             if letter.value_truncated:
                 original = originals.read(letter)
                 if isinstance(original, str):
@@ -215,6 +227,20 @@ def send_back(
         originals.close()
         producer.close()
     return SendBackResult(sent, skipped)
+
+
+def replay_target_problem(letter: DeadLetter, settings: Settings) -> str | None:
+    """Why ``letter`` may not be replayed to its ``source_topic``; ``None`` when it may."""
+    inputs = {row.name: topic_name(row.input, settings) for row in STAGES}
+    expected = inputs.get(letter.stage)
+    if expected is not None and letter.source_topic != expected:
+        return (
+            f"its source topic {letter.source_topic!r} is not the {letter.stage} stage's input"
+            f" ({expected!r})"
+        )
+    if letter.source_topic not in inputs.values():
+        return f"{letter.source_topic!r} is not an input topic of the pipeline"
+    return None
 
 
 def _where(letter: DeadLetter) -> str:

@@ -145,8 +145,8 @@ class Settings(BaseSettings):
     # `inprocess` evaluates each watch's parsed query against the article (any cluster);
     # `percolator` asks Elasticsearch where it has the module, in-process otherwise.
     alert_matcher: Literal["inprocess", "percolator"] = "inprocess"
-    # Webhooks: HMAC-SHA256 of the body in X-Newsflow-Signature. Without a secret, watches
-    # with a webhook are refused. Loopback/private receivers only when explicitly allowed.
+    # Webhooks are signed with each watch's own secret (alert/webhook.py); this one only signs
+    # for watches stored before that. Loopback/private receivers only when explicitly allowed.
     alert_webhook_secret: SecretStr | None = None
     alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     alert_webhook_allow_private_network: bool = False

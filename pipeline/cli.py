@@ -123,7 +123,37 @@ def watch_add(
         WatchStore(es, settings.index_prefix).add(watch)
     finally:
         es.close()
-    typer.echo(json.dumps({**watch.model_dump(mode="json"), "understood": understood}))
+    shown = {**watch.model_dump(mode="json"), "understood": understood}
+    if watch.webhook_secret is not None:
+        shown["webhook_secret"] = watch.webhook_secret  # shown this once: give it the receiver
+    typer.echo(json.dumps(shown))
+
+
+@watch_app.command("rotate-secret")
+def watch_rotate_secret(
+    watch_id: Annotated[str, typer.Argument(help="The watch's id (w-...).")],
+) -> None:
+    """A new webhook secret for the watch, printed once; the old one stops verifying."""
+    from alert.store import WatchStore, new_webhook_secret
+    from newsflow.es import make_client
+
+    settings = get_settings()
+    es = make_client(settings)
+    try:
+        store = WatchStore(es, settings.index_prefix)
+        watch = store.get(watch_id)
+        secret = new_webhook_secret()
+        rotated = (
+            watch is not None
+            and watch.webhook_url is not None
+            and store.set_webhook_secret(watch_id, secret)
+        )
+    finally:
+        es.close()
+    if not rotated:
+        typer.echo(f"no watch {watch_id} with a webhook", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"id": watch_id, "webhook_secret": secret}))
 
 
 @watch_app.command("list")

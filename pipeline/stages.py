@@ -146,14 +146,15 @@ def _alert(settings: Settings) -> Stage[Any]:
 
 def _webhook(settings: Settings) -> Stage[Any]:
     from alert.matcher import WatchCache
-    from alert.store import WatchStore
+    from alert.store import AlertLedger, WatchStore
     from alert.webhook import WebhookSender, WebhookStage
     from newsflow.es import make_client
 
-    store = WatchStore(make_client(settings), settings.index_prefix)
+    es = make_client(settings)
     return WebhookStage(
-        WatchCache(store, settings.alert_watch_refresh_seconds),
+        WatchCache(WatchStore(es, settings.index_prefix), settings.alert_watch_refresh_seconds),
         WebhookSender.from_settings(settings),
+        AlertLedger(es, settings.index_prefix),
     )
 
 

@@ -40,6 +40,7 @@ from devstack.stack._proc import (
 from devstack.stack.components import (
     ALIASES,
     GROUP_ORDER,
+    SHARED_BASE_ROOT,
     Ctx,
     Group,
     Health,
@@ -488,12 +489,13 @@ def _purge(ctx: Ctx) -> None:
     for link in (es_link(ctx), ctx.run_dir / "postgres"):
         if not link.is_symlink():
             continue
-        target = link.resolve()
-        auto = target.parent.parent == Path("/var/tmp") and target.parent.name.startswith(
+        pointed = link.readlink()
+        auto = pointed.parent.parent == SHARED_BASE_ROOT and pointed.parent.name.startswith(
             "newsflow-"
         )
-        if auto:
-            shutil.rmtree(target.parent, ignore_errors=True)
+        target = link.resolve()
+        if auto:  # rmtree removes symlinks inside, never what they point to
+            shutil.rmtree(pointed.parent, ignore_errors=True)
         elif link.name == "postgres":  # NEWSFLOW_PG_BASE_DIR: remove only what the stack put there
             for sub in ("data", "run"):
                 shutil.rmtree(target / sub, ignore_errors=True)

@@ -9,6 +9,7 @@ the templates under ``deploy/`` so that what runs is reviewable in the repo.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -105,8 +106,11 @@ def make_ctx(settings: Settings, nodes: int | None = None) -> Ctx:
     return Ctx(settings=settings, run_dir=run_dir, nodes=resolved)
 
 
-def render(template: Path, dest: Path, values: Mapping[str, str]) -> None:
-    """Fill ``@NAME@`` placeholders; a placeholder without a value is a bug, so it raises."""
+def render(template: Path, dest: Path, values: Mapping[str, str], *, mode: int = 0o644) -> None:
+    """Fill ``@NAME@`` placeholders; a placeholder without a value is a bug, so it raises.
+
+    ``mode`` holds from the file's creation on (0600 for a file with secrets in it): it is
+    written under a name of its own, created with that mode, then renamed into place."""
     text = template.read_text(encoding="utf-8")
 
     def sub(match: re.Match[str]) -> str:
@@ -118,9 +122,26 @@ def render(template: Path, dest: Path, values: Mapping[str, str]) -> None:
     out = _PLACEHOLDER.sub(sub, text)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not dest.exists() or dest.read_text(encoding="utf-8") != out:
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        tmp.write_text(out, encoding="utf-8")
-        tmp.replace(dest)
+        write_private(dest, out, mode=mode)
+    dest.chmod(mode)  # a file written before modes were set
+
+
+def write_private(dest: Path, text: str, *, mode: int = 0o600) -> None:
+    """Write ``dest`` whole (tmp file, then rename) with ``mode`` from the first byte on."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    tmp.chmod(mode)  # the umask may have taken bits off
+    tmp.replace(dest)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (it holds secrets)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 def base_env(ctx: Ctx) -> dict[str, str]:
@@ -492,12 +513,18 @@ def es_link(ctx: Ctx) -> Path:
     return ctx.run_dir / "elasticsearch"
 
 
+#: Where root keeps the services' directories when the run dir may be unreachable for them.
+SHARED_BASE_ROOT = Path("/var/tmp")
+
+
 def service_base(ctx: Ctx, name: str, as_root: bool, override_env: str) -> Path:
     """Where a service that refuses root (ES, PostgreSQL) keeps its files.
 
     The repo (hence the run dir) may sit under /root (mode 0700), so as root the service gets
     a directory under /var/tmp named after the run dir, linked from ``<run_dir>/<name>``.
     A missing link means a fresh run dir: any leftover directory is wiped to match.
+    /var/tmp is world-writable, so that directory's parent must be ours alone (see
+    :func:`private_parent`) before root creates, wipes or chowns anything beneath it.
     """
     link = ctx.run_dir / name
     override = os.environ.get(override_env)
@@ -507,6 +534,12 @@ def service_base(ctx: Ctx, name: str, as_root: bool, override_env: str) -> Path:
         link.mkdir(parents=True, exist_ok=True)
         return link
     if link.is_symlink():
+        pointed = link.readlink()
+        if _is_shared_base(pointed):
+            private_parent(pointed.parent)
+            _refuse_symlink(pointed)
+            pointed.mkdir(exist_ok=True)
+            return pointed
         target = link.resolve()
         target.mkdir(parents=True, exist_ok=True)
         return target
@@ -515,16 +548,53 @@ def service_base(ctx: Ctx, name: str, as_root: bool, override_env: str) -> Path:
         target.mkdir(parents=True, exist_ok=True)
     else:
         digest = hashlib.sha1(str(ctx.run_dir).encode()).hexdigest()[:10]
-        target = Path("/var/tmp") / f"newsflow-{digest}" / name
+        parent = private_parent(SHARED_BASE_ROOT / f"newsflow-{digest}")
+        target = parent / name
+        _refuse_symlink(target)
         if target.exists():
             shutil.rmtree(target)
-        target.mkdir(parents=True)
-        target.parent.chmod(0o755)
+        target.mkdir()
     if link.exists():
         shutil.rmtree(link)
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(target, target_is_directory=True)
     return target
+
+
+def _is_shared_base(path: Path) -> bool:
+    return path.parent.parent == SHARED_BASE_ROOT and path.parent.name.startswith("newsflow-")
+
+
+def private_parent(path: Path) -> Path:
+    """``path`` as a directory that only we can change: created atomically if missing, else
+    refused unless it is a real directory (not a symlink) that we own. Mode 0711: the
+    services' own users may pass through to their subdirectory, nobody else may list it or
+    add entries (a planted ``postgres -> /home/victim`` would otherwise be chowned by root).
+    """
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o711)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise StackConfigError(
+            f"{path} is not a plain directory ({exc.strerror}): refusing to use it; remove it"
+        ) from None
+    try:
+        owner = os.fstat(fd).st_uid
+        if owner != os.geteuid():
+            raise StackConfigError(
+                f"{path} belongs to uid {owner}, not to us: someone else created it; "
+                "refusing to use it (remove it, or set the service's *_BASE_DIR)"
+            )
+        os.fchmod(fd, 0o711)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise StackConfigError(f"{path} is a symlink: refusing to use it; remove it")
 
 
 class ElasticsearchGroup(Group):
@@ -790,6 +860,28 @@ def postgres_port() -> int:
     return int(os.environ.get("NEWSFLOW_PG_PORT", "5433"))
 
 
+def postgres_password_file(ctx: Ctx) -> Path:
+    """A libpq password file (ingest.state.STACK_PASSFILE): the crawl state's default URL
+    names no password, and finds it here."""
+    return ctx.run_dir / "postgres.pgpass"
+
+
+def postgres_password(ctx: Ctx) -> str:
+    """The database role's password: generated once per run dir, kept in a 0600 file (and in
+    Airflow's 0600 airflow.cfg), so no local user can connect as the stack's Airflow."""
+    path = postgres_password_file(ctx)
+    password = ""
+    if path.is_file():
+        password = path.read_text(encoding="utf-8").strip().rsplit(":", 1)[-1]
+    password = password or secrets.token_urlsafe(24)  # no ':' or '\\' to escape
+    entry = f"{LOCAL_HOST}:{postgres_port()}:*:{PG_DATABASE}:{password}\n"
+    if not path.is_file() or path.read_text(encoding="utf-8") != entry:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        write_private(path, entry)
+    path.chmod(0o600)
+    return password
+
+
 class PostgresGroup(Group):
     """Airflow's metadata database. SQLite serializes writers, and four Airflow processes
     writing at once stall each other; where no server is installed Airflow falls back to it."""
@@ -847,21 +939,31 @@ class PostgresGroup(Group):
         owner = self.owner
         if owner is not None:
             _chown_tree(self.base, *owner)
-        self._run(
-            [
-                str(self.bin / "initdb"),
-                "--pgdata",
-                str(data),
-                "--username",
-                PG_DATABASE,
-                "--auth",
-                "trust",
-                "--encoding",
-                "UTF8",
-                "--no-instructions",
-            ],
-            self.ctx.logs_dir / "install-postgres.log",
-        )
+        # initdb runs as the database's account: it reads the password from a file of its own.
+        pwfile = self.base / ".initdb-password"
+        write_private(pwfile, postgres_password(self.ctx) + "\n")
+        if owner is not None:
+            os.chown(pwfile, *owner)
+        try:
+            self._run(
+                [
+                    str(self.bin / "initdb"),
+                    "--pgdata",
+                    str(data),
+                    "--username",
+                    PG_DATABASE,
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth",
+                    "scram-sha-256",  # password auth: no local user connects without it
+                    "--encoding",
+                    "UTF8",
+                    "--no-instructions",
+                ],
+                self.ctx.logs_dir / "install-postgres.log",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
 
 
 class PostgresServer(Member):
@@ -882,8 +984,7 @@ class PostgresServer(Member):
 
     def launch_spec(self, ctx: Ctx) -> LaunchSpec:
         assert self.g.bin is not None
-        socket_dir = self.g.base / "run"
-        socket_dir.mkdir(exist_ok=True)
+        socket_dir = private_dir(self.g.base / "run")
         owner = self.g.owner
         if owner is not None:
             _chown_tree(socket_dir, *owner)
@@ -893,6 +994,7 @@ class PostgresServer(Member):
             "-h", LOCAL_HOST,
             "-p", str(postgres_port()),
             "-k", str(socket_dir),
+            "-c", "unix_socket_permissions=0700",  # the socket is the database account's
             # A disposable dev database: durability traded for speed.
             "-c", "fsync=off",
             "-c", "synchronous_commit=off",
@@ -999,11 +1101,8 @@ class AirflowGroup(Group):
             "api_secret_key": secrets.token_urlsafe(32),
             "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         }
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".secrets.json.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        private_dir(self.home)
+        write_private(path, json.dumps(data))
         return data
 
     def _password_mode(self) -> bool:
@@ -1015,11 +1114,8 @@ class AirflowGroup(Group):
             return False
         # SimpleAuthManager keeps plaintext passwords in this file and only generates missing
         # ones, so writing ours before the api-server starts makes it the login password.
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({s.airflow_username: password}) + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        private_dir(self.home)
+        write_private(path, json.dumps({s.airflow_username: password}) + "\n")
         return True
 
     def write_config(self) -> None:
@@ -1045,10 +1141,11 @@ class AirflowGroup(Group):
                 "SQL_ALCHEMY_CONN": self.sql_alchemy_conn(),
                 "SQLITE_ONLY": "" if not self.uses_postgres() else "# sqlite only: ",
             },
+            mode=0o600,  # the Fernet key, the API secret key, the JWT secret, the DB password
         )
 
     def install(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         self.write_config()
 
     def uses_postgres(self) -> bool:
@@ -1056,8 +1153,10 @@ class AirflowGroup(Group):
 
     def sql_alchemy_conn(self) -> str:
         if self.uses_postgres():
+            password = postgres_password(self.ctx)
             return (
-                f"postgresql+psycopg2://{PG_DATABASE}@{LOCAL_HOST}:{postgres_port()}/{PG_DATABASE}"
+                f"postgresql+psycopg2://{PG_DATABASE}:{password}@{LOCAL_HOST}:{postgres_port()}"
+                f"/{PG_DATABASE}"
             )
         return f"sqlite:///{self.home / 'airflow.db'}"
 
@@ -1065,7 +1164,11 @@ class AirflowGroup(Group):
         import psycopg2
 
         connection = psycopg2.connect(
-            host=LOCAL_HOST, port=postgres_port(), user=PG_DATABASE, dbname="postgres"
+            host=LOCAL_HOST,
+            port=postgres_port(),
+            user=PG_DATABASE,
+            password=postgres_password(self.ctx),
+            dbname="postgres",
         )
         try:
             connection.autocommit = True

@@ -19,9 +19,9 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from alert.store import alerts_index
+from alert.store import WatchStore, alerts_index
 from alert.webhook import verify
-from newsflow.contracts import Alert, Article, decode, encode
+from newsflow.contracts import Alert, AlertArticle, Article, decode, encode
 from newsflow.dlq import read_letters
 from newsflow.es import make_client
 from newsflow.kafka_io import make_producer
@@ -97,13 +97,20 @@ def api(settings: Settings) -> Iterator[TestClient]:
 
 
 def add_watch(api: TestClient, name: str, query: str, webhook: str | None = None) -> str:
+    return create_watch(api, name, query, webhook)["id"]
+
+
+def create_watch(
+    api: TestClient, name: str, query: str, webhook: str | None = None
+) -> dict[str, str]:
+    """The API's answer to the creation: the watch's one chance to show its secret."""
     body: dict[str, Any] = {"name": name, "query": query}
     if webhook:
         body["webhook_url"] = webhook
     response = api.post("/v1/watches", json=body, headers={"X-API-Key": ADMIN_KEY})
     assert response.status_code == 201, response.text
-    watch_id: str = response.json()["id"]
-    return watch_id
+    created: dict[str, str] = response.json()
+    return created
 
 
 def produce(settings: Settings, articles: list[Article]) -> None:
@@ -193,6 +200,20 @@ def test_watch_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
         assert refused.exit_code == 2
         assert runner.invoke(cli_app, ["watch", "rm", watch["id"]]).exit_code == 0
         assert runner.invoke(cli_app, ["watch", "rm", watch["id"]]).exit_code == 1
+        monkeypatch.setenv("NEWSFLOW_ALERT_WEBHOOK_ALLOW_PRIVATE_NETWORK", "true")
+        get_settings.cache_clear()
+        hooked = runner.invoke(
+            cli_app, ["watch", "add", "gales", "gale", "--webhook", "http://127.0.0.1:9/h"]
+        )
+        assert hooked.exit_code == 0, hooked.output
+        secret = json.loads(hooked.output)["webhook_secret"]
+        listed = runner.invoke(cli_app, ["watch", "list"])
+        assert secret not in listed.output and "webhook_secret" not in listed.output
+        hooked_id = json.loads(hooked.output)["id"]
+        rotated = runner.invoke(cli_app, ["watch", "rotate-secret", hooked_id])
+        assert rotated.exit_code == 0, rotated.output
+        assert json.loads(rotated.output)["webhook_secret"] not in ("", secret)
+        assert runner.invoke(cli_app, ["watch", "rotate-secret", watch["id"]]).exit_code == 1
     finally:
         get_settings.cache_clear()
 
@@ -298,8 +319,11 @@ def test_webhook_is_signed_and_failures_are_retried_then_dead_lettered(
 ) -> None:
     good = receiver([503, 200])  # one failure, then accepted
     bad = receiver([500])  # always failing
-    good_id = add_watch(api, "good hook", "zeppelin", webhook=good.url)
-    bad_id = add_watch(api, "bad hook", "walrus", webhook=bad.url)
+    good_watch = create_watch(api, "good hook", "zeppelin", webhook=good.url)
+    good_id, good_secret = good_watch["id"], good_watch["webhook_secret"].encode()
+    bad_watch = create_watch(api, "bad hook", "walrus", webhook=bad.url)
+    bad_id = bad_watch["id"]
+    assert good_secret != bad_watch["webhook_secret"].encode()  # one secret per receiver
     articles = [
         make_article("kestrel", "a", story_text("a", "zeppelin"), "Zeppelin lands", 0),
         make_article("kestrel", "c", story_text("c", "walrus"), "Walrus seen", 1),
@@ -315,7 +339,10 @@ def test_webhook_is_signed_and_failures_are_retried_then_dead_lettered(
     assert alert.watch_id == good_id
     assert headers["X-Newsflow-Delivery"] == alert.id
     assert headers["X-Newsflow-Event"] == "new_story"
-    assert verify(SECRET.encode(), body, headers["X-Newsflow-Signature"])
+    signature, stamp = headers["X-Newsflow-Signature"], headers["X-Newsflow-Timestamp"]
+    assert verify(good_secret, body, signature, stamp)
+    assert not verify(SECRET.encode(), body, signature, stamp)  # not the global secret
+    assert not verify(bad_watch["webhook_secret"].encode(), body, signature, stamp)
     assert good.requests[0][1] == body  # a retry sends the same bytes, same delivery id
 
     assert len(bad.requests) == 1 + settings.worker_max_retries
@@ -324,3 +351,55 @@ def test_webhook_is_signed_and_failures_are_retried_then_dead_lettered(
     assert letter.error_kind == "retries_exhausted"
     assert letter.attempts == 1 + settings.worker_max_retries
     assert decode(Alert, letter.value).watch_id == bad_id
+
+
+def test_an_alert_forged_on_kafka_is_not_signed(
+    settings: Settings, api: TestClient, receiver: Any
+) -> None:
+    """Writing to the alerts topic is not enough to have an alert signed and sent."""
+    hook = receiver([200])
+    watch_id = add_watch(api, "forged hook", "narwhal", webhook=hook.url)
+    real = make_article("kestrel", "f", story_text("f", "narwhal"), "Narwhal", 0)
+    forged = Alert(
+        id=f"{watch_id}:forged-story:new_story",
+        kind="new_story",
+        watch_id=watch_id,
+        watch_name="forged hook",
+        story_id="forged-story",
+        story_title="Reset your password here",
+        story_articles=1,
+        article=AlertArticle(id=real.id, url=real.url, outlet="kestrel"),
+        arrived_at=T0,
+    )
+    producer = make_producer(settings)
+    producer.send(settings.topic_alerts, key=watch_id.encode(), value=encode(forged)).get(30)
+    producer.close()
+    drain(settings, "webhook", expected=1)
+
+    assert hook.requests == []
+    [letter] = [s.letter for s in read_letters(settings) if s.letter.stage == "webhook"]
+    assert letter.reason == "alert_not_recorded"
+
+
+def test_webhook_secrets_are_shown_once_and_rotate(settings: Settings, api: TestClient) -> None:
+    admin, read = {"X-API-Key": ADMIN_KEY}, {"X-API-Key": READ_KEY}
+    created = create_watch(api, "rotating", "ocelot", webhook="http://127.0.0.1:9/hook")
+    first = created["webhook_secret"]
+    assert first.startswith("whsec_")
+    assert create_watch(api, "no hook", "lynx").get("webhook_secret") is None
+    listed = api.get("/v1/watches", headers=read).json()["watches"]
+    assert all(w.get("webhook_secret") is None for w in listed)
+    path = f"/v1/watches/{created['id']}/rotate-secret"
+    assert api.post(path, headers=read).status_code == 403
+    rotated = api.post(path, headers=admin)
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["webhook_secret"]
+    assert second.startswith("whsec_") and second != first
+    es = make_client(settings)
+    try:
+        stored = WatchStore(es, settings.index_prefix).get(created["id"])
+    finally:
+        es.close()
+    assert stored is not None and stored.webhook_secret == second
+    missing = api.post("/v1/watches/w-0000000000000000/rotate-secret", headers=admin)
+    assert missing.status_code == 404

@@ -122,7 +122,11 @@ def _sha(value: bytes | None) -> str:
 
 @pytest.fixture
 def cli_settings(infra_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    monkeypatch.setenv("NEWSFLOW_TOPIC_DEAD_LETTERS", infra_settings.topic_dead_letters)
+    # The CLI replays only to the topology's topics: this test's, under its settings.
+    for name in ("raw_pages", "articles", "deduped_articles", "dead_letters", "alerts"):
+        monkeypatch.setenv(
+            f"NEWSFLOW_TOPIC_{name.upper()}", getattr(infra_settings, f"topic_{name}")
+        )
     get_settings.cache_clear()
     try:
         yield infra_settings
@@ -286,3 +290,41 @@ def test_replay_skips_and_names_truncated_letters_whose_original_is_gone(
         settings, error_kinds=("permanent",), group_id=f"m-{uuid.uuid4().hex[:6]}"
     )
     assert (run.read, run.replayed, run.skipped) == (4, {"empty_text": 1}, {"empty_text": 3})
+
+
+def test_replay_refuses_letters_aimed_at_topics_outside_the_topology(
+    cli_settings: Settings,
+) -> None:
+    """Anyone who can write a letter could otherwise have `dlq replay` write anywhere."""
+    settings = cli_settings
+    page = raw_page(7)
+
+    def forged(stage: str, topic: str) -> DeadLetter:
+        return DeadLetter(
+            stage=stage,
+            source_topic=topic,
+            partition=0,
+            offset=0,
+            key=page.id,
+            value=encode(page).decode(),
+            error_kind="permanent",
+            reason="forged",
+        )
+
+    letters = [
+        forged("replayer", settings.topic_dead_letters),  # a loop into the letters themselves
+        forged("enrich", settings.topic_alerts),  # enrich's letters go back to raw pages only
+    ]
+    producer = make_producer(settings)
+    for letter in letters:
+        producer.send(settings.topic_dead_letters, key=b"k", value=encode(letter))
+    producer.flush()
+    producer.close()
+
+    result = CliRunner().invoke(app, ["dlq", "replay", "--reason", "forged"])
+    assert result.exit_code == 1, result.output
+    assert "not an input topic of the pipeline" in result.output
+    assert "is not the enrich stage's input" in result.output
+    assert "replayed 0 message(s)" in result.output
+    assert len(_records(settings, settings.topic_dead_letters)) == 2
+    assert _records(settings, settings.topic_alerts) == []

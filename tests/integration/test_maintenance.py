@@ -135,7 +135,9 @@ def test_dlq_commands_summarize_and_replay_with_progress(
         producer.send(settings.topic_dead_letters, key=b"k", value=encode(letter))
     producer.flush()
     producer.close()
-    monkeypatch.setenv("NEWSFLOW_TOPIC_DEAD_LETTERS", settings.topic_dead_letters)
+    # The CLI replays only to the topology's topics: this test's, under its settings.
+    for name in ("raw_pages", "articles", "deduped_articles", "dead_letters", "alerts"):
+        monkeypatch.setenv(f"NEWSFLOW_TOPIC_{name.upper()}", getattr(settings, f"topic_{name}"))
     get_settings.cache_clear()
     try:
         summary = CliRunner().invoke(app, ["dlq", "list", "--summary"])

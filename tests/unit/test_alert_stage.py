@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -15,15 +16,18 @@ from alert.planner import new_story_intents, update_intents
 from alert.stage import AlertStage
 from alert.store import Claim, Outcome
 from alert.webhook import (
+    REPLAY_WINDOW_SECONDS,
     BlockedWebhookError,
     WebhookSender,
+    WebhookStage,
     check_webhook_url,
     sign,
     verify,
 )
 from newsflow.contracts import Alert, DedupedArticle, DedupReason, StorySummary, Watch
 from newsflow.errors import PermanentError, RetryableError
-from newsflow.runtime import Done, Inbound
+from newsflow.pinning import ADDRESS_EXTENSION
+from newsflow.runtime import Done, Failed, Inbound
 from newsflow.urls import url_id
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -236,13 +240,31 @@ def test_articles_without_a_story_raise_nothing() -> None:
 # --- webhooks -----------------------------------------------------------------------------
 
 
+NOW = 1_800_000_000
+
+
 def test_signature_round_trip() -> None:
     body = b'{"id": "x"}'
-    signature = sign(b"secret", body)
+    signature = sign(b"secret", NOW, body)
     assert signature.startswith("sha256=")
-    assert verify(b"secret", body, signature)
-    assert not verify(b"other", body, signature)
-    assert not verify(b"secret", body + b" ", signature)
+    assert verify(b"secret", body, signature, str(NOW), now=NOW)
+    assert not verify(b"other", body, signature, str(NOW), now=NOW)
+    assert not verify(b"secret", body + b" ", signature, str(NOW), now=NOW)
+
+
+def test_signature_covers_the_timestamp_and_expires() -> None:
+    body = b'{"id": "x"}'
+    signature = sign(b"secret", NOW, body)
+    # A captured delivery replayed later, or with its timestamp moved forward, fails.
+    assert not verify(b"secret", body, signature, str(NOW + 1), now=NOW + 1)
+    assert verify(b"secret", body, signature, str(NOW), now=NOW + REPLAY_WINDOW_SECONDS)
+    assert not verify(b"secret", body, signature, str(NOW), now=NOW + REPLAY_WINDOW_SECONDS + 1)
+    assert not verify(b"secret", body, signature, str(NOW), now=NOW - REPLAY_WINDOW_SECONDS - 1)
+    assert not verify(b"secret", body, signature, "", now=NOW)
+    assert not verify(b"secret", body, signature, "-5", now=NOW)
+    # The old scheme (HMAC of the body alone) no longer verifies.
+    legacy = "sha256=" + hmac.new(b"secret", body, hashlib.sha256).hexdigest()
+    assert not verify(b"secret", body, legacy, str(NOW), now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -288,21 +310,110 @@ def test_webhook_status_decides_retry(status: int, error: type[Exception] | None
         return httpx.Response(status)
 
     sender = WebhookSender(
-        secret=b"k",
         timeout=1,
         allow_private=False,
         user_agent="test",
         resolver=lambda host, port: ["93.184.216.34"],
         transport=httpx.MockTransport(handler),
+        clock=lambda: NOW,
     )
     alert = _alert()
     if error is None:
-        assert sender.send("https://hooks.example/in", alert) == status
+        assert sender.send("https://hooks.example/in", alert, b"k") == status
     else:
         with pytest.raises(error):
-            sender.send("https://hooks.example/in", alert)
+            sender.send("https://hooks.example/in", alert, b"k")
     [request] = seen
-    assert request.url.host == "93.184.216.34"  # pinned to the checked address
-    assert request.headers["host"] == "hooks.example"
+    assert request.extensions[ADDRESS_EXTENSION] == "93.184.216.34"  # the checked address
+    assert request.url.host == request.headers["host"] == "hooks.example"
     assert request.headers["x-newsflow-delivery"] == alert.id
-    assert verify(b"k", request.content, request.headers["x-newsflow-signature"])
+    assert request.headers["x-newsflow-timestamp"] == str(NOW)
+    assert verify(
+        b"k",
+        request.content,
+        request.headers["x-newsflow-signature"],
+        request.headers["x-newsflow-timestamp"],
+        now=NOW,
+    )
+
+
+class RecordedAlerts:
+    """The ledger's ``recorded`` from a dict: the alert records the alert stage wrote."""
+
+    def __init__(self, records: dict[str, dict[str, object]]) -> None:
+        self.records = records
+
+    def recorded(self, keys: Sequence[str]) -> dict[str, dict[str, object]]:
+        return {k: self.records[k] for k in keys if k in self.records}
+
+
+def _webhook_stage(
+    watches: list[Watch], records: dict[str, dict[str, object]], seen: list[httpx.Request]
+) -> WebhookStage:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    sender = WebhookSender(
+        timeout=1,
+        allow_private=False,
+        user_agent="test",
+        fallback_secret=b"global",
+        resolver=lambda host, port: ["93.184.216.34"],
+        transport=httpx.MockTransport(handler),
+        clock=lambda: NOW,
+    )
+    return WebhookStage(FixedWatches(watches), sender, RecordedAlerts(records))  # type: ignore[arg-type]
+
+
+def _record(alert: Alert) -> dict[str, object]:
+    return {"watch_id": alert.watch_id, "article_id": alert.article.id, "state": "sent"}
+
+
+def test_webhooks_are_signed_with_the_watch_s_own_secret() -> None:
+    hooked = FLOOD.model_copy(
+        update={"webhook_url": "https://hooks.example/in", "webhook_secret": "whsec_flood"}
+    )
+    alert = _alert()
+    seen: list[httpx.Request] = []
+    stage = _webhook_stage([hooked], {alert.id: _record(alert)}, seen)
+    [result] = stage.process([Inbound("alerts", 0, 0, alert.watch_id, None, alert)])
+    assert isinstance(result, Done)
+    [request] = seen
+    signature, stamp = request.headers["x-newsflow-signature"], str(NOW)
+    assert verify(b"whsec_flood", request.content, signature, stamp, now=NOW)
+    assert not verify(b"global", request.content, signature, stamp, now=NOW)
+
+
+def test_a_watch_stored_without_a_secret_is_signed_with_the_fallback() -> None:
+    hooked = FLOOD.model_copy(update={"webhook_url": "https://hooks.example/in"})
+    alert = _alert()
+    seen: list[httpx.Request] = []
+    stage = _webhook_stage([hooked], {alert.id: _record(alert)}, seen)
+    [result] = stage.process([Inbound("alerts", 0, 0, alert.watch_id, None, alert)])
+    assert isinstance(result, Done)
+    [request] = seen
+    signature = request.headers["x-newsflow-signature"]
+    assert verify(b"global", request.content, signature, str(NOW), now=NOW)
+
+
+def test_an_alert_the_alert_stage_did_not_raise_is_not_signed() -> None:
+    """Someone who can write to the alerts topic forges an alert for an existing watch."""
+    hooked = FLOOD.model_copy(
+        update={"webhook_url": "https://hooks.example/in", "webhook_secret": "whsec_flood"}
+    )
+    real = _alert()
+    other_article = real.model_copy(
+        update={"article": real.article.model_copy(update={"id": "0" * 40})}
+    )
+    seen: list[httpx.Request] = []
+    stage = _webhook_stage([hooked], {real.id: _record(real)}, seen)
+    unrecorded = real.model_copy(update={"id": f"{FLOOD.id}:never:new_story"})
+    batch = [
+        Inbound("alerts", 0, i, a.watch_id, None, a)
+        for i, a in enumerate([unrecorded, other_article])
+    ]
+    results = stage.process(batch)
+    assert seen == []
+    for result in results:
+        assert isinstance(result, Failed) and result.error.reason == "alert_not_recorded"

@@ -33,7 +33,7 @@ EXPECTED_SERVICES = {
     "dedup-worker",
     "index-worker",
 }
-ONE_SHOT = {"airflow-init", "newsflow-init"}
+ONE_SHOT = {"airflow-init", "newsflow-init", "kafka-init", "es-init"}
 _PINNED_TAG = re.compile(r"^v?\d+(\.\d+)+([-.][A-Za-z0-9]+)*$")  # 4.4.0, 3.11.14-slim-bookworm
 _SCRIPT_NEWSFLOW = re.compile(r"(?m)(?:^|[;&|(]|&&|\|\|)\s*(?:exec\s+)?newsflow\s+([^;&|\n]*)")
 _INTERPOLATION = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
@@ -156,6 +156,119 @@ def test_kafka_is_kraft_combined(services: dict[str, dict[str, Any]]) -> None:
     env = _environment(services["kafka"])
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert "healthcheck" in services["kafka"]
+
+
+# --- least privilege: Elasticsearch users, Kafka SASL and ACLs -----------------------------
+
+ES_INIT_SCRIPT = REPO / "deploy" / "elasticsearch" / "security-init.sh"
+KAFKA_INIT_SCRIPT = REPO / "deploy" / "kafka" / "security-init.sh"
+# Who talks to Elasticsearch (the others must not hold credentials for it).
+ES_USERS = {
+    "newsflow-init": "newsflow-init",
+    "index-worker": "newsflow-index",
+    "alert-worker": "newsflow-alert",
+    "webhook-worker": "newsflow-webhook",
+    "api": "newsflow-api",
+    "airflow-scheduler": "newsflow-airflow",
+}
+
+
+def _kafka_security_checks(env: dict[str, str]) -> None:
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, protocols
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:admin"
+    assert env["KAFKA_LISTENER_NAME_EXTERNAL_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    for listener in ("INTERNAL", "CONTROLLER"):
+        jaas = env[f"KAFKA_LISTENER_NAME_{listener}_PLAIN_SASL_JAAS_CONFIG"]
+        # PLAIN knows the admin only, and its password comes from .env.
+        assert re.findall(r"user_(\w+)=", jaas) == ["admin"]
+        assert '"${KAFKA_ADMIN_PASSWORD' in jaas
+
+
+def test_kafka_authenticates_and_authorizes_every_client(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    _kafka_security_checks(_environment(services["kafka"]))
+    assert "command-config" in " ".join(services["kafka"]["healthcheck"]["test"])
+
+
+def test_every_kafka_client_has_a_scram_user_of_its_own(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    users: dict[str, str] = {}
+    for name, service in services.items():
+        env = _environment(service)
+        if "NEWSFLOW_KAFKA_BOOTSTRAP" not in env or name in ("api", "exporter"):
+            continue
+        assert env["NEWSFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert env["NEWSFLOW_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert env["NEWSFLOW_KAFKA_PASSWORD"].startswith("${KAFKA_"), name
+        users[name] = env["NEWSFLOW_KAFKA_USERNAME"]
+    for row in topology.STAGES:
+        assert users[row.service] == f"newsflow-{row.name}", row.service
+    assert users["newsflow-init"] == "newsflow-ops"
+    assert users["airflow-scheduler"] == "newsflow-airflow"
+    assert "kafka-init" in services["newsflow-init"]["depends_on"]
+
+
+def _acl_grants() -> set[tuple[str, str, str, str]]:
+    """(user, topic|group, name, operation) for every ``allow`` line of kafka-init's script."""
+    grants = set()
+    for line in KAFKA_INIT_SCRIPT.read_text(encoding="utf-8").splitlines():
+        if line.startswith("allow "):
+            user, kind, name, *operations = shlex.split(line)[1:]
+            grants |= {(user, kind, name, operation) for operation in operations}
+    return grants
+
+
+def test_kafka_acls_give_each_stage_only_its_topology() -> None:
+    settings = Settings()
+    grants = _acl_grants()
+    dead_letters = topology.topic_name(topology.DEAD_LETTERS, settings)
+    for row in topology.STAGES:
+        user = f"newsflow-{row.name}"
+        expected = {
+            (user, "topic", topology.topic_name(row.input, settings), "Read"),
+            (user, "topic", topology.topic_name(row.input, settings), "Describe"),
+            (user, "group", row.group_id, "Read"),
+        }
+        for output in (*row.outputs, topology.DEAD_LETTERS):
+            name = topology.topic_name(output, settings)
+            expected |= {(user, "topic", name, "Write"), (user, "topic", name, "Describe")}
+        assert {g for g in grants if g[0] == user} == expected, row.name
+    airflow = {g for g in grants if g[0] == "newsflow-airflow"}
+    assert ("newsflow-airflow", "topic", settings.topic_raw_pages, "Write") in airflow
+    assert ("newsflow-airflow", "topic", dead_letters, "Read") in airflow
+    assert not any(g[3] in ("All", "Alter", "Create", "Delete") for g in airflow)
+    assert {g[0] for g in grants} == {
+        "newsflow-ops",
+        "newsflow-airflow",
+        *(f"newsflow-{row.name}" for row in topology.STAGES),
+    }
+
+
+def test_only_es_init_uses_the_elastic_superuser(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if name in ("elasticsearch", "es-init"):
+            continue
+        env = _environment(service)
+        assert not any("ELASTIC_PASSWORD" in f"{k}={v}" for k, v in env.items()), name
+        expected = "newsflow-airflow" if name.startswith("airflow-") else ES_USERS.get(name)
+        assert env.get("NEWSFLOW_ES_USERNAME") == expected, name  # None: no ES credentials
+        if expected is not None:
+            assert env["NEWSFLOW_ES_PASSWORD"].startswith("${ES_"), name
+    script = ES_INIT_SCRIPT.read_text(encoding="utf-8")
+    made = dict(re.findall(r"(?m)^user (\S+) \S+ (\S+)$", script))
+    assert set(made) == set(ES_USERS.values())
+    for role in made.values():
+        assert role != "superuser" and f"role {role} " in script, role
+    assert '\\"all\\"' not in script and '\\"superuser\\"' not in script  # in roles' JSON
+    after = services["newsflow-init"]["depends_on"]["es-init"]["condition"]
+    assert after == "service_completed_successfully"
 
 
 # --- images -------------------------------------------------------------------------------
@@ -439,6 +552,8 @@ def test_three_kafka_nodes_form_one_quorum(cluster: dict[str, Any]) -> None:
         assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
         assert f"INTERNAL://{name}:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        _kafka_security_checks(env)
+        assert "command-config" in " ".join(cluster["services"][name]["healthcheck"]["test"])
         for key in (
             "KAFKA_DEFAULT_REPLICATION_FACTOR",
             "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",

@@ -9,8 +9,16 @@ import pytest
 from pydantic import ValidationError
 
 from newsflow.contracts import DeadLetter, decode, encode
-from newsflow.dlq import DETAIL_MAX_CHARS, KEY_MAX_CHARS, LETTER_MAX_BYTES, fit_letter, letter_size
+from newsflow.dlq import (
+    DETAIL_MAX_CHARS,
+    KEY_MAX_CHARS,
+    LETTER_MAX_BYTES,
+    fit_letter,
+    letter_size,
+    replay_target_problem,
+)
 from newsflow.kafka_io import MAX_MESSAGE_BYTES
+from newsflow.settings import Settings
 
 
 def letter(value: str, *, key: str | None = "k", detail: str = "no text") -> DeadLetter:
@@ -92,3 +100,30 @@ def test_detail_is_capped() -> None:
 def test_a_truncated_letter_must_name_its_original() -> None:
     with pytest.raises(ValidationError, match="value_bytes and value_sha256"):
         DeadLetter(**letter("").model_dump(exclude={"value_truncated"}), value_truncated=True)
+
+
+@pytest.mark.parametrize(
+    ("stage", "source_topic", "allowed"),
+    [
+        ("enrich", "raw-pages", True),
+        ("webhook", "alerts", True),
+        ("a-stage-of-a-test", "articles", True),  # unnamed stages: any input topic
+        ("enrich", "articles", False),  # a known stage's letter goes back to its own input
+        ("index", "dead-letters", False),  # never into the dead letters themselves
+        ("a-stage-of-a-test", "some-other-team.payments", False),
+        ("a-stage-of-a-test", "__consumer_offsets", False),
+    ],
+)
+def test_replay_only_to_the_topology_s_input_topics(
+    stage: str, source_topic: str, allowed: bool
+) -> None:
+    settings = Settings(
+        topic_raw_pages="raw-pages",
+        topic_articles="articles",
+        topic_deduped_articles="deduped",
+        topic_dead_letters="dead-letters",
+        topic_alerts="alerts",
+    )
+    forged = letter("{}").model_copy(update={"stage": stage, "source_topic": source_topic})
+    problem = replay_target_problem(forged, settings)
+    assert (problem is None) == allowed, problem

@@ -13,6 +13,7 @@ import pytest
 from ingest.fetch import Fetcher, FetchPolicy, decode_html
 from newsflow.netguard import check_address
 from newsflow.outlets import Outlet
+from newsflow.pinning import ADDRESS_EXTENSION
 from newsflow.settings import Settings
 
 PUBLIC_IP = "93.184.216.34"  # never contacted: every test uses a MockTransport
@@ -107,10 +108,11 @@ def test_fetches_html_with_user_agent_and_pinned_address() -> None:
     assert request.headers["user-agent"] == "TestBot/1 (+https://t.example)"
     assert request.headers["host"] == "news.example"
     assert request.headers["accept-encoding"] == "gzip, deflate"
-    # The connection goes to the address that was checked, not to a second DNS answer.
-    assert request.url.host == PUBLIC_IP
+    # The connection goes to the address that was checked, not to a second DNS answer; the
+    # URL keeps the host name, for SNI, the certificate check and the connection pool.
+    assert request.extensions[ADDRESS_EXTENSION] == PUBLIC_IP
+    assert request.url.host == "news.example"
     assert request.url.path == "/story" and request.url.query == b"id=1"
-    assert request.extensions["sni_hostname"] == "news.example"
 
 
 def test_policy_from_settings_and_outlet() -> None:
