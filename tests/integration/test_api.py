@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import resource
 import socket
 import threading
@@ -446,7 +447,15 @@ def _answer_to(port: int, head: bytes, first_chunk: bytes = b"") -> bytes:
     sending more: a server that waits for the whole body never answers (a timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head + first_chunk)
-        return sock.recv(65536)
+        answer = b""
+        # The head and the body may come in separate writes: read until the body is whole.
+        while chunk := sock.recv(65536):
+            answer += chunk
+            headers, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", headers)
+            if length and len(body) >= int(length.group(1)):
+                break
+        return answer
 
 
 def test_real_server_answers_before_reading_a_huge_body(served: int) -> None:
