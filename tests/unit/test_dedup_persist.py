@@ -23,6 +23,7 @@ from enrich.dedup.engine import (
 )
 from enrich.dedup.persist import SnapshotStore
 from enrich.dedup.stage import read_snapshot, snapshot_offsets, snapshot_path
+from enrich.dedup.store import SortedIndex
 from tests.unit.test_dedup import BODIES, FOOTER, T0, _decided, _edit, _state
 
 CONFIG = DedupConfig(boilerplate_bits=20, segment_rows=16, evict_every=8)
@@ -262,3 +263,19 @@ def test_format_errors_and_the_single_file_snapshots_of_older_versions(tmp_path:
     assert read_snapshot(path, "t") is None
     path.unlink()
     assert read_snapshot(path, "t") is None and snapshot_offsets(path, "t") is None
+
+
+def test_a_fenced_index_finds_what_a_binary_search_finds() -> None:
+    rng = np.random.default_rng(2)
+    size = SortedIndex.FENCED + 12_345
+    keys = rng.integers(0, 5000, size=size, dtype=np.uint64)  # runs across blocks
+    index = SortedIndex(keys, np.arange(size, dtype=np.uint32))
+    assert index.fence is not None
+    edges = np.asarray([0, 4999, 5000, 2**64 - 1], dtype=np.uint64)
+    query = np.concatenate([rng.integers(0, 5100, size=500, dtype=np.uint64), edges])
+    assert (index._lower_bound(query) == np.searchsorted(index.keys, query)).all()
+    wanted = set(query[:40].tolist())
+    expected = sorted(
+        (k, v) for k, v in zip(keys.tolist(), range(size), strict=True) if k in wanted
+    )
+    assert sorted(set(index.find(query[:40]))) == expected
