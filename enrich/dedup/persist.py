@@ -165,7 +165,9 @@ class SnapshotStore:
     def __init__(self, path: Path, topic: str) -> None:
         self.path = path  # the manifest
         self.topic = topic
-        self.data_dir = path.with_name(path.name.split(".", 1)[0] + ".dedup-state")
+        self.data_dir = path.with_name(
+            path.name.removesuffix(".dedup-snapshot.npz") + ".dedup-state"
+        )
         self.token = secrets.token_hex(4)
         self._forget()
 

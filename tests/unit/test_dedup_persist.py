@@ -213,6 +213,18 @@ def test_a_manifest_written_by_another_worker_makes_the_next_save_complete(
     assert _normalized(restored[0]) == _normalized(mine)
 
 
+def test_topics_that_share_a_state_directory_keep_their_own_files(tmp_path: Path) -> None:
+    engines = {}
+    for topic, seed in (("news.articles", 1), ("news.other", 2)):
+        engine = engines[topic] = DedupEngine(CONFIG)
+        snapshots = SnapshotStore(snapshot_path(tmp_path, topic), topic)
+        _observe(engine, snapshots, _inputs(30, seed=seed))
+        snapshots.save(engine, {0: seed})
+    for topic, engine in engines.items():
+        restored = read_snapshot(snapshot_path(tmp_path, topic), topic)
+        assert restored is not None and _normalized(restored[0]) == _normalized(engine)
+
+
 def test_a_delta_costs_the_same_whatever_the_window(tmp_path: Path) -> None:
     sizes = []
     for window in (100, 800):
