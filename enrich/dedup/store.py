@@ -51,6 +51,7 @@ class SortedIndex:
     __slots__ = ("fence", "keys", "vals")
     FENCE = 32
     FENCED = 1 << 16  # keys from which a fence pays for itself
+    _BLOCK = np.arange(FENCE)
 
     def __init__(self, keys: U64, vals: npt.NDArray[np.uint32]):
         order = np.argsort(keys, kind="stable")
@@ -79,7 +80,7 @@ class SortedIndex:
         # of keys that starts at fence[block - 1] (or at 0).
         block = np.searchsorted(self.fence, query).astype(np.int64)
         base = np.maximum(block - 1, 0) * step
-        where = base[:, None] + np.arange(step)
+        where = base[:, None] + self._BLOCK
         np.minimum(where, self.keys.size - 1, out=where)  # past the end: the last key
         below = (self.keys[where] < query[:, None]).sum(axis=1)
         result: npt.NDArray[np.int64] = np.minimum(base + below, self.keys.size)
