@@ -168,11 +168,12 @@ class SnapshotStore:
         self.data_dir = path.with_name(
             path.name.removesuffix(".dedup-snapshot.npz") + ".dedup-state"
         )
-        self.token = secrets.token_hex(4)
         self._forget()
 
     def _forget(self) -> None:
-        """Nothing known to be on disk: the next save is a full snapshot."""
+        """Nothing known to be on disk: the next save is a full snapshot, under new names
+        (a file the manifest on disk names is never written over)."""
+        self.token = secrets.token_hex(4)
         self.engine: DedupEngine | None = None
         self.manifest_id: str | None = None
         self.gen = 0
