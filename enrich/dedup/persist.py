@@ -48,6 +48,7 @@ from enrich.dedup.boilerplate import BoilerplateModel
 from enrich.dedup.cluster import ClusterConfig, StoryClusterer
 from enrich.dedup.engine import (
     READABLE_FORMATS,
+    SNAPSHOT_FORMAT,
     DedupConfig,
     DedupDecision,
     DedupEngine,
@@ -57,8 +58,10 @@ from enrich.dedup.store import Segment, SortedIndex, append_rows, rows_parts
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 5  # 5: a manifest naming segment files, a checkpoint and deltas
-READABLE = (*READABLE_FORMATS, MANIFEST_FORMAT)  # older formats: one file, the whole engine
+# How a snapshot is laid out: 1, a manifest naming segment files, a checkpoint and deltas
+# (without it, one file holds the whole engine). Its ``format`` is the engine's, as before:
+# what the rows and stories record (``SNAPSHOT_FORMAT``).
+LAYOUT = 1
 MIN_CHECKPOINT_BYTES = 4 << 20  # deltas that small are cheaper to keep than to fold
 MAX_DELTAS = 256  # files read by a restore, at most, besides the segments
 
@@ -66,6 +69,11 @@ Arrays = dict[str, npt.NDArray[Any]]
 K = TypeVar("K")
 V = TypeVar("V")
 _PATCH_COLUMNS = ("sig", "size", "version", "chash", "reason")
+
+
+def readable(head: dict[str, Any]) -> bool:
+    """Whether this engine can restore a snapshot whose manifest says ``head``."""
+    return head.get("format") in READABLE_FORMATS and head.get("layout", 0) in (0, LAYOUT)
 
 
 class TrackedDict(dict[K, V]):
@@ -279,7 +287,7 @@ class SnapshotStore:
         manifest = {
             "id": manifest_id,
             "gen": gen,
-            "format": MANIFEST_FORMAT,
+            "layout": LAYOUT,
             "config": asdict(engine.config),
             "watermark": engine.watermark,
             "observed": engine.observed,
@@ -292,7 +300,8 @@ class SnapshotStore:
         head = {
             "topic": self.topic,
             "offsets": {str(p): o for p, o in offsets.items()},
-            "format": MANIFEST_FORMAT,
+            "format": SNAPSHOT_FORMAT,
+            "layout": LAYOUT,
         }
         buf = io.BytesIO()
         np.savez(buf, meta=_json_array(head), manifest=_json_array(manifest))
@@ -472,10 +481,9 @@ class SnapshotStore:
                     self._forget()
                     return DedupEngine.restore(z["engine"].tobytes()), offsets
                 manifest = json.loads(z["manifest"].tobytes())
-            if manifest.get("format") != MANIFEST_FORMAT:
-                raise SnapshotFormatError(
-                    f"unknown dedup snapshot format {manifest.get('format')!r}"
-                )
+            if not readable(head):
+                found = (head.get("format"), head.get("layout"))
+                raise SnapshotFormatError(f"unknown dedup snapshot format and layout {found!r}")
             engine = self._restore(manifest)
         return engine, offsets
 

@@ -41,7 +41,7 @@ from enrich.dedup.engine import (
     SnapshotFormatError,
     StoryUpdate,
 )
-from enrich.dedup.persist import READABLE, SnapshotStore
+from enrich.dedup.persist import SnapshotStore, readable
 from newsflow.contracts import Article, DedupedArticle, StorySummary
 from newsflow.runtime import Done, Inbound, Output, Result, Stage
 
@@ -133,7 +133,7 @@ def snapshot_offsets(path: Path, topic: str) -> dict[int, int] | None:
     if "format" not in meta:
         restored = read_snapshot(path, topic)
         return None if restored is None else restored[1]
-    if meta["format"] not in READABLE:
+    if not readable(meta):
         return None
     return {int(p): int(o) for p, o in meta["offsets"].items()}
 

@@ -266,16 +266,17 @@ def test_format_errors_and_the_single_file_snapshots_of_older_versions(tmp_path:
     with np.load(path) as z:
         assert "manifest" in z.files and "engine" not in z.files
     assert read_snapshot(path, "other") is None
-    # A manifest of a format this engine does not know: rebuilt from the log instead.
+    # A format or a layout this engine does not know: rebuilt from the log instead.
     with np.load(path) as z:
         parts = {k: z[k] for k in z.files}
-    manifest = json.loads(parts["manifest"].tobytes()) | {"format": 99}
-    parts["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-    with path.open("wb") as handle:
-        np.savez(handle, **parts)
-    with pytest.raises(SnapshotFormatError):
-        SnapshotStore(path, "t").load()
-    assert read_snapshot(path, "t") is None
+    head = json.loads(parts["meta"].tobytes())
+    for unknown in ({"format": 99}, {"layout": 2}):
+        parts["meta"] = np.frombuffer(json.dumps(head | unknown).encode(), dtype=np.uint8)
+        with path.open("wb") as handle:
+            np.savez(handle, **parts)
+        with pytest.raises(SnapshotFormatError):
+            SnapshotStore(path, "t").load()
+        assert read_snapshot(path, "t") is None and snapshot_offsets(path, "t") is None
     path.unlink()
     assert read_snapshot(path, "t") is None and snapshot_offsets(path, "t") is None
 
