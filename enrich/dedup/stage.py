@@ -4,9 +4,10 @@ The stage owns one :class:`DedupEngine` for the whole articles stream. The artic
 exactly one partition, so exactly one member of the consumer group holds it and sees every
 article in log order (a second worker stands by and takes over on a rebalance).
 
-Persistence survives ``kill -9``: after a batch's outputs are acknowledged, the engine
-snapshot and the next input offset per partition are written together, atomically (temporary
-file + ``os.replace``), at most every ``dedup_snapshot_every_seconds``. On every assignment
+Persistence survives ``kill -9``: after a batch's outputs are acknowledged, what changed in
+the engine since the last snapshot is written, then a manifest naming it with the next input
+offset per partition replaces the previous one atomically (``enrich.dedup.persist``), at most
+every ``dedup_snapshot_every_seconds``. On every assignment
 the stage restores the snapshot (or starts empty) and seeks to its offsets (or the start of
 the log), so the inputs after the snapshot are observed again and yield the same decisions;
 the index downstream is idempotent. A rewind (a transient failure: the runner seeks back
@@ -21,10 +22,8 @@ with one, it must still hold every article after the snapshot's offsets.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -35,8 +34,6 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from enrich.dedup.engine import (
-    READABLE_FORMATS,
-    SNAPSHOT_FORMAT,
     DedupConfig,
     DedupDecision,
     DedupEngine,
@@ -44,6 +41,7 @@ from enrich.dedup.engine import (
     SnapshotFormatError,
     StoryUpdate,
 )
+from enrich.dedup.persist import SnapshotStore, readable
 from newsflow.contracts import Article, DedupedArticle, StorySummary
 from newsflow.runtime import Done, Inbound, Output, Result, Stage
 
@@ -103,46 +101,24 @@ def snapshot_path(state_dir: Path, topic: str) -> Path:
 
 
 def write_snapshot(path: Path, engine: DedupEngine, topic: str, offsets: dict[int, int]) -> None:
-    """Engine state and next offsets in one file, replaced atomically."""
-    meta = json.dumps(
-        {
-            "topic": topic,
-            "offsets": {str(p): o for p, o in offsets.items()},
-            "format": SNAPSHOT_FORMAT,  # the engine's, readable without loading the engine
-        }
-    )
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        meta=np.frombuffer(meta.encode(), dtype=np.uint8),
-        engine=np.frombuffer(engine.snapshot(), dtype=np.uint8),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(buf.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)  # atomic (os.replace)
+    """Engine state and next offsets, in full (a :class:`SnapshotStore` of its own)."""
+    SnapshotStore(path, topic).save(engine, offsets)
 
 
 def read_snapshot(path: Path, topic: str) -> tuple[DedupEngine, dict[int, int]] | None:
-    if not path.is_file():
-        return None
-    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
-        meta = json.loads(z["meta"].tobytes())
-        engine_bytes = z["engine"].tobytes()
-    if meta.get("topic") != topic:
-        log.warning("dedup: snapshot %s is for topic %s, not %s; ignored", path, meta, topic)
-        return None
-    offsets = {int(p): int(o) for p, o in meta["offsets"].items()}
+    return load_snapshot(SnapshotStore(path, topic))
+
+
+def load_snapshot(snapshots: SnapshotStore) -> tuple[DedupEngine, dict[int, int]] | None:
+    """The engine and offsets saved, or None when there are none this engine can use."""
     try:
-        engine = DedupEngine.restore(engine_bytes)
+        return snapshots.load()
     except SnapshotFormatError as exc:
         # Written by another engine version: the log from the start rebuilds the state.
-        log.warning("dedup: snapshot %s not usable (%s); rebuilding from the log", path, exc)
+        log.warning(
+            "dedup: snapshot %s not usable (%s); rebuilding from the log", snapshots.path, exc
+        )
         return None
-    return engine, offsets
 
 
 def snapshot_offsets(path: Path, topic: str) -> dict[int, int] | None:
@@ -157,7 +133,7 @@ def snapshot_offsets(path: Path, topic: str) -> dict[int, int] | None:
     if "format" not in meta:
         restored = read_snapshot(path, topic)
         return None if restored is None else restored[1]
-    if meta["format"] not in READABLE_FORMATS:
+    if not readable(meta):
         return None
     return {int(p): int(o) for p, o in meta["offsets"].items()}
 
@@ -232,6 +208,7 @@ class DedupStage(Stage[Article]):
         self.input_topic = input_topic
         self.output_topic = output_topic
         self.path = snapshot_path(state_dir, input_topic)
+        self.snapshots = SnapshotStore(self.path, input_topic)
         self.snapshot_every = snapshot_every_seconds
         self.config = DedupConfig(window_seconds=int(window_days * 86400))
         self.engine = DedupEngine(self.config)
@@ -249,7 +226,7 @@ class DedupStage(Stage[Article]):
         mine = [tp for tp in partitions if tp.topic == self.input_topic]
         if not mine:
             return {}
-        restored = read_snapshot(self.path, self.input_topic)
+        restored = load_snapshot(self.snapshots)
         if restored is None:
             self.engine, self.offsets = DedupEngine(self.config), {}
             log.info("dedup: no snapshot at %s; reading %s from the start", self.path, mine)
@@ -274,6 +251,7 @@ class DedupStage(Stage[Article]):
             article = item.message
             if article.is_article:
                 decision = self.engine.observe(dedup_input(article))
+                self.snapshots.note(decision)
                 deduped = deduped_article(article, decision)
                 if self.metrics is not None:
                     outcome = "replay" if decision.repeated else decision.reason.value
@@ -299,7 +277,7 @@ class DedupStage(Stage[Article]):
         """Write the snapshot if the engine has observed exactly what was acknowledged."""
         if not self.dirty or self.observed != self.acked:
             return False
-        write_snapshot(self.path, self.engine, self.input_topic, self.acked)
+        self.snapshots.save(self.engine, self.acked)
         self.offsets = dict(self.acked)
         self.last_write = time.monotonic()
         self.dirty = False

@@ -41,21 +41,57 @@ def kind_of(key: int) -> str:
 
 
 class SortedIndex:
-    """Immutable multimap uint64 → uint32 (global seq), sorted by key."""
+    """Immutable multimap uint64 → uint32 (global seq), sorted by key.
 
-    __slots__ = ("keys", "vals")
+    A large index also keeps every ``FENCE``-th key: a lookup searches that small array,
+    which stays in cache, then one block of ``FENCE`` adjacent keys, instead of binary
+    searching megabytes of keys (a cache miss at nearly every step).
+    """
+
+    __slots__ = ("fence", "keys", "vals")
+    FENCE = 32
+    FENCED = 1 << 16  # keys from which a fence pays for itself
+    _BLOCK = np.arange(FENCE)
 
     def __init__(self, keys: U64, vals: npt.NDArray[np.uint32]):
         order = np.argsort(keys, kind="stable")
         self.keys: U64 = keys[order]
         self.vals: npt.NDArray[np.uint32] = vals[order]
+        self.fence = self._fence(self.keys)
+
+    @classmethod
+    def presorted(cls, keys: U64, vals: npt.NDArray[np.uint32]) -> SortedIndex:
+        """An index of entries already sorted by key (as saved)."""
+        index = cls.__new__(cls)
+        index.keys, index.vals = keys, vals
+        index.fence = cls._fence(keys)
+        return index
+
+    @classmethod
+    def _fence(cls, keys: U64) -> U64 | None:
+        return keys[:: cls.FENCE].copy() if keys.size >= cls.FENCED else None
+
+    def _lower_bound(self, query: U64) -> npt.NDArray[np.int64]:
+        """Per query key, the first position whose key is not less (``searchsorted``)."""
+        if self.fence is None:
+            return np.searchsorted(self.keys, query).astype(np.int64)
+        step = self.FENCE
+        # fence[block - 1] < key <= fence[block]: the first such position is in the block
+        # of keys that starts at fence[block - 1] (or at 0).
+        block = np.searchsorted(self.fence, query).astype(np.int64)
+        base = np.maximum(block - 1, 0) * step
+        where = base[:, None] + self._BLOCK
+        np.minimum(where, self.keys.size - 1, out=where)  # past the end: the last key
+        below = (self.keys[where] < query[:, None]).sum(axis=1)
+        result: npt.NDArray[np.int64] = np.minimum(base + below, self.keys.size)
+        return result
 
     def find(self, query: U64) -> list[tuple[int, int]]:
-        """(key, value) of every entry whose key is in ``query`` (one binary search per key)."""
+        """(key, value) of every entry whose key is in ``query``."""
         keys = self.keys
         if keys.size == 0 or query.size == 0:
             return []
-        lo = np.searchsorted(keys, query)
+        lo = self._lower_bound(query)
         inside = lo < keys.size
         hits = np.flatnonzero(inside)[keys[lo[inside]] == query[inside]]
         found: list[tuple[int, int]] = []
@@ -69,7 +105,8 @@ class SortedIndex:
 
     @property
     def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.vals.nbytes)
+        fence = 0 if self.fence is None else self.fence.nbytes
+        return int(self.keys.nbytes + self.vals.nbytes + fence)
 
 
 @dataclass
@@ -95,6 +132,10 @@ class Segment:
     min_time: int = 2**62
     pending: dict[int, list[int]] = field(default_factory=dict)  # tagged key → seqs
     sealed: SortedIndex | None = None
+    # The pending entries in the order they were added, so a snapshot can save only the new
+    # ones (see ``enrich.dedup.persist``); dropped when the segment is sealed.
+    key_log: list[int] = field(default_factory=list)
+    seq_log: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sig = np.zeros((self.capacity, self.num_perm), dtype=np.uint16)
@@ -113,6 +154,8 @@ class Segment:
         table = self.pending
         for key in keys:
             table.setdefault(int(key), []).append(seq)
+            self.key_log.append(int(key))
+            self.seq_log.append(seq)
 
     def find(self, keys: U64) -> list[tuple[int, int]]:
         if self.sealed is not None:
@@ -134,6 +177,7 @@ class Segment:
             np.asarray(keys, dtype=np.uint64), np.asarray(vals, dtype=np.uint32)
         )
         self.pending = {}
+        self.key_log, self.seq_log = [], []
 
     def nbytes(self) -> int:
         """Approximate memory: columns, indexes and the id strings."""
@@ -157,6 +201,7 @@ class ArticleStore:
         self.segment_span = segment_span  # seconds a sealed segment may cover after merges
         self.next_seq = 0
         self.segments: list[Segment] = [Segment(0, segment_rows, num_perm)]
+        self.updated: set[int] = set()  # seqs given a new version since a snapshot took them
 
     @property
     def active(self) -> Segment:
@@ -233,6 +278,7 @@ class ArticleStore:
         seg.sig[row], seg.size[row], seg.chash[row] = sig, size, chash
         seg.reason[row] = reason
         seg.version[row] += 1
+        self.updated.add(seq)
         for kind, values in keys.items():
             self.active.add_keys(tag(kind, values).tolist(), seq)
         return int(seg.version[row])
@@ -346,6 +392,50 @@ class ArticleStore:
                         seg.pending.setdefault(k, []).append(v)
                 store.segments.append(seg)
         return store
+
+
+def rows_parts(
+    seg: Segment, first: int = 0
+) -> tuple[dict[str, npt.NDArray[np.generic]], dict[str, object]]:
+    """Rows ``first ..`` of ``seg``: their columns, and their strings as JSON-able lists."""
+    n = seg.n
+    strings = sorted(set(seg.stories[first:]) | {d for d in seg.dup_of[first:] if d is not None})
+    where = {s: j for j, s in enumerate(strings)}
+    meta: dict[str, object] = {
+        "start": seg.start,
+        "first": first,
+        "ids": seg.ids[first:],
+        "strings": strings,
+        "stories": [where[s] for s in seg.stories[first:]],
+        "dup_of": [-1 if d is None else where[d] for d in seg.dup_of[first:]],
+    }
+    arrays = {name: getattr(seg, name)[first:n] for name in _COLUMNS}
+    return arrays, meta
+
+
+def append_rows(
+    seg: Segment, arrays: dict[str, npt.NDArray[np.generic]], meta: dict[str, object]
+) -> None:
+    """Append rows saved by :func:`rows_parts` to ``seg`` (growing its columns if needed)."""
+    ids = list(meta["ids"])  # type: ignore[call-overload]
+    table: list[str] = meta["strings"]  # type: ignore[assignment]
+    first, count = seg.n, len(ids)
+    if first + count > seg.capacity:
+        seg.capacity = first + count
+        for name in _COLUMNS:
+            old = getattr(seg, name)
+            grown = np.zeros((seg.capacity, *old.shape[1:]), dtype=old.dtype)
+            grown[:first] = old[:first]
+            setattr(seg, name, grown)
+    for name in _COLUMNS:
+        getattr(seg, name)[first : first + count] = arrays[name]
+    seg.ids.extend(ids)
+    seg.stories.extend(table[j] for j in meta["stories"])  # type: ignore[attr-defined]
+    seg.dup_of.extend(None if j < 0 else table[j] for j in meta["dup_of"])  # type: ignore[attr-defined]
+    if count:
+        times = seg.time[first : first + count]
+        seg.max_time = max(seg.max_time, int(times.max()))
+        seg.min_time = min(seg.min_time, int(times.min()))
 
 
 def _merge(a: Segment, b: Segment) -> Segment:
