@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import codecs
 import random
+import re
 
 import pytest
 from lxml import etree
 from lxml import html as lxml_html
 
+import enrich.metadata as metadata_module
 from enrich.extract import HEAD_CHARS, ExtractionError, parse_html, parse_page
+from enrich.pagemeta import normalize_space, page_elements
 from newsflow.decoding import decode_html, decoded_as_utf8, encoding_candidates
 
 PAGE = "<html><head><title>Café</title></head><body><p>Brücke – {}</p></body></html>"
@@ -116,3 +119,81 @@ def test_element_classes_are_lxml_html_parsers() -> None:
     assert [type(e) for e in ours.iter()] == [type(e) for e in theirs.iter()]
     special = lxml_html.HtmlElementClassLookup._default_element_classes
     assert {type(ours.find(f".//{tag}")) for tag in special} == set(special.values())
+
+
+# --- page signals: one walk instead of an XPath search per kind of element --------------------
+
+SIGNALS_PAGE = """<html><head><base href="/news/"><title>One</title><meta name="a" content="1">
+<meta property="b"><link rel="canonical" href="/x"><link rel="alternate">
+<script type="application/ld+json">{}</script><script>var x;</script><a href="/in-head">h</a>
+</head><body><h1>Headline</h1><div><base href="/not-in-head"><title>Two</title>
+<a href="/a">A</a><a name="no-href">B</a><time datetime="2024-05-01" pubdate>May</time>
+<time datetime="2024-05-02" itemprop="datePublished">May</time><time datetime="x">no</time>
+<h1>Second</h1><meta itemprop="c" content="3"></div></body></html>"""
+
+
+def _body_after_body() -> etree._Element:
+    """A tree no parser makes but a selector's edits can: elements after ``<body>``, a
+    second ``<body>``."""
+    tree = parse_html(SIGNALS_PAGE)
+    after = etree.SubElement(tree, "div")
+    etree.SubElement(after, "h1").text = "outside"
+    etree.SubElement(after, "a", href="/outside").text = "outside"
+    second = etree.SubElement(tree, "body")
+    etree.SubElement(second, "h1").text = "second body"
+    etree.SubElement(second, "a", href="/second").text = "second body"
+    return tree
+
+
+SIGNAL_XPATHS = {
+    "bases": "//head/base[@href]",
+    "scripts": "//script[@type]",
+    "metas": "//meta[@content]",
+    "titles": "//head/title|//title",
+    "links": "//link[@rel][@href]",
+    "times": "//time[@datetime][@itemprop='datePublished' or @pubdate]",
+    "h1s": "//body//h1",
+    "anchors": "//body//a[@href]",
+}
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [parse_html(SIGNALS_PAGE), _body_after_body(), parse_html("<p>only a paragraph</p>")],
+)
+def test_page_elements_are_what_the_xpath_searches_select(tree: etree._Element) -> None:
+    found = page_elements(tree)
+    for name, xpath in SIGNAL_XPATHS.items():
+        assert getattr(found, name) == tree.xpath(xpath), name
+    inner = tree.find(".//div")
+    if inner is not None:  # from any element of the page, the whole document
+        assert page_elements(inner) == found
+
+
+BYLINE_PAGE = """<html><body><h1>Headline</h1>
+<p class="byline">By <a rel="author" href="/people/ann">Ann Lee</a></p>
+<span itemprop="author"><span itemprop="name">Bo Chan</span></span>
+<a href="/author/cy">Cy</a><div id="post-author">Di</div><div id="bylines">Ed</div>
+<div class="AuthorBox">Fay</div><span rel="author">not a link</span>
+<div itemprop="authors">no</div><div class="other" id="x">no</div></body></html>"""
+
+
+def test_byline_searches_find_the_elements_the_predicates_find() -> None:
+    tree = parse_html(BYLINE_PAGE)
+    every = tree.xpath(
+        "//*[@itemprop='author' or @rel='author' or @href[contains(.,'/author')]"
+        " or @class[contains(.,'uthor') or contains(.,'yline')]"
+        " or @id[contains(.,'author') or contains(.,'byline')]]"
+    )
+    marked = tree.xpath("//*[@itemprop='author'] | //a[@rel='author' or contains(@href,'/author')]")
+    assert len(every) == 8 and len(marked) == 3
+    assert metadata_module._BYLINE(tree) == every
+    assert metadata_module._MARKED_AUTHOR(tree) == marked
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "  a  b\t\nc ", "a\x1cb\x1dc\x1ed\x1ff", "a\x85b\u2028c\u2029d", "a\xa0b\u3000c\u200bd"],
+)
+def test_normalize_space_collapses_what_the_regular_expression_did(text: str) -> None:
+    assert normalize_space(text) == re.sub(r"\s+", " ", text).strip()
