@@ -54,7 +54,7 @@ from enrich.pagemeta import (
     read_signals,
     site_keys,
 )
-from newsflow.decoding import decode_html, repair_double_encoding
+from newsflow.decoding import decode_html, decoded_as_utf8, repair_double_encoding
 from newsflow.selectors import CompiledOverrides, ExtractionOverrides
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,7 @@ def extract_page(
     ``overrides`` are the outlet's selectors from the registry: what they find wins.
     Raises :class:`ExtractionError` (``unparseable_html`` or ``empty_text``).
     """
-    text_html = decode_html(html) if isinstance(html, bytes) else html
-    tree = parse_html(text_html)
+    tree = parse_page(html)
     selectors = overrides.compiled if overrides else None
     if selectors is not None:
         tree = without_dropped(tree, selectors)
@@ -180,39 +179,95 @@ def _outlet_body(tree: Any, selectors: CompiledOverrides | None) -> Body | None:
 
 _MARKUP = re.compile(r"<\s*[A-Za-z!]")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f]")
+HEAD_CHARS = 4096  # the start of the page that must look like HTML
 _local = threading.local()  # lxml parsers must not be shared between threads
+
+
+def parse_page(html: str | bytes) -> Any:
+    """:func:`parse_html` of the page, bytes decoded by :func:`decode_html`.
+
+    Bytes that decode to their own UTF-8 (valid UTF-8 or ASCII, nearly every page) go to the
+    parser as they are: neither decoded nor encoded again.
+    """
+    if isinstance(html, str):
+        return parse_html(html)
+    utf8 = decoded_as_utf8(html)
+    if utf8 is None:
+        return parse_html(decode_html(html))
+    # a prefix of at least HEAD_CHARS characters (at most 4 bytes each), a cut one dropped
+    head = utf8[: 4 * HEAD_CHARS + 4].decode("utf-8", errors="ignore")[:HEAD_CHARS]
+    if not head.strip() or not _MARKUP.search(head):
+        return parse_html(utf8.decode("utf-8"))  # the checks need the whole text
+    _refuse_binary(head)
+    return _parse_utf8(utf8)
 
 
 def parse_html(text: str) -> Any:
     """Parse a page into an lxml document, or raise ``unparseable_html``."""
     if not text.strip():
         raise ExtractionError("unparseable_html", "empty document")
-    head = text[:4096]
-    if len(_CONTROL.findall(head)) > len(head) // 100 + 2:
-        raise ExtractionError("unparseable_html", "binary data, not HTML")
+    head = text[:HEAD_CHARS]
+    _refuse_binary(head)
     if not _MARKUP.search(head) and not _MARKUP.search(text):
         raise ExtractionError("unparseable_html", "no HTML markup")
+    return _parse_utf8(text.encode("utf-8", errors="replace"))
 
+
+def _refuse_binary(head: str) -> None:
+    if len(_CONTROL.findall(head)) > len(head) // 100 + 2:
+        raise ExtractionError("unparseable_html", "binary data, not HTML")
+
+
+def _parse_utf8(data: bytes) -> Any:
     from lxml import etree
     from lxml import html as lxml_html
 
     parser = getattr(_local, "parser", None)
     if parser is None:
         # the settings trafilatura parses with (comments and processing instructions dropped)
-        parser = _local.parser = lxml_html.HTMLParser(
+        parser = _local.parser = etree.HTMLParser(
             collect_ids=False,
             default_doctype=False,
             encoding="utf-8",
             remove_comments=True,
             remove_pis=True,
         )
+        parser.set_element_class_lookup(html_element_classes())
     try:
-        tree = lxml_html.document_fromstring(text.encode("utf-8", errors="replace"), parser=parser)
+        tree = lxml_html.document_fromstring(data, parser=parser)
     except (etree.ParserError, etree.XMLSyntaxError, ValueError) as exc:
         raise ExtractionError("unparseable_html", str(exc) or type(exc).__name__) from exc
     if tree is None or len(tree) == 0:
         raise ExtractionError("unparseable_html", "no document element")
     return tree
+
+
+def html_element_classes() -> Any:
+    """The element classes of ``lxml.html``'s parser, looked up in C.
+
+    ``lxml.html.HTMLParser`` asks a Python method for the class of every element object the
+    tree hands out (thousands per page, in trafilatura's passes over its copies of the tree
+    too); a namespace lookup gives the same classes (tag names are lower case in a parsed
+    HTML document) without the call.
+    """
+    from lxml import etree
+    from lxml import html as lxml_html
+
+    lookup = etree.ElementNamespaceClassLookup(
+        etree.ElementDefaultClassLookup(
+            element=lxml_html.HtmlElement,
+            comment=lxml_html.HtmlComment,
+            pi=lxml_html.HtmlProcessingInstruction,
+            entity=lxml_html.HtmlEntity,
+        )
+    )
+    by_tag = lookup.get_namespace(None)
+    by_tag["form"] = lxml_html.FormElement
+    by_tag["input"] = lxml_html.InputElement
+    by_tag["label"] = lxml_html.LabelElement
+    by_tag["select"] = lxml_html.SelectElement
+    by_tag["textarea"] = lxml_html.TextareaElement
+    return lookup
 
 
 # --- metadata -------------------------------------------------------------------------------

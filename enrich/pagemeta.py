@@ -79,7 +79,6 @@ _DATE_META_KEYS = (
 )
 _EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
 _HAS_TIME = re.compile(r"\d{1,2}:\d{2}")
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +112,9 @@ class PageSignals:
 
 
 def normalize_space(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
+    """Runs of whitespace as one space, none at the ends (``str.split`` splits on the same
+    characters as the regular expression ``\\s``, several times faster)."""
+    return " ".join(text.split())
 
 
 _NOT_ALNUM = re.compile(r"[\W_]+")
@@ -146,23 +147,23 @@ def names_the_site(text: str, keys: set[str]) -> bool:
 def read_signals(tree: Any, url: str | None) -> PageSignals:
     """Read the explicit page signals from a parsed lxml document.
 
-    ``<meta>`` tags are read in one pass into a map; every later lookup uses the map, not
-    another walk over the tree.
+    The elements they come from are gathered in one walk over the tree (:func:`page_elements`)
+    and ``<meta>`` tags into a map; every later lookup uses those, not another walk.
     """
-    base = _base_url(tree, url)
-    objects = list(_json_ld_objects(tree))
+    found = page_elements(tree)
+    base = _base_url(found.bases, url)
+    objects = list(_json_ld_objects(found.scripts))
     schema_types = frozenset(t for obj in objects for t in _types_of(obj))
-    meta = meta_map(tree)
+    meta = _meta_map(found.metas)
     og_type = meta.get("og:type")
-    h1_nodes, headings = _headings(tree)
-    titles = tree.xpath("//head/title|//title")
-    title_tag = normalize_space(titles[0].text_content()) if titles else ""
+    h1_nodes, headings = _headings(found.h1s)
+    title_tag = normalize_space(found.titles[0].text_content()) if found.titles else ""
     return PageSignals(
-        canonical_url=_canonical(tree, base, url, meta),
+        canonical_url=_canonical(found.links, base, url, meta),
         og_type=og_type.lower() if og_type else None,
         schema_types=schema_types,
-        published=_published(tree, objects, meta),
-        anchor_texts=_anchor_texts(tree),
+        published=_published(found.times, objects, meta),
+        anchor_texts=_anchor_texts(found.anchors),
         headings=headings,
         site_name=meta.get("og:site_name") or meta.get("application-name"),
         json_ld=tuple(objects),
@@ -170,6 +171,100 @@ def read_signals(tree: Any, url: str | None) -> PageSignals:
         title_tag=title_tag or None,
         h1_nodes=h1_nodes,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PageElements:
+    """The elements the page signals are read from, each list in document order; what the
+    XPath in each comment selects."""
+
+    bases: list[Any]  # //head/base[@href]
+    scripts: list[Any]  # //script[@type]
+    metas: list[Any]  # //meta[@content]
+    titles: list[Any]  # //title
+    links: list[Any]  # //link[@rel][@href]
+    times: list[Any]  # //time[@datetime][@itemprop='datePublished' or @pubdate]
+    h1s: list[Any]  # //body//h1
+    anchors: list[Any]  # //body//a[@href]
+
+
+_SIGNAL_TAGS = ("base", "script", "meta", "title", "link", "time", "h1", "a", "body")
+
+
+def page_elements(tree: Any) -> PageElements:
+    """One walk over the whole document instead of an XPath search per kind of element:
+    each ``//`` search walks every node of the page, a tag-filtered ``iter`` only makes
+    Python objects for the elements it yields."""
+    root = _document_root(tree)
+    bases: list[Any] = []
+    scripts: list[Any] = []
+    metas: list[Any] = []
+    titles: list[Any] = []
+    links: list[Any] = []
+    times: list[Any] = []
+    bodies: list[Any] = []
+    in_body: list[Any] = []  # <h1> and <a href> after a <body> starts: inside one, mostly
+    for element in root.iter(*_SIGNAL_TAGS):
+        tag = element.tag
+        if tag == "a":
+            if bodies and element.get("href") is not None:
+                in_body.append(element)
+        elif tag == "meta":
+            if element.get("content") is not None:
+                metas.append(element)
+        elif tag == "script":
+            if element.get("type") is not None:
+                scripts.append(element)
+        elif tag == "link":
+            if element.get("rel") is not None and element.get("href") is not None:
+                links.append(element)
+        elif tag == "h1":
+            if bodies:
+                in_body.append(element)
+        elif tag == "title":
+            titles.append(element)
+        elif tag == "time":
+            if element.get("datetime") is not None and (
+                element.get("itemprop") == "datePublished" or element.get("pubdate") is not None
+            ):
+                times.append(element)
+        elif tag == "base":
+            parent = element.getparent()
+            if parent is not None and parent.tag == "head" and element.get("href") is not None:
+                bases.append(element)
+        else:
+            bodies.append(element)
+    if not (len(bodies) == 1 and _ends_document(bodies[0])):
+        # more than one <body>, or elements after it: ask each element for its ancestors
+        in_body = [e for e in in_body if next(e.iterancestors("body"), None) is not None]
+    return PageElements(
+        bases=bases,
+        scripts=scripts,
+        metas=metas,
+        titles=titles,
+        links=links,
+        times=times,
+        h1s=[e for e in in_body if e.tag == "h1"],
+        anchors=[e for e in in_body if e.tag == "a"],
+    )
+
+
+def _document_root(tree: Any) -> Any:
+    """The document's root element: an XPath search from any element covers the document."""
+    if hasattr(tree, "getroottree"):
+        return tree.getroottree().getroot()
+    return tree.getroot()
+
+
+def _ends_document(element: Any) -> bool:
+    """Nothing follows ``element``'s subtree in document order: every node after it in a
+    walk is one of its descendants."""
+    node = element
+    while node is not None:
+        if node.getnext() is not None:
+            return False
+        node = node.getparent()
+    return True
 
 
 # --- URLs -------------------------------------------------------------------------------
@@ -187,17 +282,19 @@ def absolute_http_url(href: str | None, base: str | None) -> str | None:
     return resolved
 
 
-def _base_url(tree: Any, url: str | None) -> str | None:
-    for href in tree.xpath("//head/base/@href")[:1]:
-        resolved = absolute_http_url(str(href), url)
+def _base_url(bases: list[Any], url: str | None) -> str | None:
+    for base in bases[:1]:
+        resolved = absolute_http_url(str(base.get("href")), url)
         if resolved:
             return resolved
     return url
 
 
-def _canonical(tree: Any, base: str | None, url: str | None, meta: Mapping[str, str]) -> str | None:
+def _canonical(
+    links: list[Any], base: str | None, url: str | None, meta: Mapping[str, str]
+) -> str | None:
     candidates: list[str] = []
-    for link in tree.xpath("//link[@rel][@href]"):
+    for link in links:
         if "canonical" in str(link.get("rel", "")).lower().split():
             candidates.append(str(link.get("href")))
     og_url = meta.get("og:url")
@@ -221,8 +318,12 @@ def _canonical(tree: Any, base: str | None, url: str | None, meta: Mapping[str, 
 def meta_map(tree: Any) -> dict[str, str]:
     """Every ``<meta>`` key (``property``, ``name`` or ``itemprop``, lower-cased) with its
     first non-empty content."""
+    return _meta_map(page_elements(tree).metas)
+
+
+def _meta_map(metas: list[Any]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for meta in tree.xpath("//meta[@content]"):
+    for meta in metas:
         name = meta.get("property") or meta.get("name") or meta.get("itemprop") or ""
         key = str(name).strip().lower()
         if key and key not in found:
@@ -235,8 +336,8 @@ def meta_map(tree: Any) -> dict[str, str]:
 # --- JSON-LD ------------------------------------------------------------------------------
 
 
-def _json_ld_objects(tree: Any) -> Iterator[dict[str, Any]]:
-    for script in tree.xpath("//script[@type]"):
+def _json_ld_objects(scripts: list[Any]) -> Iterator[dict[str, Any]]:
+    for script in scripts:
         if "ld+json" not in str(script.get("type", "")).lower():
             continue
         raw = (script.text or "").strip()
@@ -321,7 +422,7 @@ def plausible(when: datetime, now: datetime | None = None) -> bool:
 
 
 def _published(
-    tree: Any, objects: list[dict[str, Any]], meta: Mapping[str, str]
+    times: list[Any], objects: list[dict[str, Any]], meta: Mapping[str, str]
 ) -> PageDate | None:
     # 1. JSON-LD datePublished, article objects first.
     ranked = sorted(objects, key=lambda o: 0 if set(_types_of(o)) & ARTICLE_TYPES else 1)
@@ -339,7 +440,7 @@ def _published(
         if found:
             return found
     # 3. <time itemprop=datePublished> / <time pubdate>.
-    for node in tree.xpath("//time[@datetime][@itemprop='datePublished' or @pubdate]"):
+    for node in times:
         found = _page_date(str(node.get("datetime")), "time")
         if found:
             return found
@@ -356,10 +457,10 @@ def _page_date(value: str, source: str) -> PageDate | None:
 # --- headings -----------------------------------------------------------------------------
 
 
-def _headings(tree: Any, limit: int = 5) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+def _headings(h1s: list[Any], limit: int = 5) -> tuple[tuple[Any, ...], tuple[str, ...]]:
     """The first ``<h1>`` elements with text, and their texts."""
     nodes, texts = [], []
-    for node in tree.xpath("//body//h1")[:limit]:
+    for node in h1s[:limit]:
         text = normalize_space(node.text_content())
         if text:
             nodes.append(node)
@@ -370,9 +471,9 @@ def _headings(tree: Any, limit: int = 5) -> tuple[tuple[Any, ...], tuple[str, ..
 # --- links --------------------------------------------------------------------------------
 
 
-def _anchor_texts(tree: Any) -> frozenset[str]:
+def _anchor_texts(anchors: list[Any]) -> frozenset[str]:
     texts = set()
-    for anchor in tree.xpath("//body//a[@href]"):
+    for anchor in anchors:
         text = normalize_space(anchor.text_content()).lower()
         if len(text) >= 2:
             texts.add(text)

@@ -122,10 +122,53 @@ def decode_html(data: bytes, declared: str | None = None) -> str:
     """Decode a page: BOM, then ``declared`` (HTTP header), then ``<meta>``, then UTF-8;
     valid UTF-8 bytes are UTF-8 whatever the label.
 
-    Never raises on bad bytes: they become U+FFFD.
+    Never raises on bad bytes: they become U+FFFD. The first choice of
+    :func:`encoding_candidates`, with the strict UTF-8 check's text kept rather than decoded
+    a second time.
     """
-    skip, candidates = encoding_candidates(data, declared)
-    return data[skip:].decode(candidates[0], errors="replace")
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return data[len(bom) :].decode(name, errors="replace")
+    if not data.isascii():
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return data.decode(_declared_encoding(data, declared), errors="replace")
+
+
+def _declared_encoding(data: bytes, declared: str | None) -> str:
+    return normalize_encoding(declared) or sniff_encoding(data) or "utf-8"
+
+
+# Codecs that read every ASCII byte as that ASCII character.
+_ASCII_COMPATIBLE = re.compile(r"utf-8|cp125[0-8]|iso8859-(?:[1-9]|1[0-6])")
+
+
+def decoded_as_utf8(data: bytes, declared: str | None = None) -> bytes | None:
+    """``decode_html(data, declared).encode("utf-8")`` when that is ``data`` itself (or
+    ``data`` without its UTF-8 BOM), else ``None``.
+
+    Valid UTF-8 and ASCII pages (nearly all) can go to a UTF-8 parser as they came, instead
+    of being decoded and encoded again.
+    """
+    if data.startswith(codecs.BOM_UTF8):
+        rest = data[len(codecs.BOM_UTF8) :]
+        return rest if _is_valid_utf8(rest) else None
+    if any(data.startswith(bom) for bom, _ in _BOMS):
+        return None
+    if data.isascii():
+        encoding = _declared_encoding(data, declared)
+        return data if _ASCII_COMPATIBLE.fullmatch(encoding) else None
+    return data if _is_valid_utf8(data) else None
+
+
+def _is_valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # UTF-8 bytes that were read as Latin-1 once before the page was saved: "Investorâ\x80\x99s".

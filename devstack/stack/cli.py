@@ -1,4 +1,8 @@
-"""``newsflow stack up|down|status|install``: the local stack from a shell or a Makefile."""
+"""``newsflow stack up|down|status|install``: the local stack from a shell or a Makefile.
+
+The stack's machinery (:mod:`devstack.stack._core`) is imported by the command that runs:
+``newsflow`` registers these commands on every start, ``newsflow extract`` too.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
-
-from devstack.stack._core import StackError, cluster_exports, down, install, status, up
 
 stack_app = typer.Typer(
     help="Run the local stack (Kafka, Elasticsearch, Airflow, sample outlets) without Docker.",
@@ -56,6 +58,8 @@ def up_cmd(
     ] = None,
 ) -> None:
     """Start what is not running yet (downloading Kafka/ES the first time) and wait for health."""
+    from devstack.stack._core import StackError, cluster_exports, up
+
     _logging(quiet)
     try:
         report = up(only, timeout=timeout, nodes=nodes)
@@ -93,6 +97,8 @@ def down_cmd(
     grace: Annotated[float, typer.Option(help="Max seconds between SIGTERM and SIGKILL.")] = 30.0,
 ) -> None:
     """Stop what `up` started (process groups: SIGTERM, then SIGKILL after the grace period)."""
+    from devstack.stack._core import down
+
     _logging(False)
     try:
         stopped = down(only, only_started_by_us=not all_processes, grace_seconds=grace, purge=purge)
@@ -112,6 +118,8 @@ def status_cmd(
 ) -> None:
     """Each process: state, pid (if we started it), restarts and last exit (workers), URL and
     health."""
+    from devstack.stack._core import status
+
     try:
         rows = status(only)
     except ValueError as exc:
@@ -140,6 +148,8 @@ def status_cmd(
 @stack_app.command("install")
 def install_cmd(only: OnlyOpt = None) -> None:
     """Download and prepare without starting (Kafka jars, ES zip, Airflow DB migration)."""
+    from devstack.stack._core import install
+
     _logging(False)
     try:
         took = install(only)

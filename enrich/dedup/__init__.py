@@ -22,16 +22,37 @@ Use :class:`DedupEngine` (``observe`` one :class:`DedupInput`, get a
   decision's story lists ``merged_from`` (the absorbed id resolves to the survivor for as
   long as articles that name it are remembered: the alias is timed on arrival, not by the
   merging article's date).
+
+Every name is imported on first use: ``newsflow`` imports this package for its ``dedup``
+command on every start (``newsflow extract`` too), and the engine brings numpy.
 """
 
-from enrich.dedup.cluster import Assignment, ClusterConfig, Story, StoryClusterer
-from enrich.dedup.engine import (
-    DedupConfig,
-    DedupDecision,
-    DedupEngine,
-    DedupInput,
-    StoryUpdate,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from enrich.dedup.cluster import Assignment, ClusterConfig, Story, StoryClusterer
+    from enrich.dedup.engine import (
+        DedupConfig,
+        DedupDecision,
+        DedupEngine,
+        DedupInput,
+        StoryUpdate,
+    )
+
+_LAZY = {
+    "Assignment": "enrich.dedup.cluster",
+    "ClusterConfig": "enrich.dedup.cluster",
+    "Story": "enrich.dedup.cluster",
+    "StoryClusterer": "enrich.dedup.cluster",
+    "DedupConfig": "enrich.dedup.engine",
+    "DedupDecision": "enrich.dedup.engine",
+    "DedupEngine": "enrich.dedup.engine",
+    "DedupInput": "enrich.dedup.engine",
+    "StoryUpdate": "enrich.dedup.engine",
+}
 
 __all__ = [
     "Assignment",
@@ -44,3 +65,13 @@ __all__ = [
     "StoryClusterer",
     "StoryUpdate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -16,8 +16,6 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from enrich.dedup.engine import DedupConfig, DedupEngine, DedupInput
-
 
 def dedup_command(
     verbose: Annotated[
@@ -28,6 +26,9 @@ def dedup_command(
     ] = 30.0,
 ) -> None:
     """Deduplicate and cluster articles read as JSON Lines on stdin; one line out per line in."""
+    # imported here: ``newsflow`` registers this command on every start, ``newsflow extract`` too
+    from enrich.dedup.engine import DedupConfig, DedupEngine, DedupInput
+
     engine = DedupEngine(DedupConfig(window_seconds=int(window_days * 86400)))
     failed = False
     out = sys.stdout

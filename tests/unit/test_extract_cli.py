@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +199,18 @@ def test_usage_errors(app: typer.Typer, pages: Path, args: list[str]) -> None:
     assert code == 2
     assert lines == []
     assert "Error" in output
+
+
+def test_the_command_line_starts_without_the_other_commands_machinery() -> None:
+    """``newsflow extract`` over a manifest pays for extraction only: the dedup engine (numpy)
+    and the local stack's machinery are imported by their own commands."""
+    code = (
+        "import sys, pipeline.cli; "
+        "heavy = ('numpy', 'enrich.dedup.engine', 'enrich.dedup.cluster', 'devstack.stack._core'); "
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
