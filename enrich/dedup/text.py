@@ -62,6 +62,25 @@ def line_hashes(text: str) -> list[int]:
     return out
 
 
+def lead_without(text: str, dropped: set[int], words: int, min_words: int = 10) -> str:
+    """The first lines of ``text`` holding ``words`` words, without lines whose hash (as
+    :func:`line_hashes` makes it) is in ``dropped``; the whole text when fewer than
+    ``min_words`` words would be left (an article made of seen lines is still about them)."""
+    if not dropped:
+        return text
+    kept: list[str] = []
+    total = 0
+    for raw in text.splitlines():
+        tokens = _WORD.findall(unicodedata.normalize("NFKC", raw).casefold())
+        if not tokens or zlib.crc32(" ".join(tokens).encode("utf-8")) in dropped:
+            continue
+        kept.append(raw)
+        total += len(tokens)
+        if total >= words:
+            break
+    return "\n".join(kept) if total >= min_words else text
+
+
 @dataclass(frozen=True, slots=True)
 class TextFeatures:
     """What dedup needs from one body text, computed once per article."""

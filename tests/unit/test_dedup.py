@@ -184,6 +184,50 @@ def test_syndicated_copies_with_boilerplate_trims_promos_and_edits_are_duplicate
         assert decision.reason == "near", name
 
 
+def _repost_variants(body: str) -> dict[str, str]:
+    """The same outlet's own reposts of ``body``: an update note and one more sentence, the
+    note on its own line, an "UPDATE 1-" repost with light edits, a print copy cut short."""
+    paragraphs = body.split("\n")
+    added = "A spokesperson later confirmed the figures to reporters on Tuesday evening."
+    return {
+        "note and sentence": "Updated with new details. " + body + " " + added,
+        "note line": "\n".join(["This story has been updated.", *paragraphs, added]),
+        "update edits": "UPDATE 1- " + _edit(body, 0.02) + "\n" + added,
+        "print cut": "\n".join(paragraphs[: max(2, len(paragraphs) - 1)]),
+    }
+
+
+@pytest.mark.parametrize("footer_seen", [0, 1, 3], ids=["new-outlet", "footer-once", "footer"])
+def test_a_repost_by_the_same_outlet_is_a_duplicate_of_its_first_copy(footer_seen: int) -> None:
+    s = Stream()
+    footer = "\n".join(FOOTER)
+    for title, body in BODIES[5 : 5 + footer_seen]:
+        s.add(body + "\n" + footer, outlet="post", title=title)
+    first = s.add(BODIES[0][1] + "\n" + footer, outlet="post", title=BODIES[0][0])
+    for name, text in _repost_variants(BODIES[0][1]).items():
+        repost = s.add(text + "\n" + footer, outlet="post", title="New headline: " + name)
+        assert (repost.duplicate_of, repost.reason) == (first.id, "same_outlet_repost"), name
+        assert repost.story_id == first.story_id and not repost.is_new_story, name
+
+
+def test_a_repost_of_a_syndicated_copy_points_to_the_original() -> None:
+    s = Stream()
+    original = s.add(BODIES[0][1], outlet="wire")
+    copy = s.add(BODIES[0][1] + "\n" + "\n".join(FOOTER), outlet="post")
+    repost = s.add("Updated with new details.\n" + BODIES[0][1], outlet="post")
+    assert copy.duplicate_of == repost.duplicate_of == original.id
+
+
+def test_an_outlets_footer_seen_once_does_not_make_its_next_brief_a_repost() -> None:
+    s = Stream()
+    footer = FOOTER * 2  # a long footer under briefs of a fifth of its length
+    decisions = [
+        s.add(" ".join(body.split()[:50]) + "\n" + "\n".join(footer), outlet="post")
+        for _, body in BODIES[:6]
+    ]
+    assert [d.duplicate_of for d in decisions] == [None] * 6
+
+
 def test_a_copy_of_a_copy_points_to_the_first_original() -> None:
     s = Stream()
     s.add(BODIES[2][1], outlet="o1")
