@@ -570,6 +570,32 @@ def test_a_format_3_snapshot_still_restores_with_what_it_recorded() -> None:
         DedupEngine.restore(_as_format_3(s.engine.snapshot(), number=2))
 
 
+def test_a_format_4_snapshot_restores_and_decides_as_before() -> None:
+    """Format 4 had no same-outlet reposts and no story facts: what it holds still counts."""
+    s, again = Stream(), Stream()
+    footer = "\n".join(FOOTER)
+    for stream in (s, again):
+        for title, body in BODIES[5:8]:
+            stream.add(body + "\n" + footer, outlet="post", title=title)
+        stream.add(BODIES[0][1] + "\n" + footer, outlet="post", title=BODIES[0][0])
+    with np.load(io.BytesIO(s.engine.snapshot()), allow_pickle=False) as z:
+        blobs = {k: z[k].tobytes() for k in z.files}
+    blobs["meta"] = json.dumps(json.loads(blobs["meta"]) | {"format": 4}).encode()
+    clusters = json.loads(blobs["clusters"])
+    for story in clusters["stories"]:
+        del story["facts"]
+    blobs["clusters"] = json.dumps(clusters).encode()
+    out = io.BytesIO()
+    np.savez(out, **{k: np.frombuffer(v, dtype=np.uint8) for k, v in blobs.items()})  # type: ignore[arg-type]
+    s.engine = DedupEngine.restore(out.getvalue())
+    repost = "Updated with new details.\n" + BODIES[0][1] + "\n" + footer
+    decided = [stream.add(repost, outlet="post") for stream in (s, again)]
+    assert _decided(decided[0]) == _decided(decided[1])
+    assert decided[0].reason == "same_outlet_repost"
+    with pytest.raises(SnapshotFormatError):
+        DedupEngine.restore(_as_format_3(s.engine.snapshot(), number=6))
+
+
 @dataclass
 class LogConsumer:
     """What ``rebuild_gap`` asks of a consumer: where a partition's log starts and ends, and
