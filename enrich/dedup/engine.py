@@ -231,7 +231,10 @@ class DedupEngine:
             root = seg.dup_of[row] or seg.ids[row]
             story_id = self.clusterer.resolve(seg.stories[row])
             # A repost's own lines are all its outlet's seen lines: it is found by its text.
-            kept = views.repost if reason is DedupReason.SAME_OUTLET_REPOST else sig_f
+            kept = sig_f
+            if reason is DedupReason.SAME_OUTLET_REPOST:
+                kept = views.repost
+                keys["band"] = self._bands(kept)
             self.store.append(
                 article_id=item.id,
                 story_id=story_id,
