@@ -8,6 +8,9 @@ copies, re-fetched versions, and hard negatives that must stay apart (short brie
 one outlet's long footer, a daily report template filled with different facts, a footer
 shared by a network of outlets). ``story_stream`` is the sample outlets' articles (several
 distinct articles per event) among corpus articles as distractors, with gold events.
+``hard_stream`` has two parts, ``tune`` and ``held-out``, on disjoint halves of the corpus
+with their own seeds, notes and templates: same-outlet reposts, briefs under one outlet's
+long footer and daily templated reports over 40 days, among originals and their copies.
 Everything is seeded: the same corpus gives the same stream.
 """
 

@@ -3,8 +3,11 @@
 Layers, cheapest first: same id (replay or new version) → same normalized URL or
 ``rel=canonical`` → same normalized body (exact hash) → near-duplicate (MinHash + LSH,
 verified by estimated Jaccard and containment over the body without learned boilerplate)
-→ story clustering of originals. ``observe`` depends only on the state and the input (no
-clock, no randomness), so replaying a changelog of inputs rebuilds the state exactly.
+→ story clustering of originals. A near-duplicate of the same outlet's article is its repost
+(``same_outlet_repost``): its lines are all the outlet's seen lines, so it is also compared
+without only the lines seen in two originals (see :class:`_Views`). ``observe`` depends
+only on the state and the input (no clock, no randomness), so replaying a changelog of
+inputs rebuilds the state exactly.
 
 An input already decided (same id, same text: a redelivery, a rewind of a batch the worker
 had already observed, an unchanged re-fetch) gets its recorded decision again, flagged
