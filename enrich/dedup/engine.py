@@ -366,11 +366,11 @@ class DedupEngine:
         if version:
             own = np.zeros_like(own)
         flagged = own | shared
-        repeated = self.boilerplate.repeated(feats.lines)
         if not flagged.any():
             whole = self.hasher.signature(feats.shingles)
             return _Views(whole, whole, whole, flagged)
         keep_f = ~flagged[feats.line_of_shingle]
+        repeated = self.boilerplate.repeated(feats.lines) if own.any() else shared
         if version or not (own & ~repeated).any():
             filtered, whole = self.hasher.signatures(feats.shingles, keep_f)
             return _Views(filtered, whole, filtered, flagged)
