@@ -2,7 +2,9 @@
 
 Layers, cheapest first: same id (replay or new version) → same normalized URL or
 ``rel=canonical`` → same normalized body (exact hash) → near-duplicate (MinHash + LSH,
-verified by estimated Jaccard and containment over the body without learned boilerplate)
+verified by estimated Jaccard and containment over the body without learned boilerplate,
+or by its first half being contained in the candidate: a copy whose outlets' footers are not
+learned yet)
 → story clustering of originals. A near-duplicate of the same outlet's article is its repost
 (``same_outlet_repost``): its lines are all the outlet's seen lines, so it is also compared
 without only the lines seen in two originals (see :class:`_Views`). ``observe`` depends
@@ -124,6 +126,11 @@ class DedupConfig:
     repost_edited: float = 0.75
     repost_novel_containment: float = 0.4
     min_shingles: int = 12  # below this the novel text alone is no evidence
+    # Before its outlet's footer is learned, a copy's own text is its first part: the first
+    # ``head_share`` of its shingles without boilerplate, contained in the candidate
+    head_share: float = 0.5
+    head_containment: float = 0.9
+    head_min_shingles: int = 60  # a shared opening shorter than this is a template's
     boilerplate_bits: int = 25  # bit-array size of the line filters (2 ** bits bits)
     segment_rows: int = 4096
     evict_every: int = 1024  # observations between eviction passes
@@ -147,13 +154,15 @@ class _Views:
     ``filtered``: without the outlet's seen lines and lines seen in two originals;
     ``whole``: everything; ``repost``: without the lines seen in two originals only (the
     outlet's repeated boilerplate), keeping lines of one earlier article of the outlet, which
-    is what a repost of that article is made of. Views that are equal are the same object.
+    is what a repost of that article is made of; ``head``: the first part of ``filtered``
+    (see :meth:`DedupEngine._head`). Views that are equal are the same object.
     """
 
     filtered: Signature
     whole: Signature
     repost: Signature
     boilerplate: npt.NDArray[np.bool_]
+    head: Signature
 
 
 class DedupEngine:
@@ -367,16 +376,29 @@ class DedupEngine:
             own = np.zeros_like(own)
         flagged = own | shared
         if not flagged.any():
-            whole = self.hasher.signature(feats.shingles)
-            return _Views(whole, whole, whole, flagged)
+            whole, head = self.hasher.views(feats.shingles, [self._head(feats, None)])
+            return _Views(whole, whole, whole, flagged, head)
         keep_f = ~flagged[feats.line_of_shingle]
+        keep_h = self._head(feats, keep_f)
         repeated = self.boilerplate.repeated(feats.lines) if own.any() else shared
         if version or not (own & ~repeated).any():
-            filtered, whole = self.hasher.signatures(feats.shingles, keep_f)
-            return _Views(filtered, whole, filtered, flagged)
+            whole, filtered, head = self.hasher.views(feats.shingles, [keep_f, keep_h])
+            return _Views(filtered, whole, filtered, flagged, head)
         keep_r = None if not repeated.any() else ~repeated[feats.line_of_shingle]
-        whole, filtered, repost = self.hasher.views(feats.shingles, [keep_f, keep_r])
-        return _Views(filtered, whole, repost, flagged)
+        whole, filtered, repost, head = self.hasher.views(feats.shingles, [keep_f, keep_r, keep_h])
+        return _Views(filtered, whole, repost, flagged, head)
+
+    def _head(
+        self, feats: TextFeatures, keep: npt.NDArray[np.bool_] | None
+    ) -> npt.NDArray[np.bool_]:
+        """The first ``head_share`` of the shingles ``keep`` keeps (None: all of them): a
+        copy's own text comes before its outlet's footer, learned or not."""
+        kept = np.ones(feats.shingles.size, dtype=bool) if keep is None else keep
+        if not kept.size:
+            return kept
+        order = np.cumsum(kept)
+        head: npt.NDArray[np.bool_] = kept & (order <= order[-1] * self.config.head_share)
+        return head
 
     def _bands(self, sig: Signature) -> U64:
         if sig.size == 0:
@@ -402,7 +424,7 @@ class DedupEngine:
         live = [(seq, loc) for seq, loc in rows if loc is not None]
         if not live:
             return None
-        sig_f, sig_u, sig_r = views.filtered, views.whole, views.repost
+        sig_f, sig_u, sig_r, sig_h = views.filtered, views.whole, views.repost, views.head
         sigs = np.stack([loc[0].sig[loc[1]] for _, loc in live])
         sizes = [int(loc[0].size[loc[1]]) for _, loc in live]
         outlets = [int(loc[0].outlet[loc[1]]) for _, loc in live]
@@ -410,6 +432,8 @@ class DedupEngine:
         ju_all = jf_all if sig_u is sig_f else jaccard_many(sig_u.stored, sigs)
         reposts = sig_r is not sig_f and sig_r.size >= c.min_shingles
         jr_all = jaccard_many(sig_r.stored, sigs) if reposts else np.zeros(len(live))
+        heads = sig_h.size >= c.head_min_shingles
+        jh_all = jaccard_many(sig_h.stored, sigs) if heads else np.zeros(len(live))
         best: _Candidate | None = None
         for i, (seq, _) in enumerate(live):
             jf, ju, jr = float(jf_all[i]), float(ju_all[i]), float(jr_all[i])
@@ -434,6 +458,8 @@ class DedupEngine:
             if not ok and same_outlet and reposts:
                 edits = sig_f.size < c.min_shingles or cf >= c.repost_novel_containment
                 ok = self._reposts(jr, sig_r.size, sizes[i], edits=edits)
+            if not ok and heads and sizes[i] >= sig_h.size:
+                ok = _contained(float(jh_all[i]), sig_h.size, sizes[i]) >= c.head_containment
             if not ok:
                 continue
             cand = _Candidate(seq, jf, ju, cf, same_outlet, jr)
@@ -567,6 +593,11 @@ class DedupEngine:
                 aliases[absorbed] = (survivor, engine.watermark, by)
         engine.boilerplate = BoilerplateModel.load([blobs[f"boilerplate{i}"] for i in range(3)])
         return engine
+
+
+def _contained(jaccard: float, size: int, other_size: int) -> float:
+    """Estimated share of a set of ``size`` in one of ``other_size``, by their Jaccard."""
+    return min(1.0, jaccard / (1.0 + jaccard) * (size + other_size) / max(size, 1))
 
 
 def _recorded_reason(code: int, duplicate_of: str | None, version: int) -> DedupReason:

@@ -228,6 +228,32 @@ def test_an_outlets_footer_seen_once_does_not_make_its_next_brief_a_repost() -> 
     assert [d.duplicate_of for d in decisions] == [None] * 6
 
 
+WIRE_FOOTER = [
+    "Distributed by the Coastal Wire agency to its member titles under licence; onward "
+    "syndication, archiving or resale of this dispatch requires written consent.",
+    "Wire editors can be reached around the clock on the agency desk line for corrections, "
+    "clarifications and requests for the photographs that accompany this report.",
+]
+
+
+def test_a_copy_before_either_outlets_footer_is_learned_is_a_duplicate() -> None:
+    """Neither outlet has published before: their footers are still text to the filters."""
+    s = Stream()
+    paragraphs = BODIES[0][1].split("\n")
+    original = s.add("\n".join([*paragraphs, *WIRE_FOOTER]), outlet="wire")
+    trimmed = paragraphs[: max(2, int(len(paragraphs) * 0.75))]
+    copy = s.add("\n".join([*trimmed, *FOOTER]), outlet="post")
+    assert (copy.duplicate_of, copy.reason) == (original.id, "near")
+
+
+def test_another_article_under_the_same_unlearned_footers_is_no_duplicate() -> None:
+    s = Stream()
+    s.add("\n".join([BODIES[0][1], *FOOTER]), outlet="post")
+    s.add("\n".join([BODIES[1][1], *WIRE_FOOTER]), outlet="wire")
+    other = s.add("\n".join([BODIES[2][1], *FOOTER]), outlet="wire")
+    assert other.duplicate_of is None
+
+
 def test_a_copy_of_a_copy_points_to_the_first_original() -> None:
     s = Stream()
     s.add(BODIES[2][1], outlet="o1")
