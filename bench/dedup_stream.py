@@ -10,7 +10,8 @@ shared by a network of outlets). ``story_stream`` is the sample outlets' article
 distinct articles per event) among corpus articles as distractors, with gold events.
 ``hard_stream`` has two parts, ``tune`` and ``held-out``, on disjoint halves of the corpus
 with their own seeds, notes and templates: same-outlet reposts, briefs under one outlet's
-long footer and daily templated reports over 40 days, among originals and their copies.
+long footer and daily templated reports over 40 days, among originals and their copies,
+and long reads with their print copies (the outlet's footer past the fingerprinted words).
 Everything is seeded: the same corpus gives the same stream.
 """
 
@@ -617,7 +618,7 @@ def hard_stream(part: str, corpus: Path = CORPUS) -> list[Item]:
     bases = distinct(wcxb_articles(corpus) + fundus_articles(corpus))
     bases = [b for b in bases if _part_of(b.key) == part]
     rng.shuffle(bases)
-    briefs_pool, bases = bases[:28], bases[28:260]
+    briefs_pool, bases, unused = bases[:28], bases[28:260], bases[260:]
     outlets = [
         Outlet(
             f"{part}-outlet-{i:02d}",
@@ -715,6 +716,34 @@ def hard_stream(part: str, corpus: Path = CORPUS) -> list[Item]:
                 kind="report",
                 labels={"day": day},
             )
+    # Long reads (added later, with their own seed, so that the rest stays as it was): the
+    # outlet's footer falls past the fingerprinted words of an article, inside its print copy.
+    long_rng = random.Random(spec.seed + 1)
+    long_reads = [b for b in unused if _words(b.paragraphs) > 1100][:24]
+    longform_desks = [
+        Outlet(f"{part}-longform-{i}", _footer(long_rng, f"{part} longform {i}", 120), [], True)
+        for i in range(3)
+    ]
+    for j, base in enumerate(long_reads):
+        longform = longform_desks[j % len(longform_desks)]
+        at = j * span / len(long_reads) + long_rng.uniform(0, 3600)
+        emit(
+            at,
+            outlet=longform.name,
+            title=base.title,
+            text=body(longform, base.paragraphs),
+            group=base.key,
+            kind="original",
+        )
+        keep = max(2, round(len(base.paragraphs) * long_rng.uniform(0.6, 0.9)))
+        emit(
+            at + long_rng.uniform(600, 6 * 3600),
+            outlet=longform.name,
+            title=base.title,
+            text=body(longform, base.paragraphs[:keep]),
+            group=base.key,
+            kind="repost+long-print",
+        )
     items.sort(key=lambda pair: (pair[0], pair[1].id))
     return [item for _, item in items]
 
