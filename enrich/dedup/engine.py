@@ -127,9 +127,9 @@ class DedupConfig:
     repost_novel_containment: float = 0.4
     min_shingles: int = 12  # below this the novel text alone is no evidence
     # Before its outlet's footer is learned, a copy's own text is its first part: the first
-    # ``head_share`` of its shingles without boilerplate, contained in the candidate
+    # ``head_share`` of its shingles without boilerplate, ``near_containment`` contained in
+    # the candidate
     head_share: float = 0.5
-    head_containment: float = 0.9
     head_min_shingles: int = 60  # a shared opening shorter than this is a template's
     boilerplate_bits: int = 25  # bit-array size of the line filters (2 ** bits bits)
     segment_rows: int = 4096
@@ -271,7 +271,7 @@ class DedupEngine:
                 story=self._story_update(story),
             )
 
-        self.boilerplate.learn(item.outlet, feats.lines)
+        self.boilerplate.learn(item.outlet, feats.lines + feats.lines_after)
         # Stories are told apart by what an article says, not by the outlet's footer.
         dropped = {line for line, flag in zip(feats.lines, views.boilerplate, strict=True) if flag}
         lead = lead_without(item.text, dropped, self.config.cluster.lead_words)
@@ -379,12 +379,15 @@ class DedupEngine:
             whole, head = self.hasher.views(feats.shingles, [self._head(feats, None)])
             return _Views(whole, whole, whole, flagged, head)
         keep_f = ~flagged[feats.line_of_shingle]
-        keep_h = self._head(feats, keep_f)
         repeated = self.boilerplate.repeated(feats.lines) if own.any() else shared
         if version or not (own & ~repeated).any():
+            keep_h = self._head(feats, keep_f)
             whole, filtered, head = self.hasher.views(feats.shingles, [keep_f, keep_h])
             return _Views(filtered, whole, filtered, flagged, head)
         keep_r = None if not repeated.any() else ~repeated[feats.line_of_shingle]
+        # Nothing novel: the text is all its outlet's seen lines, a repost's head is its own
+        novel = np.count_nonzero(keep_f) >= self.config.min_shingles
+        keep_h = self._head(feats, keep_f if novel else keep_r)
         whole, filtered, repost, head = self.hasher.views(feats.shingles, [keep_f, keep_r, keep_h])
         return _Views(filtered, whole, repost, flagged, head)
 
@@ -392,7 +395,8 @@ class DedupEngine:
         self, feats: TextFeatures, keep: npt.NDArray[np.bool_] | None
     ) -> npt.NDArray[np.bool_]:
         """The first ``head_share`` of the shingles ``keep`` keeps (None: all of them): a
-        copy's own text comes before its outlet's footer, learned or not."""
+        copy's own text comes before its outlet's footer, learned or not, and a print copy
+        of a long article starts as it does, wherever its footer falls."""
         kept = np.ones(feats.shingles.size, dtype=bool) if keep is None else keep
         if not kept.size:
             return kept
@@ -459,7 +463,11 @@ class DedupEngine:
                 edits = sig_f.size < c.min_shingles or cf >= c.repost_novel_containment
                 ok = self._reposts(jr, sig_r.size, sizes[i], edits=edits)
             if not ok and heads and sizes[i] >= sig_h.size:
-                ok = _contained(float(jh_all[i]), sig_h.size, sizes[i]) >= c.head_containment
+                # the head of the body without boilerplate, or of a repost's (see _head)
+                novel = sig_f.size >= c.min_shingles
+                ok = (novel or same_outlet) and _contained(
+                    float(jh_all[i]), sig_h.size, sizes[i]
+                ) >= c.near_containment
             if not ok:
                 continue
             cand = _Candidate(seq, jf, ju, cf, same_outlet, jr)

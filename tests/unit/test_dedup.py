@@ -29,6 +29,7 @@ from enrich.dedup.stage import (
     snapshot_path,
     write_snapshot,
 )
+from enrich.dedup.text import features
 from enrich.worker import content_hash
 from index.worker import article_document
 from newsflow.contracts import Article, DedupedArticle, DedupReason, decode, encode
@@ -252,6 +253,36 @@ def test_another_article_under_the_same_unlearned_footers_is_no_duplicate() -> N
     s.add("\n".join([BODIES[1][1], *WIRE_FOOTER]), outlet="wire")
     other = s.add("\n".join([BODIES[2][1], *FOOTER]), outlet="wire")
     assert other.duplicate_of is None
+
+
+def _long_read(first: int) -> list[str]:
+    """Paragraphs of one long article (past the fingerprinted words), from sample bodies."""
+    return [p for _, body in BODIES[first : first + 6] for p in body.split("\n")]
+
+
+@pytest.mark.parametrize("earlier", [0, 1], ids=["outlets-first", "after-a-long-read"])
+def test_a_long_articles_print_copy_is_a_repost_wherever_its_footer_falls(earlier: int) -> None:
+    """The original's footer is past the fingerprinted words, the shorter copy's inside."""
+    s = Stream()
+    for n in range(earlier):
+        s.add("\n".join([*_long_read(12 + n), *FOOTER]), outlet="post")
+    paragraphs = _long_read(0)
+    assert len(" ".join(paragraphs).split()) > 1100
+    original = s.add("\n".join([*paragraphs, *FOOTER]), outlet="post")
+    cut = paragraphs[: int(len(paragraphs) * 0.6)]
+    copy = s.add("\n".join([*cut, *FOOTER]), outlet="post", title="Print edition")
+    assert (copy.duplicate_of, copy.reason) == (original.id, "same_outlet_repost")
+    other = s.add("\n".join([*_long_read(6)[:20], *FOOTER]), outlet="post")
+    assert other.duplicate_of is None
+
+
+def test_the_lines_past_the_fingerprinted_words_are_kept_for_learning() -> None:
+    paragraphs = _long_read(0)
+    whole = features("\n".join([*paragraphs, *FOOTER]))
+    short = features("\n".join(FOOTER))
+    assert set(short.lines) <= set(whole.lines_after)
+    assert not set(whole.lines) & set(whole.lines_after)
+    assert short.lines_after == []
 
 
 def test_a_copy_of_a_copy_points_to_the_first_original() -> None:
