@@ -8,11 +8,16 @@ copies, re-fetched versions, and hard negatives that must stay apart (short brie
 one outlet's long footer, a daily report template filled with different facts, a footer
 shared by a network of outlets). ``story_stream`` is the sample outlets' articles (several
 distinct articles per event) among corpus articles as distractors, with gold events.
+``hard_stream`` has two parts, ``tune`` and ``held-out``, on disjoint halves of the corpus
+with their own seeds, notes and templates: same-outlet reposts, briefs under one outlet's
+long footer and daily templated reports over 40 days, among originals and their copies,
+and long reads with their print copies (the outlet's footer past the fingerprinted words).
 Everything is seeded: the same corpus gives the same stream.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -553,3 +558,269 @@ def story_stream(seed: int = 11, distractors: int = 300, corpus: Path = CORPUS) 
         )
     items.sort(key=lambda it: (it.published_at, it.id))
     return items
+
+
+# --- hard cases: reposts, briefs under one footer, templated daily reports ---------------
+
+PARTS = ("tune", "held-out")
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one part of the hard-case stream is made of. The parts share no corpus body,
+    no template, no update note or added sentence, and no seed: rules are tuned on
+    ``tune`` only and ``held-out`` shows whether they hold on texts they never saw."""
+
+    seed: int
+    notes: tuple[str, ...]  # what an outlet puts above a reposted article
+    added: tuple[str, ...]  # a sentence an update adds
+    reports: tuple[tuple[str, str], ...]  # (outlet, template) of the daily reports
+
+
+_PARTS = {
+    "tune": _Part(
+        seed=101,
+        notes=("Updated with new details.", "This article has been updated.", "UPDATE 1-"),
+        added=(
+            "Officials did not immediately respond to a request for comment on Monday.",
+            "The company said it would publish a fuller statement later in the week.",
+            "Police said inquiries were continuing and appealed for witnesses to come forward.",
+        ),
+        reports=(("markets-desk", "markets"), ("weather-desk", "weather")),
+    ),
+    "held-out": _Part(
+        seed=202,
+        notes=("Editor's note: this story was revised.", "UPDATE 2-", "Corrected version."),
+        added=(
+            "A spokeswoman for the council declined to say when the review would conclude.",
+            "Further details are expected to be released at a briefing on Thursday morning.",
+            "Representatives for the group did not answer emails sent over the weekend.",
+        ),
+        reports=(("travel-desk", "travel"), ("energy-desk", "energy")),
+    ),
+}
+
+
+def _part_of(key: str) -> str:
+    """Which part a corpus body belongs to: a stable half of the corpus each."""
+    return PARTS[hashlib.blake2b(key.encode("utf-8"), digest_size=1).digest()[0] & 1]
+
+
+def hard_stream(part: str, corpus: Path = CORPUS) -> list[Item]:
+    """Reposts by the same outlet, syndicated copies, briefs under one outlet's long footer
+    and two outlets' daily templated reports over 40 days, with gold groups and events.
+
+    ``group`` is the duplicate group and ``event`` the story; a repost and a copy share
+    their original's. ``labels["day"]`` numbers a report's day.
+    """
+    spec = _PARTS[part]
+    rng = random.Random(spec.seed)
+    bases = distinct(wcxb_articles(corpus) + fundus_articles(corpus))
+    bases = [b for b in bases if _part_of(b.key) == part]
+    rng.shuffle(bases)
+    briefs_pool, bases, unused = bases[:28], bases[28:260], bases[260:]
+    outlets = [
+        Outlet(
+            f"{part}-outlet-{i:02d}",
+            _footer(rng, f"{part} outlet {i:02d}", rng.choice([40, 120, 250])),
+            [f"READ MORE: {b.title}" for b in rng.sample(bases, 6)],
+            leaves_footer=rng.random() < 0.8,
+        )
+        for i in range(16)
+    ]
+    network = _footer(rng, f"{part} network group", 160)
+    for outlet in outlets[:3]:
+        outlet.footer, outlet.leaves_footer = network, True
+    brief_desk = outlets[15]
+    brief_desk.footer, brief_desk.leaves_footer = _footer(rng, f"{part} editorial", 260), True
+    days = 40
+    span = days * 86400.0
+    items: list[tuple[float, Item]] = []
+    counter = 0
+
+    def emit(at: float, **kw: Any) -> None:
+        nonlocal counter
+        counter += 1
+        kw.setdefault("id", f"{part}-{counter:06d}")
+        kw.setdefault("url", f"https://{kw['outlet']}.example/{kw['id']}")
+        kw["published_at"] = (T0 + timedelta(seconds=at)).isoformat()
+        kw.setdefault("event", kw["group"])
+        items.append((at, Item(**kw)))
+
+    def body(outlet: Outlet, paragraphs: list[str], promos: bool = False) -> str:
+        lines = list(paragraphs)
+        if promos and len(lines) > 2:
+            lines.insert(len(lines) // 2, rng.choice(outlet.promos))
+        return "\n".join(lines + (outlet.footer if outlet.leaves_footer else []))
+
+    for i, base in enumerate(bases):
+        at = i * span / len(bases)
+        home = rng.choice(outlets)
+        promos = rng.random() < 0.3
+        emit(
+            at,
+            outlet=home.name,
+            title=base.title,
+            text=body(home, base.paragraphs, promos),
+            group=base.key,
+            kind="original",
+        )
+        if rng.random() < 0.35:
+            for variant in rng.sample(_REPOSTS, rng.randint(1, 2)):
+                title, paragraphs, bare = _repost(rng, spec, variant, base)
+                text = "\n".join(paragraphs) if bare else body(home, paragraphs, promos)
+                emit(
+                    at + rng.uniform(300, 12 * 3600),
+                    outlet=home.name,
+                    title=title,
+                    text=text,
+                    group=base.key,
+                    kind=f"repost+{variant}",
+                )
+        if rng.random() < 0.4:
+            for other in rng.sample([o for o in outlets if o is not home], rng.randint(1, 3)):
+                paragraphs = list(base.paragraphs)
+                if rng.random() < 0.4:
+                    paragraphs = _trim(rng, paragraphs)
+                if rng.random() < 0.5:
+                    paragraphs = _light_edits(rng, paragraphs, rng.uniform(0.01, 0.03))
+                title = _edit_headline(rng, base.title) if rng.random() < 0.5 else base.title
+                emit(
+                    at + rng.uniform(60, 36 * 3600),
+                    outlet=other.name,
+                    title=title,
+                    text=body(other, paragraphs, rng.random() < 0.4),
+                    group=base.key,
+                    kind="copy",
+                )
+    for j, base in enumerate(briefs_pool):  # a fortnight of briefs, a few a day
+        words = " ".join(base.paragraphs).split()[: rng.randint(30, 60)]
+        emit(
+            j * 14 * 86400.0 / len(briefs_pool) + rng.uniform(0, 3600),
+            outlet=brief_desk.name,
+            title=base.title,
+            text="\n".join([" ".join(words), *brief_desk.footer]),
+            group=f"brief-{base.key}",
+            kind="brief",
+        )
+    for desk, template in spec.reports:
+        hour = rng.uniform(5, 19) * 3600
+        for day in range(days):
+            title, text = _TEMPLATES[template](rng, day)
+            emit(
+                day * 86400.0 + hour + rng.uniform(0, 1800),
+                outlet=desk,
+                title=title,
+                text=text,
+                group=f"{template}-{day}",
+                kind="report",
+                labels={"day": day},
+            )
+    # Long reads (added later, with their own seed, so that the rest stays as it was): the
+    # outlet's footer falls past the fingerprinted words of an article, inside its print copy.
+    long_rng = random.Random(spec.seed + 1)
+    long_reads = [b for b in unused if _words(b.paragraphs) > 1100][:24]
+    longform_desks = [
+        Outlet(f"{part}-longform-{i}", _footer(long_rng, f"{part} longform {i}", 120), [], True)
+        for i in range(3)
+    ]
+    for j, base in enumerate(long_reads):
+        longform = longform_desks[j % len(longform_desks)]
+        at = j * span / len(long_reads) + long_rng.uniform(0, 3600)
+        emit(
+            at,
+            outlet=longform.name,
+            title=base.title,
+            text=body(longform, base.paragraphs),
+            group=base.key,
+            kind="original",
+        )
+        keep = max(2, round(len(base.paragraphs) * long_rng.uniform(0.6, 0.9)))
+        emit(
+            at + long_rng.uniform(600, 6 * 3600),
+            outlet=longform.name,
+            title=base.title,
+            text=body(longform, base.paragraphs[:keep]),
+            group=base.key,
+            kind="repost+long-print",
+        )
+    items.sort(key=lambda pair: (pair[0], pair[1].id))
+    return [item for _, item in items]
+
+
+_REPOSTS = ("note", "inline", "headline", "amp", "update-edits", "print")
+
+
+def _repost(
+    rng: random.Random, spec: _Part, variant: str, base: Base
+) -> tuple[str, list[str], bool]:
+    """(title, paragraphs, without the outlet's footer) of the same outlet's repost."""
+    paragraphs = list(base.paragraphs)
+    note, added = rng.choice(spec.notes), rng.choice(spec.added)
+    if variant == "note":  # a note line above, a sentence below
+        return base.title, [note, *paragraphs, added], False
+    if variant == "inline":  # the note starts the first paragraph, the sentence ends the last
+        paragraphs[0] = f"{note} {paragraphs[0]}"
+        paragraphs[-1] = f"{paragraphs[-1]} {added}"
+        return base.title, paragraphs, False
+    if variant == "headline":  # a new headline and slug, the text as it was plus a line
+        return _edit_headline(rng, base.title), [*paragraphs, added], False
+    if variant == "amp":  # the mobile page: no footer, no promos
+        return base.title, paragraphs, True
+    if variant == "update-edits":  # "UPDATE 1-" with a few words changed and one added line
+        edited = _light_edits(rng, paragraphs, 0.015)
+        return f"{note} {base.title}", [f"{note} {edited[0]}", *edited[1:], added], False
+    # the print edition: the last paragraphs cut
+    keep = max(2, round(len(paragraphs) * rng.uniform(0.75, 0.9)))
+    return base.title, paragraphs[:keep], False
+
+
+def _markets(rng: random.Random, day: int) -> tuple[str, str]:
+    return "Markets report", f"Markets report for day {day + 1}.\n" + _market_report(rng)
+
+
+def _weather(rng: random.Random, day: int) -> tuple[str, str]:
+    date = (T0 + timedelta(days=day)).strftime("%A %d %B")
+    return f"Weather for {date}", _weather_report(rng)
+
+
+_ROADS = ["M62", "A1(M)", "M6", "A14", "M25", "A303", "M4", "A66", "M8", "A9"]
+_LINES = ["Northern", "TransPennine", "Avanti", "ScotRail", "Southern", "Greater Anglia"]
+
+
+def _travel(rng: random.Random, day: int) -> tuple[str, str]:
+    road, other = rng.sample(_ROADS, 2)
+    line = rng.choice(_LINES)
+    date = (T0 + timedelta(days=day)).strftime("%d %B")
+    return f"Travel update, {date}", "\n".join(
+        [
+            f"Drivers on the {road} face delays of up to {rng.randint(10, 90)} minutes between "
+            f"junctions {rng.randint(1, 20)} and {rng.randint(21, 40)} after "
+            f"{rng.choice(['a crash', 'a broken-down lorry', 'roadworks', 'flooding'])}.",
+            f"The {other} is closed {rng.choice(['northbound', 'southbound', 'eastbound'])} "
+            f"until {rng.randint(1, 11)}pm; diversions add about {rng.randint(5, 40)} minutes.",
+            f"{line} services are running with {rng.randint(2, 30)} cancellations and an "
+            f"average delay of {rng.randint(3, 25)} minutes because of "
+            f"{rng.choice(['a signal fault', 'staff shortages', 'a points failure'])}.",
+        ]
+    )
+
+
+def _energy(rng: random.Random, day: int) -> tuple[str, str]:
+    wind = rng.uniform(5, 55)
+    gas = rng.uniform(15, 50)
+    return "Energy today", "\n".join(
+        [
+            f"Wind turbines supplied {wind:.1f}% of the grid's power on day {day + 1}, gas "
+            f"{gas:.1f}% and nuclear {rng.uniform(8, 18):.1f}%, with demand peaking at "
+            f"{rng.uniform(28, 45):.1f}GW at {rng.randint(4, 7)}pm.",
+            f"The day-ahead wholesale price settled at £{rng.uniform(40, 140):.2f} per "
+            f"megawatt-hour, {rng.choice(['up', 'down'])} {rng.uniform(1, 20):.1f}% on the day.",
+            f"Interconnectors {rng.choice(['imported', 'exported'])} "
+            f"{rng.uniform(1, 7):.1f}GW, and carbon intensity averaged "
+            f"{rng.randint(60, 260)}g of CO2 per kilowatt-hour.",
+        ]
+    )
+
+
+_TEMPLATES = {"markets": _markets, "weather": _weather, "travel": _travel, "energy": _energy}

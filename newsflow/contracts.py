@@ -132,6 +132,9 @@ class DedupReason(StrEnum):
     URL = "url"  # a copy at the same normalized or canonical URL
     EXACT = "exact"  # a copy with the same normalized body
     NEAR = "near"  # a near-duplicate body
+    # The same outlet's copy under another URL (a new slug, an AMP or print page, an
+    # "UPDATE" repost): added within schema version 1, so older messages still decode.
+    SAME_OUTLET_REPOST = "same_outlet_repost"
 
 
 class DedupedArticle(Article):

@@ -4,8 +4,10 @@ Extraction leaves footers, promos and share prompts behind as whole lines. A lin
 seen in an earlier *original* article of the same outlet is that outlet's boilerplate; a
 line seen in two earlier originals of any outlets is shared boilerplate. Duplicates never
 teach the filters, so a syndicated story's own paragraphs stay content however many outlets
-carry it. Memory is fixed (bit arrays with two rotating generations), whatever the number
-of outlets or articles.
+carry it. A line of one earlier original of the outlet is either its boilerplate seen
+once or that article's text; a repost of the article is told apart by the lines seen in two
+originals (:meth:`BoilerplateModel.repeated`). Memory is fixed (bit arrays with two
+rotating generations), whatever the number of outlets or articles.
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ class BoilerplateModel:
         plain = np.asarray(lines, dtype=np.uint64)
         own = self.outlet_seen.contains(self._outlet_keys(outlet, lines))
         return own, self.shared_twice.contains(plain) & ~own
+
+    def repeated(self, lines: list[int]) -> Mask:
+        """Which of ``lines`` were seen in two earlier originals, of any outlets (read-only).
+
+        An outlet's own filter also holds every line of each of its earlier articles, so a
+        repost of one of them looks like boilerplate through and through; its footer, unlike
+        the article it repeats, has been seen in two originals.
+        """
+        if not lines:
+            return np.zeros(0, dtype=bool)
+        return self.shared_twice.contains(np.asarray(lines, dtype=np.uint64))
 
     def learn(self, outlet: str, lines: list[int]) -> None:
         """Record the lines of a new original article of ``outlet``."""

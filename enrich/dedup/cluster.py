@@ -7,6 +7,13 @@ best match among the story's centroid and a few of its first members (a story's 
 drifts from any single angle on the event, its members do not). It joins when the cosine
 clears ``threshold``, or a lower ``entity_threshold`` with named entities in common.
 
+A story has a life and one subject. It takes new articles while it is active (``window_seconds``
+since its last article), and its centroid is the mean of its first ``anchor_articles`` only,
+so a long run of articles, each close to the one before, cannot drag it day by day onto
+another event. An outlet's templated reports (a daily market close, a weather bulletin) share
+most of their words and differ in their facts: an article whose outlet is already in a story
+joins it only if it repeats enough of the story's facts (figures, dates, named entities).
+
 Arrival order must not decide the clusters: when a new article matches two stories, it
 bridges them and they merge into the oldest one. The absorbed story id stays resolvable
 (:meth:`StoryClusterer.resolve`) and the decision names it (``merged_from``) so the index can
@@ -40,6 +47,7 @@ U64 = npt.NDArray[np.uint64]
 F32 = npt.NDArray[np.float32]
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
+_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*(?:%|[^\W\d_]+)?")  # with its unit: "12c", "4pm"
 _ENTITY = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:[A-Z][\w'’-]*|of|the|de|van|von))*\s+[A-Z][\w'’-]*")
 _MORE_STOP = (
     "new says said year years week people told time first last two three like make made "
@@ -67,6 +75,11 @@ class ClusterConfig:
     member_index_terms: int = 8  # …and each kept member's
     df_horizon: int = 200_000  # documents after which document frequencies are halved
     df_max_terms: int = 1 << 19  # distinct terms counted before document frequencies decay
+    anchor_articles: int = 12  # originals whose mean is the centroid; later ones don't move it
+    story_facts: int = 24  # facts (figures, dates, entities) a story keeps, its first ones
+    min_facts: int = 4  # fewer facts on either side: no fact check
+    fact_agreement: float = 0.5  # share of an article's facts the story must hold when the
+    # article's outlet is already in it (else it is the outlet's next templated report)
 
 
 def _fold(word: str) -> str:
@@ -128,6 +141,7 @@ class Story:
     centroid: SparseVec = field(default_factory=lambda: SparseVec(_EMPTY_IDS, _EMPTY_W))
     members: list[SparseVec] = field(default_factory=list)  # empty while a single article
     weight: float = 0.0  # the centroid's mass before truncation (sum of member vectors)
+    facts: U64 = field(default_factory=lambda: _EMPTY_IDS)  # sorted, its first articles'
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +171,7 @@ class Story:
         own += 56 + 8 * len(self.outlets)  # outlet names are shared (interned)
         own += 56 + 8 * len(self.members)
         own += 49 + len(self.title.encode("utf-8"))
+        own += int(self.facts.nbytes) + 112
         return own + self.centroid.nbytes + sum(m.nbytes for m in self.members)
 
 
@@ -226,6 +241,28 @@ class StoryClusterer:
         }
         norm = math.sqrt(sum(w * w for w in vec.values())) or 1.0
         return {t: w / norm for t, w in vec.items()}
+
+    def facts(self, title: str, text: str, tf: dict[int, float]) -> U64:
+        """What an article states, as sorted ids: the figures and dates in its title and lead,
+        with their units ("7,412" and "7412" alike) and its named entities (the entity terms
+        of ``tf``)."""
+        lead = " ".join(text.split(maxsplit=self.config.lead_words)[: self.config.lead_words])
+        found = {t for t in tf if t & 1}
+        for part in (title.casefold(), lead.casefold()):
+            for number in _NUMBER.findall(part):
+                found.add(term_id("#" + number.replace(",", ""), False))
+        return np.asarray(sorted(found), dtype=np.uint64)
+
+    def _other_edition(self, story: Story, outlet: str, facts: U64) -> bool:
+        """Whether an article of ``outlet``, already in ``story``, states other facts than
+        the story: the outlet's next report in the same template, not this event."""
+        c = self.config
+        if outlet not in story.outlets or facts.size < c.min_facts:
+            return False
+        if story.facts.size < c.min_facts:
+            return False
+        shared = np.intersect1d(facts, story.facts, assume_unique=True).size
+        return shared < c.fact_agreement * facts.size
 
     def _learn_df(self, tf: dict[int, float]) -> None:
         self.docs += 1
@@ -313,13 +350,14 @@ class StoryClusterer:
         """
         tf = self.terms(title, text)
         vec = self.vector(tf)
+        facts = self.facts(title, text, tf)
         self._learn_df(tf)
         stories = self.candidates(vec, now)
         best, shared = self.scores(vec, stories)
         matched = [
             (score, s)
             for s, score, n in zip(stories, best, shared, strict=True)
-            if self._matches(score, n)
+            if self._matches(score, n) and not self._other_edition(s, outlet, facts)
         ]
         if not matched:
             story = Story(article_id, now, now, article_id, title)
@@ -340,6 +378,8 @@ class StoryClusterer:
         story.first_seen = min(story.first_seen, now)
         if outlet not in story.outlets:
             story.outlets.append(sys.intern(outlet))
+        if story.facts.size < self.config.story_facts:
+            story.facts = _union(story.facts, facts, self.config.story_facts)
         self._add_member(story, vec)
         rep = self._cosine(vec, story.centroid)
         if is_new or rep > story.rep_score + 0.05:
@@ -377,7 +417,8 @@ class StoryClusterer:
                 story.members.append(SparseVec.top(story.centroid.as_dict(), c.member_terms))
             if len(story.members) < c.members:
                 story.members.append(SparseVec.top(vec, c.member_terms))
-            self._fold(story, vec, 1.0)
+            if story.originals <= c.anchor_articles:
+                self._fold(story, vec, 1.0)
         self._reindex(story, old)
 
     def _fold(self, story: Story, vec: dict[int, float], weight: float) -> None:
@@ -414,6 +455,7 @@ class StoryClusterer:
         theirs = other.members or [SparseVec.top(other.centroid.as_dict(), c.member_terms)]
         into.members = (into.members + theirs)[: c.members]
         self._fold(into, other.centroid.as_dict(), other.weight)
+        into.facts = _union(into.facts, other.facts, c.story_facts)
         if other.rep_score > into.rep_score + 0.05:
             into.representative, into.title = other.representative, other.title
             into.rep_score = other.rep_score
@@ -475,6 +517,7 @@ class StoryClusterer:
                     "rep_score": s.rep_score,
                     "originals": s.originals,
                     "weight": s.weight,
+                    "facts": s.facts.tolist(),
                     "parts": [[p.ids.tolist(), p.w.tolist()] for p in s.parts()],
                 }
                 for s in self.stories.values()
@@ -509,8 +552,17 @@ class StoryClusterer:
                 centroid=parts[0],
                 members=parts[1:],
                 weight=raw["weight"],
+                facts=np.asarray(raw.get("facts", []), dtype=np.uint64),  # none before format 5
             )
             out.stories[story.story_id] = story
             for t in story.index_terms(out.config):
                 out._post(t, story.story_id)
         return out
+
+
+def _union(kept: U64, more: U64, limit: int) -> U64:
+    """``kept`` and then ``more`` up to ``limit`` ids, sorted (a story's first facts stay)."""
+    if kept.size >= limit or more.size == 0:
+        return kept
+    extra = np.setdiff1d(more, kept, assume_unique=True)[: limit - kept.size]
+    return np.union1d(kept, extra)

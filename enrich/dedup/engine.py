@@ -2,9 +2,14 @@
 
 Layers, cheapest first: same id (replay or new version) → same normalized URL or
 ``rel=canonical`` → same normalized body (exact hash) → near-duplicate (MinHash + LSH,
-verified by estimated Jaccard and containment over the body without learned boilerplate)
-→ story clustering of originals. ``observe`` depends only on the state and the input (no
-clock, no randomness), so replaying a changelog of inputs rebuilds the state exactly.
+verified by estimated Jaccard and containment over the body without learned boilerplate,
+or by its first half being contained in the candidate: a copy whose outlets' footers are not
+learned yet)
+→ story clustering of originals. A near-duplicate of the same outlet's article is its repost
+(``same_outlet_repost``): its lines are all the outlet's seen lines, so it is also compared
+without only the lines seen in two originals (see :class:`_Views`). ``observe`` depends
+only on the state and the input (no clock, no randomness), so replaying a changelog of
+inputs rebuilds the state exactly.
 
 An input already decided (same id, same text: a redelivery, a rewind of a batch the worker
 had already observed, an unchanged re-fetch) gets its recorded decision again, flagged
@@ -24,18 +29,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from enrich.dedup.boilerplate import BoilerplateModel
 from enrich.dedup.cluster import ClusterConfig, Story, StoryClusterer
 from enrich.dedup.minhash import MinHasher, Signature, containment, jaccard_many
 from enrich.dedup.store import ArticleStore, Segment
-from enrich.dedup.text import U64, TextFeatures, features, stable_hash64
+from enrich.dedup.text import U64, TextFeatures, features, lead_without, stable_hash64
 from newsflow.contracts import DedupReason
 from newsflow.urls import InvalidURLError, normalize_url
 
-SNAPSHOT_FORMAT = 4  # 2: story merges; 3: first 1,000 words; 4: reasons, merges' articles
-READABLE_FORMATS = (3, 4)  # 3 reads with unrecorded reasons (see ``_recorded_reason``)
+# 2: story merges; 3: first 1,000 words; 4: reasons, merges' articles; 5: same-outlet reposts
+SNAPSHOT_FORMAT = 5
+READABLE_FORMATS = (3, 4, 5)  # 3 reads with unrecorded reasons (see ``_recorded_reason``)
 
 # How a row records its decision's reason (0: not recorded, a format 3 snapshot).
 REASON_CODES: dict[DedupReason, int] = {
@@ -44,6 +51,7 @@ REASON_CODES: dict[DedupReason, int] = {
     DedupReason.URL: 3,
     DedupReason.EXACT: 4,
     DedupReason.NEAR: 5,
+    DedupReason.SAME_OUTLET_REPOST: 6,  # format 5: an older engine refuses the snapshot
 }
 REASONS_BY_CODE = {code: reason for reason, code in REASON_CODES.items()}
 
@@ -110,7 +118,19 @@ class DedupConfig:
     novel_containment: float = 0.7  # few novel lines: they and the whole must be contained
     strict_jaccard: float = 0.8  # nothing novel: the whole text must match…
     strict_containment: float = 0.9  # …or be contained
+    # The same outlet's repost, compared without only the lines seen in two originals: it
+    # holds all of its first copy and repeats it (or the other way round, a trimmed copy)…
+    repost_covers: float = 0.9
+    repost_repeats: float = 0.6
+    # …or both, less, when its novel lines are few or edits of the first copy's
+    repost_edited: float = 0.75
+    repost_novel_containment: float = 0.4
     min_shingles: int = 12  # below this the novel text alone is no evidence
+    # Before its outlet's footer is learned, a copy's own text is its first part: the first
+    # ``head_share`` of its shingles without boilerplate, ``near_containment`` contained in
+    # the candidate
+    head_share: float = 0.5
+    head_min_shingles: int = 60  # a shared opening shorter than this is a template's
     boilerplate_bits: int = 25  # bit-array size of the line filters (2 ** bits bits)
     segment_rows: int = 4096
     evict_every: int = 1024  # observations between eviction passes
@@ -124,6 +144,25 @@ class _Candidate:
     ju: float
     cf: float
     same_outlet: bool
+    jr: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Views:
+    """One body's MinHash views and which of its lines are boilerplate.
+
+    ``filtered``: without the outlet's seen lines and lines seen in two originals;
+    ``whole``: everything; ``repost``: without the lines seen in two originals only (the
+    outlet's repeated boilerplate), keeping lines of one earlier article of the outlet, which
+    is what a repost of that article is made of; ``head``: the first part of ``filtered``
+    (see :meth:`DedupEngine._head`). Views that are equal are the same object.
+    """
+
+    filtered: Signature
+    whole: Signature
+    repost: Signature
+    boilerplate: npt.NDArray[np.bool_]
+    head: Signature
 
 
 class DedupEngine:
@@ -150,14 +189,15 @@ class DedupEngine:
         url_keys = self._url_keys(item)
         chash = feats.content_hash
         hash_key = np.asarray([chash], dtype=np.uint64)
-        sig_f, sig_u = self._signatures(item.outlet, feats)
+        views = self._signatures(item.outlet, feats)
+        sig_f = views.filtered
         # Every layer's lookup at once: one search per segment of the window.
         hits = self.store.find_many(
             {
                 "id": id_key,
                 "url": url_keys,
                 "hash": hash_key,
-                "band": self._query_bands(sig_f, sig_u),
+                "band": self._query_bands(views),
             }
         )
         known = self._live(hits.get("id", []), item.id)
@@ -188,12 +228,12 @@ class DedupEngine:
                     original, reason = seq, DedupReason.EXACT
                     break
         if original is None:
-            best = self._near(hits.get("band", []), sig_f, sig_u, outlet_code)
+            best = self._near(hits.get("band", []), views, outlet_code)
             if best is not None:
                 original, reason, similarity = (
                     best.seq,
-                    DedupReason.NEAR,
-                    round(max(best.jf, best.ju), 4),
+                    DedupReason.SAME_OUTLET_REPOST if best.same_outlet else DedupReason.NEAR,
+                    round(max(best.jf, best.ju, best.jr), 4),
                 )
 
         if original is not None:
@@ -202,12 +242,17 @@ class DedupEngine:
             seg, row = located
             root = seg.dup_of[row] or seg.ids[row]
             story_id = self.clusterer.resolve(seg.stories[row])
+            # A repost's own lines are all its outlet's seen lines: it is found by its text.
+            kept = sig_f
+            if reason is DedupReason.SAME_OUTLET_REPOST:
+                kept = views.repost
+                keys["band"] = self._bands(kept)
             self.store.append(
                 article_id=item.id,
                 story_id=story_id,
                 duplicate_of=root,
-                sig=sig_f.stored,
-                size=sig_f.size,
+                sig=kept.stored,
+                size=kept.size,
                 outlet=outlet_code,
                 time=now,
                 chash=chash,
@@ -226,9 +271,12 @@ class DedupEngine:
                 story=self._story_update(story),
             )
 
-        self.boilerplate.learn(item.outlet, feats.lines)
+        self.boilerplate.learn(item.outlet, feats.lines + feats.lines_after)
+        # Stories are told apart by what an article says, not by the outlet's footer.
+        dropped = {line for line, flag in zip(feats.lines, views.boilerplate, strict=True) if flag}
+        lead = lead_without(item.text, dropped, self.config.cluster.lead_words)
         placed = self.clusterer.assign(
-            item.id, item.title or "", item.text, item.outlet, now, arrival=self.watermark
+            item.id, item.title or "", lead, item.outlet, now, arrival=self.watermark
         )
         assigned = placed.story
         self.store.append(
@@ -292,7 +340,7 @@ class DedupEngine:
         seg, row = located
         story_id, dup = self.clusterer.resolve(seg.stories[row]), seg.dup_of[row]
         story = self.clusterer.stories.get(story_id)
-        sig_f, _ = self._signatures(item.outlet, feats, version=True)
+        sig_f = self._signatures(item.outlet, feats, version=True).filtered
         keys = {
             "hash": np.asarray([feats.content_hash], dtype=np.uint64),
             "band": self._bands(sig_f),
@@ -317,10 +365,9 @@ class DedupEngine:
             story=self._story_update(story),
         )
 
-    def _signatures(
-        self, outlet: str, feats: TextFeatures, *, version: bool = False
-    ) -> tuple[Signature, Signature]:
-        """MinHash of the body without boilerplate lines, and of the whole body.
+    def _signatures(self, outlet: str, feats: TextFeatures, *, version: bool = False) -> _Views:
+        """MinHash of the body without boilerplate lines, of the whole body, and of the body
+        without only the lines seen in two originals (see :class:`_Views`).
 
         A new version ignores its outlet's filter: its previous version taught it every line.
         """
@@ -329,24 +376,50 @@ class DedupEngine:
             own = np.zeros_like(own)
         flagged = own | shared
         if not flagged.any():
-            whole = self.hasher.signature(feats.shingles)
-            return whole, whole
-        return self.hasher.signatures(feats.shingles, ~flagged[feats.line_of_shingle])
+            whole, head = self.hasher.views(feats.shingles, [self._head(feats, None)])
+            return _Views(whole, whole, whole, flagged, head)
+        keep_f = ~flagged[feats.line_of_shingle]
+        repeated = self.boilerplate.repeated(feats.lines) if own.any() else shared
+        if version or not (own & ~repeated).any():
+            keep_h = self._head(feats, keep_f)
+            whole, filtered, head = self.hasher.views(feats.shingles, [keep_f, keep_h])
+            return _Views(filtered, whole, filtered, flagged, head)
+        keep_r = None if not repeated.any() else ~repeated[feats.line_of_shingle]
+        # Nothing novel: the text is all its outlet's seen lines, a repost's head is its own
+        novel = np.count_nonzero(keep_f) >= self.config.min_shingles
+        keep_h = self._head(feats, keep_f if novel else keep_r)
+        whole, filtered, repost, head = self.hasher.views(feats.shingles, [keep_f, keep_r, keep_h])
+        return _Views(filtered, whole, repost, flagged, head)
+
+    def _head(
+        self, feats: TextFeatures, keep: npt.NDArray[np.bool_] | None
+    ) -> npt.NDArray[np.bool_]:
+        """The first ``head_share`` of the shingles ``keep`` keeps (None: all of them): a
+        copy's own text comes before its outlet's footer, learned or not, and a print copy
+        of a long article starts as it does, wherever its footer falls."""
+        kept = np.ones(feats.shingles.size, dtype=bool) if keep is None else keep
+        if not kept.size:
+            return kept
+        order = np.cumsum(kept)
+        head: npt.NDArray[np.bool_] = kept & (order <= order[-1] * self.config.head_share)
+        return head
 
     def _bands(self, sig: Signature) -> U64:
         if sig.size == 0:
             return np.zeros(0, dtype=np.uint64)
         return self.hasher.band_keys(sig)
 
-    def _query_bands(self, sig_f: Signature, sig_u: Signature) -> U64:
-        """LSH keys to look up: of the text without boilerplate and of the whole text."""
-        if sig_u is sig_f:
-            return self._bands(sig_f)
-        return np.concatenate([self._bands(sig_f), self._bands(sig_u)])
+    def _query_bands(self, views: _Views) -> U64:
+        """LSH keys to look up: of each distinct view of the text."""
+        distinct = [views.filtered]
+        for sig in (views.whole, views.repost):
+            if all(sig is not seen for seen in distinct):
+                distinct.append(sig)
+        if len(distinct) == 1:
+            return self._bands(views.filtered)
+        return np.concatenate([self._bands(sig) for sig in distinct])
 
-    def _near(
-        self, seqs: list[int], sig_f: Signature, sig_u: Signature, outlet: int
-    ) -> _Candidate | None:
+    def _near(self, seqs: list[int], views: _Views, outlet: int) -> _Candidate | None:
         """Best verified near-duplicate among the LSH candidates ``seqs``, or None."""
         c = self.config
         if not seqs:
@@ -355,16 +428,22 @@ class DedupEngine:
         live = [(seq, loc) for seq, loc in rows if loc is not None]
         if not live:
             return None
+        sig_f, sig_u, sig_r, sig_h = views.filtered, views.whole, views.repost, views.head
         sigs = np.stack([loc[0].sig[loc[1]] for _, loc in live])
         sizes = [int(loc[0].size[loc[1]]) for _, loc in live]
         outlets = [int(loc[0].outlet[loc[1]]) for _, loc in live]
         jf_all = jaccard_many(sig_f.stored, sigs) if sig_f.size else np.zeros(len(live))
         ju_all = jf_all if sig_u is sig_f else jaccard_many(sig_u.stored, sigs)
+        reposts = sig_r is not sig_f and sig_r.size >= c.min_shingles
+        jr_all = jaccard_many(sig_r.stored, sigs) if reposts else np.zeros(len(live))
+        heads = sig_h.size >= c.head_min_shingles
+        jh_all = jaccard_many(sig_h.stored, sigs) if heads else np.zeros(len(live))
         best: _Candidate | None = None
         for i, (seq, _) in enumerate(live):
-            jf, ju = float(jf_all[i]), float(ju_all[i])
+            jf, ju, jr = float(jf_all[i]), float(ju_all[i]), float(jr_all[i])
             cf = containment(jf, sig_f.size, sizes[i])
             cu = containment(ju, sig_u.size, sizes[i])
+            same_outlet = outlets[i] == outlet
             if sig_f.size >= c.min_shingles:
                 # The text without boilerplate is a copy, a trimmed or an extended copy…
                 ok = jf >= c.near_jaccard or (
@@ -375,14 +454,43 @@ class DedupEngine:
                 ok = ok or (
                     jf * c.num_perm >= 3 and cf >= c.novel_containment and cu >= c.novel_containment
                 )
-            else:  # nothing novel: every line was seen before; the whole must match
-                ok = ju >= c.strict_jaccard or cu >= c.strict_containment
+            else:  # nothing novel: every line was seen before; the whole must match…
+                ok = ju >= c.strict_jaccard or (
+                    # …or be contained, in a candidate that is more than a line or two
+                    cu >= c.strict_containment and sizes[i] >= c.min_shingles
+                )
+            if not ok and same_outlet and reposts:
+                edits = sig_f.size < c.min_shingles or cf >= c.repost_novel_containment
+                ok = self._reposts(jr, sig_r.size, sizes[i], edits=edits)
+            if not ok and heads and sizes[i] >= sig_h.size:
+                # the head of the body without boilerplate, or of a repost's (see _head)
+                novel = sig_f.size >= c.min_shingles
+                ok = (novel or same_outlet) and _contained(
+                    float(jh_all[i]), sig_h.size, sizes[i]
+                ) >= c.near_containment
             if not ok:
                 continue
-            cand = _Candidate(seq, jf, ju, cf, outlets[i] == outlet)
-            if best is None or (max(jf, ju), -seq) > (max(best.jf, best.ju), -best.seq):
+            cand = _Candidate(seq, jf, ju, cf, same_outlet, jr)
+            if best is None or (max(jf, ju, jr), -seq) > (
+                max(best.jf, best.ju, best.jr),
+                -best.seq,
+            ):
                 best = cand
         return best
+
+    def _reposts(self, jaccard: float, size: int, original_size: int, *, edits: bool) -> bool:
+        """Whether a body of ``size`` shingles is a repost of one of ``original_size``, by
+        their estimated Jaccard: it covers the original and mostly repeats it, or the other
+        way round (a trimmed copy); or, when its novel lines are few or ``edits`` of the
+        original's, both mostly. An unrelated brief under the outlet's footer, whose footer
+        was seen only once before, misses the other brief's text and adds its own."""
+        c = self.config
+        shared = jaccard / (1.0 + jaccard) * (size + original_size)
+        covers, repeats = shared / max(original_size, 1), shared / max(size, 1)
+        least, most = min(covers, repeats), max(covers, repeats)
+        return (least >= c.repost_repeats and most >= c.repost_covers) or (
+            edits and least >= c.repost_edited
+        )
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -493,6 +601,11 @@ class DedupEngine:
                 aliases[absorbed] = (survivor, engine.watermark, by)
         engine.boilerplate = BoilerplateModel.load([blobs[f"boilerplate{i}"] for i in range(3)])
         return engine
+
+
+def _contained(jaccard: float, size: int, other_size: int) -> float:
+    """Estimated share of a set of ``size`` in one of ``other_size``, by their Jaccard."""
+    return min(1.0, jaccard / (1.0 + jaccard) * (size + other_size) / max(size, 1))
 
 
 def _recorded_reason(code: int, duplicate_of: str | None, version: int) -> DedupReason:

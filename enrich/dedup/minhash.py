@@ -59,20 +59,30 @@ class MinHasher:
         self, shingles: U64, keep: npt.NDArray[np.bool_] | None
     ) -> tuple[Signature, Signature]:
         """MinHash of the kept shingles and of all of them, permuting each shingle once."""
+        whole, part = self.views(shingles, [keep])
+        return part, whole
+
+    def views(self, shingles: U64, keeps: list[npt.NDArray[np.bool_] | None]) -> list[Signature]:
+        """MinHash of all ``shingles``, then of the ones each mask of ``keeps`` keeps (None:
+        all), permuting each shingle once."""
         unique = _unique(shingles)
         if unique.size == 0:
             empty = Signature(np.full(self.num_perm, EMPTY, dtype=np.uint32), 0)
-            return empty, empty
+            return [empty] * (1 + len(keeps))
         permuted = (unique[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)
         whole = Signature(permuted.min(axis=0).astype(np.uint32), int(unique.size))
-        if keep is None or keep.all():
-            return whole, whole
-        kept = _unique(shingles[keep])
-        if kept.size == 0:
-            return Signature(np.full(self.num_perm, EMPTY, dtype=np.uint32), 0), whole
-        rows = np.searchsorted(unique, kept)
-        part = Signature(permuted[rows].min(axis=0).astype(np.uint32), int(kept.size))
-        return part, whole
+        out = [whole]
+        for keep in keeps:
+            if keep is None or keep.all():
+                out.append(whole)
+                continue
+            kept = _unique(shingles[keep])
+            if kept.size == 0:
+                out.append(Signature(np.full(self.num_perm, EMPTY, dtype=np.uint32), 0))
+                continue
+            rows = np.searchsorted(unique, kept)
+            out.append(Signature(permuted[rows].min(axis=0).astype(np.uint32), int(kept.size)))
+        return out
 
     def band_keys(self, sig: Signature) -> U64:
         """One uint64 per band: band number in the high 32 bits, hash of its rows below."""

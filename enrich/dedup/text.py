@@ -10,7 +10,7 @@ import hashlib
 import re
 import unicodedata
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +62,25 @@ def line_hashes(text: str) -> list[int]:
     return out
 
 
+def lead_without(text: str, dropped: set[int], words: int, min_words: int = 10) -> str:
+    """The first lines of ``text`` holding ``words`` words, without lines whose hash (as
+    :func:`line_hashes` makes it) is in ``dropped``; the whole text when fewer than
+    ``min_words`` words would be left (an article made of seen lines is still about them)."""
+    if not dropped:
+        return text
+    kept: list[str] = []
+    total = 0
+    for raw in text.splitlines():
+        tokens = _WORD.findall(unicodedata.normalize("NFKC", raw).casefold())
+        if not tokens or zlib.crc32(" ".join(tokens).encode("utf-8")) in dropped:
+            continue
+        kept.append(raw)
+        total += len(tokens)
+        if total >= words:
+            break
+    return "\n".join(kept) if total >= min_words else text
+
+
 @dataclass(frozen=True, slots=True)
 class TextFeatures:
     """What dedup needs from one body text, computed once per article."""
@@ -70,6 +89,9 @@ class TextFeatures:
     lines: list[int]  # distinct line hashes, in order
     line_of_shingle: npt.NDArray[np.int32]  # index into ``lines`` of each shingle's first word
     shingles: U64  # 64-bit shingle hashes (stopword-only shingles removed), not unique
+    # Line hashes past the fingerprinted words: a long article's footer is there, and its
+    # outlet learns it from them all the same.
+    lines_after: list[int] = field(default_factory=list)
 
 
 _P = np.array(
@@ -105,6 +127,7 @@ def features(text: str, k: int = SHINGLE_WORDS, max_words: int = FINGERPRINT_WOR
     findall = _WORD.findall
     per_line = [words for words in map(findall, folded.splitlines()) if words]
     content_hash = stable_hash64(" ".join(w for words in per_line for w in words))
+    every_line, cut = per_line, sum(map(len, per_line)) > max_words
     per_line = _first_words(per_line, max_words)
     crc = zlib.crc32
     lines: list[int] = []
@@ -117,9 +140,19 @@ def features(text: str, k: int = SHINGLE_WORDS, max_words: int = FINGERPRINT_WOR
             idx = line_index[lh] = len(lines)
             lines.append(lh)
         owners_per_line.append(idx)
+    after: list[int] = []
+    if cut:  # the rest starts at the last line kept, whole
+        known = set(lines)
+        for words in every_line[max(len(per_line) - 1, 0) :]:
+            lh = crc(" ".join(words).encode("utf-8"))
+            if lh not in known:
+                known.add(lh)
+                after.append(lh)
     all_words = [w for words in per_line for w in words]
     if not all_words:
-        return TextFeatures(content_hash, lines, np.zeros(0, np.int32), np.zeros(0, np.uint64))
+        return TextFeatures(
+            content_hash, lines, np.zeros(0, np.int32), np.zeros(0, np.uint64), after
+        )
     vocab = {w: crc(w.encode("utf-8")) for w in set(all_words)}
     toks = np.fromiter(map(vocab.__getitem__, all_words), dtype=np.uint64, count=len(all_words))
     token_line = np.repeat(
@@ -136,7 +169,7 @@ def features(text: str, k: int = SHINGLE_WORDS, max_words: int = FINGERPRINT_WOR
     for j in range(k):
         all_stop &= stops[j : j + n]
     keep = ~all_stop
-    return TextFeatures(content_hash, lines, token_line[:n][keep], shingles[keep])
+    return TextFeatures(content_hash, lines, token_line[:n][keep], shingles[keep], after)
 
 
 def _first_words(per_line: list[list[str]], limit: int) -> list[list[str]]:

@@ -287,3 +287,107 @@ def test_clusterer_state_round_trips() -> None:
     copy = StoryClusterer.load(clusterer.dump())
     assert copy.dump() == clusterer.dump()
     assert copy.postings == clusterer.postings
+
+
+def _tide_notice(rng: random.Random, day: int) -> tuple[str, str]:
+    """One outlet's daily template: the same words every day, other figures and names."""
+    port, pier = rng.sample(["Saltmouth", "Gull Point", "Harrowby", "Kestrel Bay", "Linmouth"], 2)
+    return f"Tides and shipping for day {day + 1}", "\n".join(
+        [
+            f"High water at {port} is at {rng.randint(1, 12)}:{rng.randint(10, 59)} with a "
+            f"height of {rng.uniform(3, 7):.2f} metres, low water {rng.uniform(0.2, 2):.2f} "
+            f"metres at {rng.randint(1, 12)}:{rng.randint(10, 59)}.",
+            f"The ferry from {pier} runs {rng.randint(4, 14)} sailings; swell of "
+            f"{rng.uniform(0.5, 3):.1f} metres and winds of {rng.randint(8, 40)} knots.",
+            f"Sea temperature {rng.uniform(8, 17):.1f}C, visibility {rng.randint(2, 20)} miles.",
+        ]
+    )
+
+
+def test_an_outlets_daily_templated_report_is_a_new_story_every_day() -> None:
+    engine = DedupEngine()
+    rng = random.Random(5)
+    decisions = []
+    for day in range(40):
+        title, text = _tide_notice(rng, day)
+        at = datetime(2026, 11, 1, 7, tzinfo=UTC) + timedelta(days=day, minutes=rng.randint(0, 90))
+        decisions.append(
+            engine.observe(
+                DedupInput(
+                    id=f"tides-{day}",
+                    url=f"https://harbour-gazette.example/tides-{day}",
+                    outlet="harbour-gazette",
+                    title=title,
+                    text=text,
+                    published_at=at,
+                )
+            )
+        )
+    assert all(d.duplicate_of is None and d.is_new_story for d in decisions)
+
+
+def test_a_follow_up_by_the_same_outlet_that_repeats_the_facts_joins_the_story() -> None:
+    clusterer = StoryClusterer()
+    t = int(datetime(2026, 11, 1, 9, tzinfo=UTC).timestamp())
+    first = clusterer.assign(
+        "a",
+        "Ferry Saltmouth Queen runs aground off Gull Point with 212 passengers",
+        "The Saltmouth Queen ran aground at 6.40am off Gull Point with 212 passengers and 14 "
+        "crew on board, the Harbour Master Jane Ellery said. Lifeboats from Kestrel Bay "
+        "reached the ferry within 25 minutes.",
+        "harbour-gazette",
+        t,
+    )
+    later = clusterer.assign(
+        "b",
+        "All 212 passengers taken off stranded Saltmouth Queen",
+        "All 212 passengers and 14 crew were taken off the Saltmouth Queen by lunchtime, Jane "
+        "Ellery said; the ferry ran aground off Gull Point at 6.40am and will be refloated "
+        "on the evening tide, with Kestrel Bay lifeboats standing by.",
+        "harbour-gazette",
+        t + 5 * 3600,
+    )
+    assert (later.story.story_id, later.is_new) == (first.story.story_id, False)
+
+
+def test_a_story_does_not_drift_article_by_article_onto_another_event() -> None:
+    """Its first articles give a story its subject: many later articles half about something
+    else join it, but do not pull it onto that other subject."""
+    clusterer = StoryClusterer()
+    first, other = _words("subject", 12), _words("elsewhere", 12)
+    t = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())
+    story = clusterer.assign("s0", " ".join(first[:4]), " ".join(first), "o0", t).story
+    for i in range(1, 60):
+        words = first if i < 12 else first[i % 2 :: 2] + other[i % 2 :: 2]
+        placed = clusterer.assign(f"s{i}", " ".join(words[:4]), " ".join(words), f"o{i}", t + i)
+        assert clusterer.resolve(placed.story.story_id) == story.story_id, i
+    elsewhere = clusterer.assign("e", " ".join(other[:4]), " ".join(other), "o99", t + 99)
+    assert elsewhere.is_new
+
+
+def test_one_outlets_briefs_under_its_long_footer_are_stories_of_their_own() -> None:
+    footer = [
+        f"The Harbour Gazette newsroom line {i}: subscribe for daily local news, share our "
+        f"stories with friends, send tips and corrections, and read our community guidelines."
+        for i in range(8)
+    ]
+    events = [a for a in _articles() if not {f"{a.outlet}/{a.slug}"} & (PHILLIPS | STORM | COPPER)]
+    engine = DedupEngine()
+    t = datetime(2026, 11, 1, 8, tzinfo=UTC)
+    decisions = []
+    for i, article in enumerate(events):
+        brief = " ".join(" ".join(article.paragraphs).split()[:45])
+        decisions.append(
+            engine.observe(
+                DedupInput(
+                    id=f"brief-{i}",
+                    url=f"https://harbour-gazette.example/brief-{i}",
+                    outlet="harbour-gazette",
+                    title=article.headline,
+                    text="\n".join([brief, *footer]),
+                    published_at=t + timedelta(hours=3 * i),
+                )
+            )
+        )
+    assert all(d.duplicate_of is None for d in decisions)
+    assert len({d.story_id for d in decisions}) == len(events)

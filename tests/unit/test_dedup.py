@@ -29,6 +29,7 @@ from enrich.dedup.stage import (
     snapshot_path,
     write_snapshot,
 )
+from enrich.dedup.text import features
 from enrich.worker import content_hash
 from index.worker import article_document
 from newsflow.contracts import Article, DedupedArticle, DedupReason, decode, encode
@@ -182,6 +183,106 @@ def test_syndicated_copies_with_boilerplate_trims_promos_and_edits_are_duplicate
         assert decision.duplicate_of == original.id, name
         assert decision.story_id == original.story_id, name
         assert decision.reason == "near", name
+
+
+def _repost_variants(body: str) -> dict[str, str]:
+    """The same outlet's own reposts of ``body``: an update note and one more sentence, the
+    note on its own line, an "UPDATE 1-" repost with light edits, a print copy cut short."""
+    paragraphs = body.split("\n")
+    added = "A spokesperson later confirmed the figures to reporters on Tuesday evening."
+    return {
+        "note and sentence": "Updated with new details. " + body + " " + added,
+        "note line": "\n".join(["This story has been updated.", *paragraphs, added]),
+        "update edits": "UPDATE 1- " + _edit(body, 0.02) + "\n" + added,
+        "print cut": "\n".join(paragraphs[: max(2, len(paragraphs) - 1)]),
+    }
+
+
+@pytest.mark.parametrize("footer_seen", [0, 1, 3], ids=["new-outlet", "footer-once", "footer"])
+def test_a_repost_by_the_same_outlet_is_a_duplicate_of_its_first_copy(footer_seen: int) -> None:
+    s = Stream()
+    footer = "\n".join(FOOTER)
+    for title, body in BODIES[5 : 5 + footer_seen]:
+        s.add(body + "\n" + footer, outlet="post", title=title)
+    first = s.add(BODIES[0][1] + "\n" + footer, outlet="post", title=BODIES[0][0])
+    for name, text in _repost_variants(BODIES[0][1]).items():
+        repost = s.add(text + "\n" + footer, outlet="post", title="New headline: " + name)
+        assert (repost.duplicate_of, repost.reason) == (first.id, "same_outlet_repost"), name
+        assert repost.story_id == first.story_id and not repost.is_new_story, name
+
+
+def test_a_repost_of_a_syndicated_copy_points_to_the_original() -> None:
+    s = Stream()
+    original = s.add(BODIES[0][1], outlet="wire")
+    copy = s.add(BODIES[0][1] + "\n" + "\n".join(FOOTER), outlet="post")
+    repost = s.add("Updated with new details.\n" + BODIES[0][1], outlet="post")
+    assert copy.duplicate_of == repost.duplicate_of == original.id
+
+
+def test_an_outlets_footer_seen_once_does_not_make_its_next_brief_a_repost() -> None:
+    s = Stream()
+    footer = FOOTER * 2  # a long footer under briefs of a fifth of its length
+    decisions = [
+        s.add(" ".join(body.split()[:50]) + "\n" + "\n".join(footer), outlet="post")
+        for _, body in BODIES[:6]
+    ]
+    assert [d.duplicate_of for d in decisions] == [None] * 6
+
+
+WIRE_FOOTER = [
+    "Distributed by the Coastal Wire agency to its member titles under licence; onward "
+    "syndication, archiving or resale of this dispatch requires written consent.",
+    "Wire editors can be reached around the clock on the agency desk line for corrections, "
+    "clarifications and requests for the photographs that accompany this report.",
+]
+
+
+def test_a_copy_before_either_outlets_footer_is_learned_is_a_duplicate() -> None:
+    """Neither outlet has published before: their footers are still text to the filters."""
+    s = Stream()
+    paragraphs = BODIES[0][1].split("\n")
+    original = s.add("\n".join([*paragraphs, *WIRE_FOOTER]), outlet="wire")
+    trimmed = paragraphs[: max(2, int(len(paragraphs) * 0.75))]
+    copy = s.add("\n".join([*trimmed, *FOOTER]), outlet="post")
+    assert (copy.duplicate_of, copy.reason) == (original.id, "near")
+
+
+def test_another_article_under_the_same_unlearned_footers_is_no_duplicate() -> None:
+    s = Stream()
+    s.add("\n".join([BODIES[0][1], *FOOTER]), outlet="post")
+    s.add("\n".join([BODIES[1][1], *WIRE_FOOTER]), outlet="wire")
+    other = s.add("\n".join([BODIES[2][1], *FOOTER]), outlet="wire")
+    assert other.duplicate_of is None
+
+
+def _long_read(first: int) -> list[str]:
+    """Paragraphs of one long article (past the fingerprinted words), from sample bodies."""
+    return [p for _, body in BODIES[first : first + 6] for p in body.split("\n")]
+
+
+@pytest.mark.parametrize("earlier", [0, 1], ids=["outlets-first", "after-a-long-read"])
+def test_a_long_articles_print_copy_is_a_repost_wherever_its_footer_falls(earlier: int) -> None:
+    """The original's footer is past the fingerprinted words, the shorter copy's inside."""
+    s = Stream()
+    for n in range(earlier):
+        s.add("\n".join([*_long_read(12 + n), *FOOTER]), outlet="post")
+    paragraphs = _long_read(0)
+    assert len(" ".join(paragraphs).split()) > 1100
+    original = s.add("\n".join([*paragraphs, *FOOTER]), outlet="post")
+    cut = paragraphs[: int(len(paragraphs) * 0.6)]
+    copy = s.add("\n".join([*cut, *FOOTER]), outlet="post", title="Print edition")
+    assert (copy.duplicate_of, copy.reason) == (original.id, "same_outlet_repost")
+    other = s.add("\n".join([*_long_read(6)[:20], *FOOTER]), outlet="post")
+    assert other.duplicate_of is None
+
+
+def test_the_lines_past_the_fingerprinted_words_are_kept_for_learning() -> None:
+    paragraphs = _long_read(0)
+    whole = features("\n".join([*paragraphs, *FOOTER]))
+    short = features("\n".join(FOOTER))
+    assert set(short.lines) <= set(whole.lines_after)
+    assert not set(whole.lines) & set(whole.lines_after)
+    assert short.lines_after == []
 
 
 def test_a_copy_of_a_copy_points_to_the_first_original() -> None:
@@ -524,6 +625,32 @@ def test_a_format_3_snapshot_still_restores_with_what_it_recorded() -> None:
     assert replays["c"].duplicate_of == "v" and all(d.repeated for d in replays.values())
     with pytest.raises(SnapshotFormatError):
         DedupEngine.restore(_as_format_3(s.engine.snapshot(), number=2))
+
+
+def test_a_format_4_snapshot_restores_and_decides_as_before() -> None:
+    """Format 4 had no same-outlet reposts and no story facts: what it holds still counts."""
+    s, again = Stream(), Stream()
+    footer = "\n".join(FOOTER)
+    for stream in (s, again):
+        for title, body in BODIES[5:8]:
+            stream.add(body + "\n" + footer, outlet="post", title=title)
+        stream.add(BODIES[0][1] + "\n" + footer, outlet="post", title=BODIES[0][0])
+    with np.load(io.BytesIO(s.engine.snapshot()), allow_pickle=False) as z:
+        blobs = {k: z[k].tobytes() for k in z.files}
+    blobs["meta"] = json.dumps(json.loads(blobs["meta"]) | {"format": 4}).encode()
+    clusters = json.loads(blobs["clusters"])
+    for story in clusters["stories"]:
+        del story["facts"]
+    blobs["clusters"] = json.dumps(clusters).encode()
+    out = io.BytesIO()
+    np.savez(out, **{k: np.frombuffer(v, dtype=np.uint8) for k, v in blobs.items()})  # type: ignore[arg-type]
+    s.engine = DedupEngine.restore(out.getvalue())
+    repost = "Updated with new details.\n" + BODIES[0][1] + "\n" + footer
+    decided = [stream.add(repost, outlet="post") for stream in (s, again)]
+    assert _decided(decided[0]) == _decided(decided[1])
+    assert decided[0].reason == "same_outlet_repost"
+    with pytest.raises(SnapshotFormatError):
+        DedupEngine.restore(_as_format_3(s.engine.snapshot(), number=6))
 
 
 @dataclass
