@@ -43,9 +43,10 @@ def url_date(url: str | None) -> date | None:
     return found if found <= datetime.now(UTC).date() + timedelta(days=1) else None
 
 
-def find_date(tree: Any, url: str | None) -> date | None:
-    """htmldate's publication date (original, not last-modified), quick search only: the
-    extensive one runs dateparser over page text, slow and more often wrong than right."""
+def find_date(tree: Any, url: str | None, *, extensive: bool = False) -> date | None:
+    """htmldate's publication date (original, not last-modified). The quick search by
+    default; the ``extensive`` one (dateparser over the page's text, slower and less sure)
+    only for the pages where nothing else found a date."""
     from htmldate import find_date as htmldate_find
 
     tomorrow = datetime.now(UTC) + timedelta(days=1)
@@ -54,7 +55,7 @@ def find_date(tree: Any, url: str | None) -> date | None:
             tree,
             url=url,
             original_date=True,
-            extensive_search=False,
+            extensive_search=extensive,
             max_date=tomorrow.strftime("%Y-%m-%d"),
         )
     except Exception:
@@ -63,9 +64,14 @@ def find_date(tree: Any, url: str | None) -> date | None:
     if not isinstance(found, str):
         return None
     try:
-        return date.fromisoformat(found[:10])
+        day = date.fromisoformat(found[:10])
     except ValueError:
         return None
+    if extensive and day.day == 1:
+        # "© 2025", "March 2017": the extensive search fills a missing day (and month) with
+        # 1; 14 of the 20 dates it found on undated WCXB pages (tuning half) were such guesses
+        return None
+    return day
 
 
 def text_date(tree: Any) -> date | None:
@@ -140,6 +146,9 @@ _NOT_TEXT = frozenset(
     {"script", "style", "noscript", "template", "nav", "footer", "aside", "header", "a", "form"}
     | {"select", "option", "button"}
 )
+# Dates found anywhere in the page's text: they may be anything's (an event's, a comment's).
+EXTENSIVE = "htmldate:extensive"
+WEAK_SOURCES = frozenset({"text", EXTENSIVE})
 # Swappable day and month in a numeric visible date: the caller may read it the other way.
 AMBIGUOUS = ":ambiguous"
 
@@ -347,16 +356,19 @@ def published_at(
     feed_published_at: datetime | None,
 ) -> tuple[datetime | None, date | None, str | None]:
     """Header's visible date > page's declared time > URL, body text or htmldate's date >
-    feed's time: (UTC time, local day, source). A date found only somewhere in the body text
-    ranks below the feed's time.
+    feed's time: (time, day, source). A date found only somewhere in the body text (or by
+    htmldate's extensive search) ranks below the feed's time.
 
-    A bare page date (no time of day) is midnight UTC, unless the feed gives a time within a
-    day of it, which is then more precise and taken instead (the day stays the page's).
+    The time keeps the offset the page declares: the publication day is the outlet's local
+    day (``2020-06-03T00:30+04:00`` was published on June 3, which is June 2 in UTC), and an
+    aware time sorts and compares the same in any offset. A bare page date (no time of day)
+    is midnight UTC, unless the feed gives a time within a day of it, which is then more
+    precise and taken instead (the day stays the page's).
     """
     feed = _aware(feed_published_at) if feed_published_at else None
     if feed is not None and not plausible(feed):
         feed = None
-    if heuristic_source == "text" and feed is not None:
+    if heuristic_source in WEAK_SOURCES and feed is not None:
         heuristic_date = None  # the first date in the text may be anything's (an event's)
     page: datetime | None = None
     page_has_time = False
@@ -374,7 +386,10 @@ def published_at(
             reading is not None and abs(declared.value.date() - reading) <= timedelta(days=1)
             for reading in readings
         ):
-            visible = None  # the same moment, read in another time zone (or order: 3/4 4/3)
+            # the same moment, read in another time zone (or order: 3/4 4/3). A time declared
+            # in UTC keeps its UTC day: the printed day one off was measured wrong 4 times in
+            # 4 (WCXB, tuning half)
+            visible = None
     if declared is not None and (visible is None or declared.value.date() == visible):
         page, page_has_time, source = declared.value, declared.has_time, declared.source
     elif heuristic_date is not None:
@@ -382,10 +397,10 @@ def published_at(
     if page is None:
         if feed is None:
             return None, None, None
-        return feed.astimezone(UTC), feed.date(), "feed"
+        return feed, feed.date(), "feed"
     if not page_has_time and feed is not None and abs(feed - page) <= timedelta(days=1):
-        return feed.astimezone(UTC), page.date(), f"{source}+feed-time"
-    return page.astimezone(UTC), page.date(), source
+        return feed, page.date(), f"{source}+feed-time"
+    return page, page.date(), source
 
 
 def _without_marker(source: str | None) -> tuple[str | None, bool]:

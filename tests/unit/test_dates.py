@@ -3,9 +3,13 @@ lines beside icons, hAtom ``published`` parts, and the body-text fallback."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from enrich.dates import published_at, text_date, visible_date
+import pytest
+
+from enrich import metadata
+from enrich.dates import EXTENSIVE, find_date, published_at, text_date, visible_date
 from enrich.extract import parse_html
 from enrich.metadata import read_metadata
 from enrich.pagemeta import read_signals
@@ -163,3 +167,60 @@ def test_month_in_capitals_above_the_headline_is_read() -> None:
 def test_published_meta_written_out_is_the_declared_date() -> None:
     page = _page(HEADLINE + "<p>Text.</p>", head='<meta name="published" content="July 17, 2025">')
     assert _published(page) == (date(2025, 7, 17), "meta:published")
+
+
+def _declared(value: str) -> str:
+    return f'<meta property="article:published_time" content="{value}">'
+
+
+def test_declared_offset_is_kept_and_decides_the_day() -> None:
+    tree = parse_html(_page(HEADLINE + "<p>Text.</p>", head=_declared("2020-06-03T00:30+04:00")))
+    signals = read_signals(tree, URL)
+    when, day, _ = published_at(signals, None, None, None)
+    assert day == date(2020, 6, 3)  # June 2 in UTC
+    assert when is not None and when.utcoffset() == timedelta(hours=4)
+    assert when == datetime(2020, 6, 2, 20, 30, tzinfo=UTC)  # the same moment for sorting
+
+
+def test_printed_day_does_not_move_a_day_declared_with_its_offset() -> None:
+    page = _page(
+        f"<article>{HEADLINE}<p class='date'>June 3, 2020</p><p>Text.</p></article>",
+        head=_declared("2020-06-02T22:30:00-02:00"),
+    )
+    assert _published(page) == (date(2020, 6, 2), "meta:article:published_time")
+
+
+def test_extensive_search_only_when_nothing_else_dates_the_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    searches: list[bool] = []
+
+    def searching(tree: Any, url: str | None, *, extensive: bool = False) -> date | None:
+        searches.append(extensive)
+        return date(2020, 6, 3) if extensive else None
+
+    monkeypatch.setattr(metadata, "find_date", searching)
+    for body in (f"<article>{HEADLINE}<p class='date'>June 3, 2020</p></article>", HEADLINE):
+        tree = parse_html(_page(body))
+        meta = read_metadata(tree, URL, read_signals(tree, URL))
+        assert meta.heuristic_date == date(2020, 6, 3)
+    assert searches == [False, True]  # the dated page asked for no search at all
+    assert meta.heuristic_date_source == EXTENSIVE
+
+
+def test_feed_time_wins_over_a_date_only_the_extensive_search_found() -> None:
+    tree = parse_html(_page(HEADLINE))
+    feed = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
+    _, day, source = published_at(read_signals(tree, URL), date(2020, 6, 3), EXTENSIVE, feed)
+    assert (day, source) == (date(2025, 3, 4), "feed")
+
+
+def test_find_date_extensive_reads_a_date_written_in_another_language() -> None:
+    page = _page(f"<article>{HEADLINE}<div><p>Publié le 3 juin 2020</p><p>Text.</p></div>")
+    tree = parse_html(page)
+    assert find_date(tree, URL, extensive=True) == date(2020, 6, 3)
+
+
+def test_extensive_search_guesses_from_a_year_alone_are_not_dates() -> None:
+    page = _page(f"<article>{HEADLINE}<p>Text.</p></article><footer>© 2024 Herald</footer>")
+    assert find_date(parse_html(page), URL, extensive=True) is None
