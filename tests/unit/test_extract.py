@@ -416,6 +416,16 @@ def test_split_authors(raw: str | None, expected: list[str]) -> None:
         # the host name set before the headline, without a separator
         ("herald.example Bridge reopens", (), None, "https://herald.example/a", "Bridge reopens"),
         ("herald.example: Bridges", (), None, "https://herald.example/", "herald.example: Bridges"),
+        # a blog's "Name: Headline", when the name is the logo heading or the declared site
+        (
+            "Harbour Notes: Bridge reopens after repairs",
+            ("Harbour Notes",),
+            None,
+            None,
+            "Bridge reopens after repairs",
+        ),
+        ("Harbour Notes: Bridge reopens again", (), "Harbour Notes", None, "Bridge reopens again"),
+        ("Brexit: What happens next", (), "Harbour Notes", None, "Brexit: What happens next"),
         (None, (), None, None, None),
     ],
 )
