@@ -95,6 +95,60 @@ def text_date(tree: Any) -> date | None:
     return None
 
 
+# Month names htmldate's quick reading does not know, as dates write them (the genitive in
+# Slavic and Baltic languages): Spanish, Portuguese, Italian, Catalan, Romanian, Polish, Czech,
+# Russian, Ukrainian, Lithuanian, Hungarian, Greek; one month a line.
+_MONTH_NAMES = (
+    "enero janeiro gennaio gener ianuarie stycznia ledna января січня sausio január ιανουαρίου",
+    "febrero fevereiro febbraio febrer februarie lutego února февраля лютого vasario "
+    "február φεβρουαρίου",
+    "marzo março març martie marca března марта березня kovo március μαρτίου",
+    "abril aprile aprilie kwietnia dubna апреля квітня balandžio április απριλίου",
+    "mayo maio maggio maig mai maja května мая травня gegužės május μαΐου μαίου",
+    "junio junho giugno juny iunie czerwca června июня червня birželio június ιουνίου",
+    "julio julho luglio juliol iulie lipca července июля липня liepos július ιουλίου",
+    "agosto agost august sierpnia srpna августа серпня rugpjūčio augusztus αυγούστου",
+    "septiembre setiembre setembro settembre setembre septembrie września září сентября "
+    "вересня rugsėjo szeptember σεπτεμβρίου",
+    "octubre outubro ottobre octombrie października října октября жовтня spalio október οκτωβρίου",
+    "noviembre novembro novembre noiembrie listopada listopadu ноября листопада lapkričio "
+    "november νοεμβρίου",
+    "diciembre dezembro dicembre desembre decembrie grudnia prosince декабря грудня "
+    "gruodžio december δεκεμβρίου",
+)
+_MONTH_OF = {name: number for number, names in enumerate(_MONTH_NAMES, 1) for name in names.split()}
+_MONTH_WORD = "|".join(sorted(map(re.escape, _MONTH_OF), key=len, reverse=True))
+# "3 de junio de 2020", "3. června 2020", "3 июня 2020 г."; "2020. június 3.", "2020 m.
+# birželio 3 d."; and the CJK "2020年6月3日" / Korean "2020년 6월 3일".
+_DAY_MONTH_YEAR = re.compile(
+    rf"(?<!\d)(\d{{1,2}})\.?\s*(?:de\s+|d['’]\s*)?({_MONTH_WORD})\b\.?,?\s*(?:de\s+|del\s+)?"
+    r"((?:19|20)\d{2})(?!\d)",
+    re.IGNORECASE,
+)
+_YEAR_MONTH_DAY = re.compile(
+    rf"(?<!\d)((?:19|20)\d{{2}})\.?\s*(?:m\.\s*)?({_MONTH_WORD})\b\s*(\d{{1,2}})(?!\d)",
+    re.IGNORECASE,
+)
+_CJK_DATE = re.compile(r"((?:19|20)\d{2})\s*[年년]\s*(\d{1,2})\s*[月월]\s*(\d{1,2})\s*[日일]")
+
+
+def written_day(value: str) -> date | None:
+    """A day written with a month's name in a language htmldate's quick reading lacks, or in
+    CJK characters."""
+    if match := _CJK_DATE.search(value):
+        year, month, day = (int(group) for group in match.groups())
+    elif match := _DAY_MONTH_YEAR.search(value):
+        day, month, year = int(match[1]), _MONTH_OF[match[2].casefold()], int(match[3])
+    elif match := _YEAR_MONTH_DAY.search(value):
+        year, month, day = int(match[1]), _MONTH_OF[match[2].casefold()], int(match[3])
+    else:
+        return None
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
 def _read_day(value: str, tree: Any, url: str | None) -> tuple[date | None, bool]:
     """The day a short text gives, numeric (in the outlet's order, see :func:`_numeric_date`)
     or written out (htmldate's reading), between 1995 and tomorrow; and whether day and month
@@ -110,6 +164,9 @@ def _read_day(value: str, tree: Any, url: str | None) -> tuple[date | None, bool
     if not found and value.isupper():  # "OCTOBER 13, 2025": htmldate reads "October"
         found = try_date_expr(value.title(), "%Y-%m-%d", False, earliest, latest)
     if not found:
+        day = written_day(value)
+        if day is not None and earliest.date() <= day <= latest.date():
+            return day, False
         return None, False
     try:
         return date.fromisoformat(found), False

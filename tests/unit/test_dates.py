@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from enrich import metadata
-from enrich.dates import EXTENSIVE, find_date, published_at, text_date, visible_date
+from enrich.dates import (
+    EXTENSIVE,
+    find_date,
+    published_at,
+    text_date,
+    visible_date,
+    written_day,
+)
 from enrich.extract import parse_html
 from enrich.metadata import read_metadata
 from enrich.pagemeta import read_signals
@@ -224,3 +231,35 @@ def test_find_date_extensive_reads_a_date_written_in_another_language() -> None:
 def test_extensive_search_guesses_from_a_year_alone_are_not_dates() -> None:
     page = _page(f"<article>{HEADLINE}<p>Text.</p></article><footer>© 2024 Herald</footer>")
     assert find_date(parse_html(page), URL, extensive=True) is None
+
+
+@pytest.mark.parametrize(
+    ("lang", "printed"),
+    [
+        ("de", "3. Juni 2020"),
+        ("es", "3 de junio de 2020"),
+        ("pt", "3 de junho de 2020"),
+        ("it", "3 giugno 2020"),
+        ("ca", "3 de juny de 2020"),
+        ("ro", "3 iunie 2020"),
+        ("pl", "3 czerwca 2020"),
+        ("cs", "3. června 2020"),
+        ("ru", "3 июня 2020 г."),
+        ("uk", "3 червня 2020"),
+        ("el", "3 Ιουνίου 2020"),
+        ("hu", "2020. június 3."),
+        ("lt", "2020 m. birželio 3 d."),
+        ("ja", "2020年6月3日"),
+        ("zh", "2020年06月03日 10:30"),
+        ("ko", "2020년 6월 3일"),
+        ("tr", "3 Haziran 2020"),
+    ],
+)
+def test_header_date_written_in_the_outlets_language(lang: str, printed: str) -> None:
+    page = _page(f"<article>{HEADLINE}<p class='date'>{printed}</p></article>", lang=lang)
+    assert _visible(page) == (date(2020, 6, 3), "visible:text")
+
+
+def test_written_day_is_not_read_from_a_number_and_a_word_alone() -> None:
+    assert written_day("Marca 3 modelos 2020x") is None
+    assert written_day("31 de febrero de 2020") is None
