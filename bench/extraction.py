@@ -149,18 +149,16 @@ def run(pages: Sequence[Page], *, baseline: bool = True, metadata: bool = True) 
 
 
 def halves(result: Run) -> dict[str, Run]:
-    """The run's pages split into the tuning and the held-out half (times shared pro rata)."""
+    """The run's pages split into the tuning and the held-out half (scores only, no times)."""
     parts: dict[str, Run] = {}
-    total = len(result.pages) or 1
     for name in HALVES:
         indexes = [i for i, page in enumerate(result.pages) if half(page) == name]
-        share = len(indexes) / total
         parts[name] = Run(
             pages=[result.pages[i] for i in indexes],
             ours=[result.ours[i] for i in indexes],
             theirs=[result.theirs[i] for i in indexes] if result.theirs else [],
-            ours_seconds=result.ours_seconds * share,
-            theirs_seconds=result.theirs_seconds * share,
+            ours_seconds=0.0,
+            theirs_seconds=0.0,
         )
     return parts
 
@@ -324,7 +322,8 @@ def set_rows(name: str, result: Run, part: str = "") -> list[Row]:
         rows += metadata_rows(name, result)
     if name == "wcxb":
         rows += article_rows(name, result)
-    rows += speed_rows(name, result)
+    if not part:  # speed is the whole set's: a half's share of the time is not measured
+        rows += speed_rows(name, result)
     return [(_label(name, part), *row[1:]) for row in rows]
 
 
@@ -360,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, result in results.items():
             for part, piece in halves(result).items():
                 scored[part][name] = piece
+            rows += speed_rows(name, result)
     for part, part_results in scored.items():
         for name, result in part_results.items():
             rows += set_rows(name, result, part)
