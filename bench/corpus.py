@@ -209,8 +209,14 @@ def subset(pages: Sequence[Page], limit: int | None) -> list[Page]:
 # --- body metrics ---------------------------------------------------------------------------
 
 
+def canonical(text: str) -> str:
+    """The text in NFC: canonically equivalent spellings (a precomposed "ü" and "u" with a
+    combining diaeresis) are one word, in the truth as in the extraction."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
 def shingles(text: str, size: int = 4) -> Counter[tuple[str, ...]]:
-    words = text.lower().split()
+    words = canonical(text).lower().split()
     return Counter(tuple(words[i : i + size]) for i in range(len(words) - size + 1))
 
 
@@ -257,7 +263,7 @@ _WORD = re.compile(r"\w+")
 
 
 def words(text: str) -> Counter[str]:
-    return Counter(w.lower() for w in _WORD.findall(text))
+    return Counter(w.lower() for w in _WORD.findall(canonical(text)))
 
 
 # --- metadata metrics ----------------------------------------------------------------------
