@@ -274,8 +274,11 @@ def refine_title(
     first, _, rest = title.partition(" ")
     if _HOST_NAME.fullmatch(first) and rest[:1].isalnum() and name_key(first) in keys:
         return rest  # "herald.example Bridge reopens": the host name set before the headline
-    if (headline := _after_blog_name(title, headings, site_names)) is not None:
-        return headline
+    if urlsplit(url or "").path not in ("", "/") and (
+        headline := _after_blog_name(title, headings, site_names)
+    ):
+        # a post's title after the blog's name; a front page's "Brand: tagline" is its title
+        return refine_title(headline, headings, site_names, url)
     parts = _TITLE_SEPARATOR.split(title)  # [text, separator, text, separator, text, ...]
     if len(parts) < 3:
         # "Headline-Politics | Herald" without spaces, in a declared title (an <h1> carries no

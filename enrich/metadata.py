@@ -378,7 +378,9 @@ def choose_title(
     # a blog: the <h1> is its name, and so may be its <title>; the post's title is marked
     entry = (
         _entry_title(signals.h1_nodes[0].getroottree())
-        if logos and (title is None or name_key(title) in logos | sites)
+        if logos
+        and (title is None or name_key(title) in logos | sites)
+        and urlsplit(url or "").path not in ("", "/")  # a front page has many posts
         else None
     )
     if entry:
