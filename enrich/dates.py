@@ -74,6 +74,15 @@ def find_date(tree: Any, url: str | None, *, extensive: bool = False) -> date | 
     return day
 
 
+def extensive_date(tree: Any, url: str | None) -> tuple[datetime | None, date | None, str | None]:
+    """The last resort for an article nothing else dates (no declared, printed, URL, text or
+    feed date): htmldate's extensive search, paid for only on those pages."""
+    day = find_date(tree, url, extensive=True)
+    if day is None:
+        return None, None, None
+    return datetime.combine(day, time(), UTC), day, EXTENSIVE
+
+
 def text_date(tree: Any) -> date | None:
     """The first date printed as a short text in the page's body, outside navigation, links,
     forms and asides: the last resort for pages that declare no date and print theirs
@@ -203,9 +212,7 @@ _NOT_TEXT = frozenset(
     {"script", "style", "noscript", "template", "nav", "footer", "aside", "header", "a", "form"}
     | {"select", "option", "button"}
 )
-# Dates found anywhere in the page's text: they may be anything's (an event's, a comment's).
 EXTENSIVE = "htmldate:extensive"
-WEAK_SOURCES = frozenset({"text", EXTENSIVE})
 # Swappable day and month in a numeric visible date: the caller may read it the other way.
 AMBIGUOUS = ":ambiguous"
 
@@ -413,8 +420,8 @@ def published_at(
     feed_published_at: datetime | None,
 ) -> tuple[datetime | None, date | None, str | None]:
     """Header's visible date > page's declared time > URL, body text or htmldate's date >
-    feed's time: (time, day, source). A date found only somewhere in the body text (or by
-    htmldate's extensive search) ranks below the feed's time.
+    feed's time: (time, day, source). A date found only somewhere in the body text ranks
+    below the feed's time.
 
     The time keeps the offset the page declares: the publication day is the outlet's local
     day (``2020-06-03T00:30+04:00`` was published on June 3, which is June 2 in UTC), and an
@@ -425,7 +432,7 @@ def published_at(
     feed = _aware(feed_published_at) if feed_published_at else None
     if feed is not None and not plausible(feed):
         feed = None
-    if heuristic_source in WEAK_SOURCES and feed is not None:
+    if heuristic_source == "text" and feed is not None:
         heuristic_date = None  # the first date in the text may be anything's (an event's)
     page: datetime | None = None
     page_has_time = False

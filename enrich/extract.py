@@ -34,7 +34,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from enrich.authors import split_authors
 from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, run_cascade
-from enrich.dates import published_at
+from enrich.dates import extensive_date, published_at
 from enrich.language import detect_language
 from enrich.metadata import Metadata, read_metadata
 from enrich.overrides import (
@@ -140,6 +140,8 @@ def extract_page(
     published, published_day, date_source = published_at(
         signals, meta.heuristic_date, meta.heuristic_date_source, feed_published_at
     )
+    if published is None and verdict:
+        published, published_day, date_source = extensive_date(tree, page_url)
     authors_source = meta.authors_source
     if selectors is not None:
         if outlet_title := first_text(tree, selectors.title):

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from enrich.authors import OTHER_CREDIT, look_like_people, split_authors
-from enrich.dates import EXTENSIVE, find_date, text_date, url_date, visible_date
+from enrich.dates import find_date, text_date, url_date, visible_date
 from enrich.pagemeta import (
     ARTICLE_TYPES,
     PageSignals,
@@ -80,8 +80,6 @@ def _read(tree: Any, url: str | None, signals: PageSignals) -> Metadata:
             heuristic, heuristic_source = text_date(tree), "text"
         if heuristic is None:
             heuristic, heuristic_source = find_date(tree, url), "htmldate"
-        if heuristic is None:
-            heuristic, heuristic_source = find_date(tree, url, extensive=True), EXTENSIVE
     return Metadata(
         title=title,
         title_source=title_source,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from enrich import metadata
+from enrich import dates, metadata
 from enrich.dates import (
     EXTENSIVE,
     find_date,
@@ -17,7 +17,7 @@ from enrich.dates import (
     visible_date,
     written_day,
 )
-from enrich.extract import parse_html
+from enrich.extract import extract_page, parse_html
 from enrich.metadata import read_metadata
 from enrich.pagemeta import read_signals
 
@@ -197,7 +197,14 @@ def test_printed_day_does_not_move_a_day_declared_with_its_offset() -> None:
     assert _published(page) == (date(2020, 6, 2), "meta:article:published_time")
 
 
-def test_extensive_search_only_when_nothing_else_dates_the_page(
+ARTICLE = "".join(
+    f"<p>The harbour bridge in Port Aldwin reopened on Monday after two years of repairs to "
+    f"its deck, and the council expects traffic to return within a month ({n}).</p>"
+    for n in range(12)
+)
+
+
+def test_extensive_search_only_for_an_article_nothing_else_dates(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     searches: list[bool] = []
@@ -206,20 +213,20 @@ def test_extensive_search_only_when_nothing_else_dates_the_page(
         searches.append(extensive)
         return date(2020, 6, 3) if extensive else None
 
+    monkeypatch.setattr(dates, "find_date", searching)
     monkeypatch.setattr(metadata, "find_date", searching)
-    for body in (f"<article>{HEADLINE}<p class='date'>June 3, 2020</p></article>", HEADLINE):
-        tree = parse_html(_page(body))
-        meta = read_metadata(tree, URL, read_signals(tree, URL))
-        assert meta.heuristic_date == date(2020, 6, 3)
-    assert searches == [False, True]  # the dated page asked for no search at all
-    assert meta.heuristic_date_source == EXTENSIVE
-
-
-def test_feed_time_wins_over_a_date_only_the_extensive_search_found() -> None:
-    tree = parse_html(_page(HEADLINE))
+    undated = _page(f"<article>{HEADLINE}{ARTICLE}</article>")
+    got = extract_page(undated, URL)
+    assert (got.published_date, got.date_source) == (date(2020, 6, 3), EXTENSIVE)
+    assert searches == [False, True]  # the quick search first, then the extensive one
+    searches.clear()
     feed = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
-    _, day, source = published_at(read_signals(tree, URL), date(2020, 6, 3), EXTENSIVE, feed)
-    assert (day, source) == (date(2025, 3, 4), "feed")
+    assert extract_page(undated, URL, feed_published_at=feed).date_source == "feed"
+    dated = _page(f"<article>{HEADLINE}<p class='date'>June 3, 2020</p>{ARTICLE}</article>")
+    assert extract_page(dated, URL).date_source == "visible:text"
+    short = _page(f"<article>{HEADLINE}<p>Too short to be an article.</p></article>")
+    assert extract_page(short, URL).published_date is None
+    assert True not in searches  # a feed time, a printed date, a non-article: no search
 
 
 def test_find_date_extensive_reads_a_date_written_in_another_language() -> None:
