@@ -12,12 +12,14 @@ import gzip
 import json
 import re
 import unicodedata
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from newsflow.settings import PROJECT_ROOT
 
@@ -102,6 +104,7 @@ def wcxb_pages(corpus: Path = CORPUS_DIR) -> list[Page]:
                 authors=tuple(_split_names(author)) if isinstance(author, str) and author else None,
                 published=_date_of(truth.get("publish_date")),
                 page_type=info.get("page_type"),
+                extra={"domain": info.get("domain") or ""},
             )
         )
     return pages
@@ -175,6 +178,26 @@ def load(name: str, corpus: Path = CORPUS_DIR) -> list[Page]:
     return readers[name](corpus)
 
 
+# Tuning looks at one half only; the other is reported, never tuned on.
+TUNE, HELD_OUT = "tune", "held-out"
+HALVES = (TUNE, HELD_OUT)
+
+
+def site_of(page: Page) -> str:
+    """The site a page comes from: its WCXB domain, its fundus outlet, else its URL's host."""
+    if page.set == "fundus":
+        return page.id.rsplit("_", 3)[0]
+    domain = str(page.extra.get("domain") or "")
+    host = urlsplit(page.url).hostname if page.url else None
+    return (domain or host or page.id).removeprefix("www.")
+
+
+def half(page: Page) -> str:
+    """The page's half, by its site (a stable hash): a site's pages all fall in one half,
+    so the held-out half has only sites that tuning never looked at."""
+    return HALVES[zlib.crc32(f"{page.set}:{site_of(page)}".encode()) % 2]
+
+
 def subset(pages: Sequence[Page], limit: int | None) -> list[Page]:
     """A fixed, evenly spread subset (every k-th page by id): deterministic, not cherry-picked."""
     if not limit or limit >= len(pages):
@@ -186,8 +209,14 @@ def subset(pages: Sequence[Page], limit: int | None) -> list[Page]:
 # --- body metrics ---------------------------------------------------------------------------
 
 
+def canonical(text: str) -> str:
+    """The text in NFC: canonically equivalent spellings (a precomposed "ü" and "u" with a
+    combining diaeresis) are one word, in the truth as in the extraction."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
 def shingles(text: str, size: int = 4) -> Counter[tuple[str, ...]]:
-    words = text.lower().split()
+    words = canonical(text).lower().split()
     return Counter(tuple(words[i : i + size]) for i in range(len(words) - size + 1))
 
 
@@ -234,7 +263,7 @@ _WORD = re.compile(r"\w+")
 
 
 def words(text: str) -> Counter[str]:
-    return Counter(w.lower() for w in _WORD.findall(text))
+    return Counter(w.lower() for w in _WORD.findall(canonical(text)))
 
 
 # --- metadata metrics ----------------------------------------------------------------------

@@ -53,6 +53,28 @@ _BYLINE_TAIL = re.compile(
     re.IGNORECASE,
 )
 _EMAIL = re.compile(r"\S+@\S+\.\w+")
+# Share buttons whose labels run into the name ("Ann Leefacebooktwitterwhatsapp"): matched
+# in lower case only, and a short label ("mail", "x") only after a network's name.
+_NETWORK = r"facebook|twitter|flipboard|whatsapp|linkedin|pinterest|reddit|telegram|xing"
+_GLUED_SHARE = re.compile(rf"(?<=[^\W\d_])(?:{_NETWORK})(?:{_NETWORK}|email|mail|print|copy|x)*$")
+# A date's lead-in left behind when the date was cut: "Ann Lee am" (... 3. März), "Ann Lee on".
+_TRAILING_LEAD_IN = re.compile(r"\s+(?:am|um|on|at|le|el|il|op|den|vom|em|du|de|o)$")
+# Degrees and post-nominals a semicolon sets apart from the name, as if they were another
+# person ("Grant Tinsley; PhD"). After a comma they stay: "Ann Lee, MD" is how the page
+# credits her, and annotators keep it.
+_DEGREES = (
+    r"ph\.?\s?d|m\.?d|mba|msc?|ma|bsc?|rdn?|ldn?|cscs|mph|dds|dvm|jd|rn|np|cpt|cssd|facs"
+    r"|pharmd|psyd|lcsw|cpa|cfa|esq|fand|mfa|d\.?o"
+)
+_SEMICOLON_DEGREES = re.compile(rf"(?:\s*;\s*(?:{_DEGREES})\.?(?![\w.]))+", re.IGNORECASE)
+# Lower-case words a name may hold ("Ann van Lee", "Bo de la Cruz"); another lower-case word
+# makes a part of a byline a phrase, not a person ("Fuchsy designed").
+_PARTICLES = frozenset(
+    {"van", "von", "de", "der", "den", "da", "di", "du", "la", "le", "del", "della", "dos"}
+    | {"das", "do", "bin", "ibn", "al", "el", "ter", "ten", "zu", "y", "e", "af", "av"}
+    | {"of", "for", "the"}  # a credit's title: "Director of Operations"
+)
+
 # Editor's short sign in parentheses after a name: "Elena Oberholzer (obe)".
 _SIGN = re.compile(r"\s*\([a-zäöü]{2,4}\.?\)$")
 # Affiliation marks after a scientist's name: "Ann Lee 1", "Ann Lee 2,3*".
@@ -188,6 +210,14 @@ def _is_role(words: list[str]) -> bool:
     return bool(words) and (words[0] in _ROLE_PART or bool(_ROLE_WORDS.intersection(words)))
 
 
+def _is_phrase(tokens: list[str]) -> bool:
+    """Words with a lower-case one that no name holds ("Fuchsy designed"); a lone lower-case
+    word is an agency's or an editor's sign ("dpa", "kesm"), and stays."""
+    return len(tokens) > 1 and any(
+        token[:1].islower() and token.casefold() not in _PARTICLES for token in tokens
+    )
+
+
 def split_authors(raw: str | None) -> list[str]:
     """``"By Ann Lee and Bo Chan"`` -> ``["Ann Lee", "Bo Chan"]``; drops non-names, dedupes.
 
@@ -199,17 +229,21 @@ def split_authors(raw: str | None) -> list[str]:
         return []
     names: list[str] = []
     seen: set[str] = set()
-    for part in _AUTHOR_SPLIT.split(_TWO_NAMES_SLASH.sub(r"\1; \2", _byline_core(raw))):
+    core = _SEMICOLON_DEGREES.sub("", _byline_core(raw))
+    for part in _AUTHOR_SPLIT.split(_TWO_NAMES_SLASH.sub(r"\1; \2", core)):
         name = part.strip(" .:-–—·•")
         while (stripped := _BYLINE_PREFIX.sub("", name).strip()) != name:
             name = stripped
         name = _FOOTNOTE.sub("", _SIGN.sub("", name))
+        name = _TRAILING_LEAD_IN.sub("", _GLUED_SHARE.sub("", name))
         tokens = name.split()
         if len(tokens) > 2 and tokens[0] == "".join(t[0] for t in tokens[1:]).upper():
             tokens = tokens[1:]  # an avatar's initials: "AL Ann Lee"
         words = [t.casefold() for t in tokens]
         if names and _is_role(words):
             break  # "Ann Lee, Head of Sales and Marketing"
+        if names and _is_phrase(tokens):
+            continue
         cut = next((i for i, w in enumerate(words) if i >= 2 and w in _TRAILING_ROLES), None)
         if cut is not None:
             tokens, words = tokens[:cut], words[:cut]

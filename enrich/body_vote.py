@@ -18,7 +18,7 @@ breaks, a caption glued on) still agree.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
@@ -39,6 +39,8 @@ MAX_DROP_SHARE = 0.4
 # bench.extraction, even and odd page ids alike: zyte shingle F1 +0.0025, WCXB articles
 # +0.001, fundus +0.0015, WCXB listings and collections up, services -0.001).
 MIN_KEPT_SUPPORT = 0.9
+# A leading line this long that the page's description vouches for is a standfirst.
+MIN_STANDFIRST_WORDS = 6
 
 _WORD = re.compile(r"\w+")
 
@@ -67,12 +69,14 @@ def support(tokens: Sequence[str], found: set[tuple[str, ...]], size: int = GRAM
     return sum(gram in found for gram in grams) / len(grams)
 
 
-def trim_edges(text: str, confirming: str) -> str:
+def trim_edges(text: str, confirming: str, summary: Callable[[], str] | None = None) -> str:
     """``text`` without the runs of short lines at its start and end ``confirming`` lacks.
 
     ``text`` is returned unchanged when ``confirming`` is empty, when trimming would drop more
     than ``MAX_DROP_SHARE`` of the words, or when ``confirming`` does not confirm at least
     ``MIN_KEPT_SUPPORT`` of what would be kept (then it describes another part of the page).
+    A leading line that the page's ``summary`` (its declared description) vouches for is
+    the article's standfirst and stays, though readability left it in the header.
     """
     lines = text.splitlines()
     if len(lines) < 2 or not confirming.strip():
@@ -105,7 +109,31 @@ def trim_edges(text: str, confirming: str) -> str:
     vouched = sum(len(tokens[i]) for i in range(start, end) if confirmed(i))
     if vouched < MIN_KEPT_SUPPORT * kept:
         return text
-    return "\n".join(lines[start:end])
+    standfirst = _standfirst(tokens[:start], summary() if summary and start else "")
+    return "\n".join([lines[i] for i in standfirst] + lines[start:end])
+
+
+def _standfirst(leading: Sequence[Sequence[str]], summary: str) -> list[int]:
+    """The leading lines the page's summary vouches for (long enough to be a sentence)."""
+    if not leading or not summary.strip():
+        return []
+    found = ngrams(words(summary))
+    return [
+        i
+        for i, tokens in enumerate(leading)
+        if len(tokens) >= MIN_STANDFIRST_WORDS and support(tokens, found) >= MIN_SUPPORT
+    ]
+
+
+_SUMMARY = (
+    "//meta[@name='description' or @property='og:description' or @name='twitter:description'"
+    " or @property='twitter:description']/@content"
+)
+
+
+def page_summary(tree: Any) -> str:
+    """What the page declares as its description: a standfirst, often word for word."""
+    return "\n".join(str(value) for value in tree.xpath(_SUMMARY))
 
 
 def drop_trailing_links(text: str, tree: Any) -> str:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -33,7 +34,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from enrich.authors import split_authors
 from enrich.backends import DEFAULT_CASCADE, Body, BodyExtractor, clean_text, run_cascade
-from enrich.dates import published_at
+from enrich.dates import extensive_date, published_at
 from enrich.language import detect_language
 from enrich.metadata import Metadata, read_metadata
 from enrich.overrides import (
@@ -138,6 +139,8 @@ def extract_page(
     published, published_day, date_source = published_at(
         signals, meta.heuristic_date, meta.heuristic_date_source, feed_published_at
     )
+    if published is None and verdict:
+        published, published_day, date_source = extensive_date(tree, page_url)
     authors_source = meta.authors_source
     if selectors is not None:
         if outlet_title := first_text(tree, selectors.title):
@@ -145,16 +148,16 @@ def extract_page(
         if outlet_authors := split_authors("; ".join(all_texts(tree, selectors.authors))):
             authors, authors_source = outlet_authors, "outlet:authors"
         if outlet_date := published_time(tree, selectors.published):
-            published, published_day = outlet_date.astimezone(UTC), outlet_date.date()
+            published, published_day = outlet_date, outlet_date.date()
             date_source = "outlet:published"
         if selectors.article_pages is not None and any(
             u and selectors.article_pages.search(u) for u in (url, page_url)
         ):
             verdict, reason = True, "outlet's article_pages pattern"
     return Extraction(
-        title=title,
-        text=text,
-        authors=authors,
+        title=nfc(title) if title else title,
+        text=nfc(text),
+        authors=[nfc(author) for author in authors],
         published_at=published,
         language=detect_language(f"{title}\n{text}" if title else text),
         canonical_url=signals.canonical_url,
@@ -167,6 +170,12 @@ def extract_page(
         date_source=date_source,
         authors_source=authors_source if authors else None,
     )
+
+
+def nfc(text: str) -> str:
+    """The text in composed form (NFC): a page's "geprüft" spelled with a combining diaeresis
+    must match a search for the one everyone types."""
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 def _outlet_body(tree: Any, selectors: CompiledOverrides | None) -> Body | None:
@@ -322,6 +331,11 @@ def refine_title(
     first, _, rest = title.partition(" ")
     if _HOST_NAME.fullmatch(first) and rest[:1].isalnum() and name_key(first) in keys:
         return rest  # "herald.example Bridge reopens": the host name set before the headline
+    if urlsplit(url or "").path not in ("", "/") and (
+        headline := _after_blog_name(title, headings, site_names)
+    ):
+        # a post's title after the blog's name; a front page's "Brand: tagline" is its title
+        return refine_title(headline, headings, site_names, url)
     parts = _TITLE_SEPARATOR.split(title)  # [text, separator, text, separator, text, ...]
     if len(parts) < 3:
         # "Headline-Politics | Herald" without spaces, in a declared title (an <h1> carries no
@@ -343,6 +357,21 @@ def refine_title(
     if is_site(parts[0]):
         return "".join(parts[2:]).strip() or title
     return title
+
+
+MIN_BLOG_HEADLINE_WORDS = 3
+
+
+def _after_blog_name(title: str, headings: Sequence[str], site_names: Sequence[Any]) -> str | None:
+    """The headline of a blog's ``"Blog Name: Headline"`` title, when the part before the
+    colon is the site's declared name or its logo heading (not just a word of the host)."""
+    name, colon, rest = title.partition(": ")
+    if not colon or len(rest.split()) < MIN_BLOG_HEADLINE_WORDS:
+        return None
+    key = name_key(name)
+    logos = {name_key(heading) for heading in headings}
+    names = site_keys([str(site) for site in site_names if site], None)
+    return rest.strip() if key and (key in logos or key in names) else None
 
 
 def page_title(meta: Metadata, signals: PageSignals, page_url: str | None) -> str | None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+from urllib.parse import urlsplit
 
 from lxml import etree
 
@@ -234,7 +235,36 @@ def _headline_node_ok(node: Any) -> bool:
         if _NOT_HEADLINE_CLASS.search(marker):
             return False
     marker = f"{node.get('class', '')} {node.get('id', '')}"
-    return not _NOT_HEADLINE_CLASS.search(marker)
+    return not _NOT_HEADLINE_CLASS.search(marker) and not _links_home(node)
+
+
+def _links_home(node: Any) -> bool:
+    """A heading that is one link to the site's front page: the blog's name, its logo."""
+    links = node.findall(".//a")
+    if len(links) != 1:
+        return False
+    target = urlsplit(str(links[0].get("href") or "?"))
+    if target.path not in ("", "/") or target.query or target.fragment:
+        return False
+    return normalize_space(links[0].text_content()) == normalize_space(node.text_content())
+
+
+# The post's own title on blog platforms whose <h1> is the blog's name.
+_ENTRY_TITLE = etree.XPath(
+    "//*[self::h1 or self::h2 or self::h3]"
+    "[contains(concat(' ', normalize-space(@class), ' '), ' entry-title ')"
+    " or contains(concat(' ', normalize-space(@class), ' '), ' post-title ')"
+    " or @itemprop='headline']"
+)
+
+
+def _entry_title(node: Any) -> str | None:
+    """The first post title marked up as such (hAtom ``entry-title``, ``post-title``)."""
+    for heading in _ENTRY_TITLE(node):
+        text = normalize_space(heading.text_content())
+        if len(text.split()) >= MIN_HEADLINE_WORDS:
+            return text
+    return None
 
 
 def _without_kicker(node: Any, text: str, declared: Sequence[tuple[str, str]]) -> str:
@@ -337,10 +367,23 @@ def choose_title(
         closer = [c for c in candidates if c[0] >= MIN_SHARED_WORDS]
         share, _, node, text = first if first[0] >= MIN_SHARED_WORDS or not closer else closer[0]
         return _without_furniture(_without_kicker(node, text, declared), declared), "h1", node
-    if declared:
-        title, source = _untruncated(*declared[0], declared)
-        return title, source, None
-    return None, None, None
+    title, source = _untruncated(*declared[0], declared) if declared else (None, None)
+    logos = {
+        name_key(text)
+        for node, text in zip(signals.h1_nodes, signals.headings, strict=False)
+        if _links_home(node)
+    }
+    # a blog: the <h1> is its name, and so may be its <title>; the post's title is marked
+    entry = (
+        _entry_title(signals.h1_nodes[0].getroottree())
+        if logos
+        and (title is None or name_key(title) in logos | sites)
+        and urlsplit(url or "").path not in ("", "/")  # a front page has many posts
+        else None
+    )
+    if entry:
+        return entry, "entry-title", None
+    return title, source, None
 
 
 # --- authors ------------------------------------------------------------------------------
@@ -438,7 +481,11 @@ def choose_authors(
         if not (names := split_authors(text)):
             continue
         first_byline = first_byline or text
-        if not _only_the_site(text, sites) and (fallback[0] is None or look_like_people(names)):
+        if not _only_the_site(text, sites) and (
+            fallback[0] is None
+            or look_like_people(names)
+            or _marked_person(text, names, tree, heading)
+        ):
             return _without_the_site(text, sites), "byline"
     if fallback[0] is None and first_byline:
         return first_byline, "byline"
@@ -447,6 +494,15 @@ def choose_authors(
     if fallback[0] is None and publisher:
         return "; ".join(publisher), "json-ld:author"
     return fallback
+
+
+def _marked_person(text: str, names: list[str], tree: Any, heading: Any) -> bool:
+    """A byline the markup calls the author (``itemprop=author``, ``rel=author``, an author
+    page's link) that opens with a person's name: it outranks a declared author that is the
+    site, though what follows the name is a credential ("Tracy Parker, Dietitian")."""
+    return look_like_people(names[:1]) and text in byline_candidates(
+        tree, heading, marked_only=True
+    )
 
 
 SIGNED_PARAGRAPHS = 3  # paragraphs after the headline where a name line is looked for
@@ -562,7 +618,9 @@ def byline_candidates(tree: Any, heading: Any, *, marked_only: bool = False) -> 
             rank = 0
             if heading is not None:
                 distance = _document_position(node) - start
-                if distance < -BYLINE_WINDOW // 4 or distance > BYLINE_WINDOW:
+                if distance < -BYLINE_WINDOW // 4 or (
+                    distance > BYLINE_WINDOW and not _credited(node)
+                ):
                     continue
                 rank = distance if distance >= 0 else BYLINE_WINDOW - distance
             if text := _byline_text(node):
@@ -583,6 +641,15 @@ def byline_candidates(tree: Any, heading: Any, *, marked_only: bool = False) -> 
 # Lee" in the author box after the text.
 _WRITTEN_BY = re.compile(r"^\s*(?:written|authored|article|words|posted)\s+by\b", re.I)
 _WRITTEN_BY_WINDOW = etree.XPath(f"following::*[position() <= {BYLINE_WINDOW // 2}]")
+
+
+def _credited(node: Any) -> bool:
+    """A name the line around it credits ("Posted by <span>Ann Lee</span> at 10:30"): blog
+    platforms print it below the post, however long the post is."""
+    for line in (node, node.getparent()):
+        if line is not None and _WRITTEN_BY.match(line.text or ""):
+            return True
+    return False
 
 
 def _written_by_lines(heading: Any) -> Iterator[str]:

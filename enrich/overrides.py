@@ -94,13 +94,11 @@ def _parse_date(value: str) -> datetime | None:
         return parsed[0]
     import dateparser
 
-    found = dateparser.parse(
-        value,
-        settings={"RETURN_AS_TIMEZONE_AWARE": True, "TO_TIMEZONE": "UTC", "TIMEZONE": "UTC"},
-    )
+    # the zone the text states is kept (it decides the outlet's day); a text without one is UTC
+    found = dateparser.parse(value)
     if not isinstance(found, datetime):
         return None
-    return found.astimezone(UTC)
+    return found if found.utcoffset() is not None else found.replace(tzinfo=UTC)
 
 
 def _elements(results: Any) -> list[Any]:

@@ -110,6 +110,8 @@ class Article(Message):
     title: str | None = None
     text: str
     authors: list[str] = Field(default_factory=list)
+    # In the offset the page declares (its date is the outlet's publication day); compares
+    # and sorts as the same instant in any offset, as Elasticsearch's date field does.
     published_at: AwareDatetime | None = None
     language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
     is_article: bool = True

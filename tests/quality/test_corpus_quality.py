@@ -3,20 +3,27 @@
 Fixed, evenly spread subsets (``bench.corpus.subset``: every k-th page by id), so the run stays
 well under a minute on the 2-core machine and the numbers are reproducible. The floors sit a
 little under the scores measured on these subsets; the full figures, with trafilatura's beside
-them, come from ``python -m bench.extraction``. Skipped when the corpus is absent.
+them, come from ``python -m bench.extraction --halves``. Scores are printed for the tuning and
+the held-out half (``bench.corpus.half``, by site) apart. Skipped when the corpus is absent.
 """
 
 from __future__ import annotations
 
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
 import pytest
 
 from bench.corpus import (
+    HALVES,
     PRF,
     Page,
     authors_match,
     available,
+    half,
     load,
     shingles,
     subset,
@@ -24,6 +31,11 @@ from bench.corpus import (
     words,
 )
 from bench.extraction import Outcome, ours
+from enrich.dates import published_at
+from enrich.extract import parse_html
+from enrich.metadata import read_metadata
+from enrich.pagemeta import read_signals
+from newsflow.decoding import decode_html
 
 pytestmark = pytest.mark.skipif(
     not available(), reason="the shared corpus (../shared/corpus beside the repo) is absent"
@@ -35,9 +47,9 @@ WCXB_OTHERS = 40
 FUNDUS_PAGES = 40
 
 # Measured on these subsets (see the module docstring); floors a little under.
-ZYTE_MIN_F1 = 0.955  # measured 0.964
+ZYTE_MIN_F1 = 0.955  # measured 0.960 (0.964 before standfirsts: Zyte's truth leaves them out)
 WCXB_ARTICLE_MIN_F1 = 0.91  # measured 0.922
-FUNDUS_MIN_F1 = 0.955  # measured 0.964
+FUNDUS_MIN_F1 = 0.955  # measured 0.966
 MIN_DATE = 0.93  # measured 0.944
 MIN_TITLE = 0.89  # measured 0.910
 MIN_AUTHORS = 0.82  # measured 0.839
@@ -59,29 +71,41 @@ def _extracted(name: str) -> tuple[tuple[Page, Outcome], ...]:
     return tuple((page, ours(page, page.html())) for page in chosen)
 
 
-def test_zyte_body_shingle_f1() -> None:
+def _scores(pairs: list[tuple[Page, Outcome]], tokens: Callable[[str], Counter[Any]]) -> PRF:
     score = PRF()
-    for page, got in _extracted("zyte"):
-        score.add(shingles(got.text), shingles(page.body or ""))
+    for page, got in pairs:
+        score.add(tokens(got.text), tokens(page.body or ""))
+    return score
+
+
+def _halves(pairs: list[tuple[Page, Outcome]]) -> dict[str, list[tuple[Page, Outcome]]]:
+    return {part: [(p, o) for p, o in pairs if half(p) == part] for part in HALVES}
+
+
+def test_zyte_body_shingle_f1() -> None:
+    pairs = list(_extracted("zyte"))
+    score = _scores(pairs, shingles)
     print(f"zyte P={score.precision:.3f} R={score.recall:.3f} F1={score.f1_of_means:.3f}")
+    for part, some in _halves(pairs).items():
+        print(f"  [{part}] F1={_scores(some, shingles).f1_of_means:.3f} (n={len(some)})")
     assert score.f1_of_means >= ZYTE_MIN_F1
 
 
 def test_wcxb_article_body_word_f1() -> None:
-    score = PRF()
-    for page, got in _extracted("wcxb"):
-        if page.page_type == "article":
-            score.add(words(got.text), words(page.body or ""))
+    pairs = [(p, o) for p, o in _extracted("wcxb") if p.page_type == "article"]
+    score = _scores(pairs, words)
     print(f"wcxb articles word F1={score.mean_f1:.3f}")
+    for part, some in _halves(pairs).items():
+        print(f"  [{part}] F1={_scores(some, words).mean_f1:.3f} (n={len(some)})")
     assert score.mean_f1 >= WCXB_ARTICLE_MIN_F1
 
 
 def test_fundus_body_word_f1() -> None:
-    score = PRF()
-    for page, got in _extracted("fundus"):
-        if page.body:
-            score.add(words(got.text), words(page.body))
+    pairs = [(p, o) for p, o in _extracted("fundus") if p.body]
+    score = _scores(pairs, words)
     print(f"fundus word F1={score.mean_f1:.3f}")
+    for part, some in _halves(pairs).items():
+        print(f"  [{part}] F1={_scores(some, words).mean_f1:.3f} (n={len(some)})")
     assert score.mean_f1 >= FUNDUS_MIN_F1
 
 
@@ -99,6 +123,14 @@ def test_metadata_floors() -> None:
     title = sum(title_matches(o.title, p.title or "") for p, o in titled) / len(titled)
     authors = sum(authors_match(o.authors, p.authors or ()) for p, o in bylined) / len(bylined)
     print(f"date {day:.3f} (n={len(dated)}), title {title:.3f}, authors {authors:.3f}")
+    for part in HALVES:
+        days = [o.published == p.published for p, o in dated if half(p) == part]
+        titles = [title_matches(o.title, p.title or "") for p, o in titled if half(p) == part]
+        names = [authors_match(o.authors, p.authors or ()) for p, o in bylined if half(p) == part]
+        print(
+            f"  [{part}] date {sum(days) / len(days):.3f}, title {sum(titles) / len(titles):.3f}"
+            f", authors {sum(names) / len(names):.3f}"
+        )
     assert day >= MIN_DATE
     assert title >= MIN_TITLE
     assert authors >= MIN_AUTHORS
@@ -118,3 +150,43 @@ def test_is_article_precision_and_recall() -> None:
 def test_every_field_records_its_method() -> None:
     for _page, got in _extracted("zyte"):
         assert got.method, "body_method must name the backend"
+
+
+MIN_FUNDUS_DAY = 0.97  # measured 0.991 tuning half, 0.984 held-out half
+
+
+def _publication_day(page: Page) -> object:
+    """The day the extractor's date path gives (metadata only: the body is not needed)."""
+    tree = parse_html(decode_html(page.html()))
+    signals = read_signals(tree, page.url)
+    page_url = signals.canonical_url or page.url
+    meta = read_metadata(tree, page_url, signals)
+    _, day, _ = published_at(signals, meta.heuristic_date, meta.heuristic_date_source, None)
+    return day
+
+
+def test_publication_day_in_every_fundus_country() -> None:
+    """Every fundus page (41 countries, local times and languages): the publication day."""
+    right: dict[str, list[bool]] = defaultdict(list)
+    countries: dict[str, list[bool]] = defaultdict(list)
+    for page in load("fundus"):
+        if page.published is None:
+            continue
+        correct = _publication_day(page) == page.published
+        right[half(page)].append(correct)
+        countries[str(page.extra.get("country"))].append(correct)
+    for part in HALVES:
+        share = sum(right[part]) / len(right[part])
+        print(f"fundus day [{part}] {share:.3f} (n={len(right[part])})")
+    missed = {c: f"{sum(v)}/{len(v)}" for c, v in sorted(countries.items()) if not all(v)}
+    print(f"countries {len(countries)}, with misses: {missed}")
+    assert len(countries) >= 40
+    for part in HALVES:
+        assert sum(right[part]) / len(right[part]) >= MIN_FUNDUS_DAY
+
+
+def test_every_text_field_is_nfc() -> None:
+    for name in ("zyte", "fundus", "wcxb"):
+        for _page, got in _extracted(name):
+            for text in (got.title or "", got.text, *got.authors):
+                assert unicodedata.is_normalized("NFC", text)

@@ -3,10 +3,21 @@ lines beside icons, hAtom ``published`` parts, and the body-text fallback."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from enrich.dates import published_at, text_date, visible_date
-from enrich.extract import parse_html
+import pytest
+
+from enrich import dates, metadata
+from enrich.dates import (
+    EXTENSIVE,
+    find_date,
+    published_at,
+    text_date,
+    visible_date,
+    written_day,
+)
+from enrich.extract import extract_page, parse_html
 from enrich.metadata import read_metadata
 from enrich.pagemeta import read_signals
 
@@ -163,3 +174,99 @@ def test_month_in_capitals_above_the_headline_is_read() -> None:
 def test_published_meta_written_out_is_the_declared_date() -> None:
     page = _page(HEADLINE + "<p>Text.</p>", head='<meta name="published" content="July 17, 2025">')
     assert _published(page) == (date(2025, 7, 17), "meta:published")
+
+
+def _declared(value: str) -> str:
+    return f'<meta property="article:published_time" content="{value}">'
+
+
+def test_declared_offset_is_kept_and_decides_the_day() -> None:
+    tree = parse_html(_page(HEADLINE + "<p>Text.</p>", head=_declared("2020-06-03T00:30+04:00")))
+    signals = read_signals(tree, URL)
+    when, day, _ = published_at(signals, None, None, None)
+    assert day == date(2020, 6, 3)  # June 2 in UTC
+    assert when is not None and when.utcoffset() == timedelta(hours=4)
+    assert when == datetime(2020, 6, 2, 20, 30, tzinfo=UTC)  # the same moment for sorting
+
+
+def test_printed_day_does_not_move_a_day_declared_with_its_offset() -> None:
+    page = _page(
+        f"<article>{HEADLINE}<p class='date'>June 3, 2020</p><p>Text.</p></article>",
+        head=_declared("2020-06-02T22:30:00-02:00"),
+    )
+    assert _published(page) == (date(2020, 6, 2), "meta:article:published_time")
+
+
+ARTICLE = "".join(
+    f"<p>The harbour bridge in Port Aldwin reopened on Monday after two years of repairs to "
+    f"its deck, and the council expects traffic to return within a month ({n}).</p>"
+    for n in range(12)
+)
+
+
+def test_extensive_search_only_for_an_article_nothing_else_dates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    searches: list[bool] = []
+
+    def searching(tree: Any, url: str | None, *, extensive: bool = False) -> date | None:
+        searches.append(extensive)
+        return date(2020, 6, 3) if extensive else None
+
+    monkeypatch.setattr(dates, "find_date", searching)
+    monkeypatch.setattr(metadata, "find_date", searching)
+    undated = _page(f"<article>{HEADLINE}{ARTICLE}</article>")
+    got = extract_page(undated, URL)
+    assert (got.published_date, got.date_source) == (date(2020, 6, 3), EXTENSIVE)
+    assert searches == [False, True]  # the quick search first, then the extensive one
+    searches.clear()
+    feed = datetime(2025, 3, 4, 9, 30, tzinfo=UTC)
+    assert extract_page(undated, URL, feed_published_at=feed).date_source == "feed"
+    dated = _page(f"<article>{HEADLINE}<p class='date'>June 3, 2020</p>{ARTICLE}</article>")
+    assert extract_page(dated, URL).date_source == "visible:text"
+    short = _page(f"<article>{HEADLINE}<p>Too short to be an article.</p></article>")
+    assert extract_page(short, URL).published_date is None
+    assert True not in searches  # a feed time, a printed date, a non-article: no search
+
+
+def test_find_date_extensive_reads_a_date_written_in_another_language() -> None:
+    page = _page(f"<article>{HEADLINE}<div><p>Publié le 3 juin 2020</p><p>Text.</p></div>")
+    tree = parse_html(page)
+    assert find_date(tree, URL, extensive=True) == date(2020, 6, 3)
+
+
+def test_extensive_search_guesses_from_a_year_alone_are_not_dates() -> None:
+    page = _page(f"<article>{HEADLINE}<p>Text.</p></article><footer>© 2024 Herald</footer>")
+    assert find_date(parse_html(page), URL, extensive=True) is None
+
+
+@pytest.mark.parametrize(
+    ("lang", "printed"),
+    [
+        ("de", "3. Juni 2020"),
+        ("es", "3 de junio de 2020"),
+        ("pt", "3 de junho de 2020"),
+        ("it", "3 giugno 2020"),
+        ("ca", "3 de juny de 2020"),
+        ("ro", "3 iunie 2020"),
+        ("pl", "3 czerwca 2020"),
+        ("cs", "3. června 2020"),
+        ("ru", "3 июня 2020 г."),
+        ("uk", "3 червня 2020"),
+        ("el", "3 Ιουνίου 2020"),
+        ("hu", "2020. június 3."),
+        ("lt", "2020 m. birželio 3 d."),
+        ("ja", "2020年6月3日"),
+        ("zh", "2020年06月03日 10:30"),
+        ("ko", "2020년 6월 3일"),
+        ("tr", "3 Haziran 2020"),
+    ],
+)
+def test_header_date_written_in_the_outlets_language(lang: str, printed: str) -> None:
+    page = _page(f"<article>{HEADLINE}<p class='date'>{printed}</p></article>", lang=lang)
+    assert _visible(page) == (date(2020, 6, 3), "visible:text")
+
+
+def test_written_day_is_not_read_from_a_number_and_a_word_alone() -> None:
+    assert written_day("Marca 3 modelos 2020x") is None
+    assert written_day("31 de febrero de 2020") is None

@@ -7,8 +7,9 @@ import json
 import subprocess
 import sys
 import time
+import unicodedata
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,10 @@ def test_article_title_and_text(article: Extraction) -> None:
 def test_article_metadata(article: Extraction) -> None:
     assert article.authors == ["Maria Jensen", "Tom Okafor"]
     assert article.published_at == datetime(2024, 5, 14, 6, 30, tzinfo=UTC)
-    assert article.published_at is not None and article.published_at.utcoffset() == timedelta(0)
+    # the offset the page declares is kept: the publication day is the outlet's
+    assert article.published_at is not None
+    assert article.published_at.utcoffset() == timedelta(hours=2)
+    assert article.published_date == date(2024, 5, 14)
     assert article.language == "en"
     # relative canonical resolved against the page URL, tracking parameters gone with it
     assert (
@@ -412,6 +416,36 @@ def test_split_authors(raw: str | None, expected: list[str]) -> None:
         # the host name set before the headline, without a separator
         ("herald.example Bridge reopens", (), None, "https://herald.example/a", "Bridge reopens"),
         ("herald.example: Bridges", (), None, "https://herald.example/", "herald.example: Bridges"),
+        # a blog's "Name: Headline", when the name is the logo heading or the declared site
+        (
+            "Harbour Notes: Bridge reopens after repairs",
+            ("Harbour Notes",),
+            None,
+            "https://notes.example/2024/05/bridge.html",
+            "Bridge reopens after repairs",
+        ),
+        (
+            "Harbour Notes: Bridge reopens again | Harbour Notes",
+            (),
+            "Harbour Notes",
+            "https://notes.example/bridge",
+            "Bridge reopens again",
+        ),
+        # a front page's "Brand: tagline" is its title
+        (
+            "Harbour Notes: News from the quay",
+            (),
+            "Harbour Notes",
+            "https://notes.example/",
+            "Harbour Notes: News from the quay",
+        ),
+        (
+            "Brexit: What happens next",
+            (),
+            "Harbour Notes",
+            "https://notes.example/b",
+            "Brexit: What happens next",
+        ),
         (None, (), None, None, None),
     ],
 )
@@ -562,3 +596,21 @@ def test_text_encoded_twice_by_the_page_is_repaired_in_titles() -> None:
     assert extract_page(page.encode(), ARTICLE_URL).title == "A DIY Investor’s Guide — 2025"
     # without a C1 control character nothing is touched: "Ã©" may be what the page says
     assert repair_double_encoding("CafÃ© and Ã‰") == "CafÃ© and Ã‰"
+
+
+def test_text_fields_are_composed_nfc() -> None:
+    decomposed = "gepru\u0308ft"
+    paragraphs = "".join(
+        f"<p>Der Bericht wurde {decomposed} und die Ergebnisse sind da, sagte die Sprecherin "
+        f"am Montag in der Stadt vor vielen Leuten. Absatz {i}.</p>"
+        for i in range(6)
+    )
+    html = (
+        f"<html><head><title>Alles {decomposed}</title></head><body><article>"
+        f"<h1>Alles {decomposed}</h1><p class='byline'>Von Jo\u0308rg Mu\u0308ller</p>"
+        f"{paragraphs}</article></body></html>"
+    )
+    got = extract_page(html, ARTICLE_URL)
+    for text in (got.title or "", got.text, *got.authors):
+        assert unicodedata.is_normalized("NFC", text)
+    assert "geprüft" in got.text and got.title == "Alles geprüft"

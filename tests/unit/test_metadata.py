@@ -365,3 +365,68 @@ def test_blog_name_set_as_h1_is_not_the_headline() -> None:
         "<h1>Herald wins an award</h1><p>Text.</p>",
     )
     assert _read(short)[1].title == "Herald wins an award"
+
+
+def test_split_authors_drops_share_buttons_glued_to_the_name() -> None:
+    assert split_authors("By Ann Hingstonfacebooktwitterflipboardwhatsapp") == ["Ann Hingston"]
+    assert split_authors("Bo Chanlinkedinemail") == ["Bo Chan"]
+    # a name that merely ends like a label stays whole
+    assert split_authors("Ismail Lee; Max Rex") == ["Ismail Lee", "Max Rex"]
+
+
+def test_split_authors_drops_a_date_lead_in_left_after_the_name() -> None:
+    assert split_authors("Von Ann Lee am") == ["Ann Lee"]
+    assert split_authors("By Bo Chan on") == ["Bo Chan"]
+    assert split_authors("Ann Le") == ["Ann Le"]
+
+
+def test_split_authors_drops_degrees_a_semicolon_sets_apart() -> None:
+    assert split_authors("Grant Tinsley; PhD") == ["Grant Tinsley"]
+    assert split_authors("Grant Tinsley; Ph.D.; Bo Chan") == ["Grant Tinsley", "Bo Chan"]
+    assert split_authors("Shelby Loos, DVM") == ["Shelby Loos", "DVM"]  # a comma keeps them
+
+
+def test_split_authors_drops_a_phrase_after_the_names() -> None:
+    assert split_authors("Peter Amende; Fuchsy designed") == ["Peter Amende"]
+    assert split_authors("Ann van Lee and Bo de la Cruz") == ["Ann van Lee", "Bo de la Cruz"]
+    assert split_authors("Herald staff") == ["Herald staff"]
+    assert split_authors("Ann Lee; Bo Chan; dpa") == ["Ann Lee", "Bo Chan", "dpa"]  # a sign
+
+
+def _paragraphs(count: int) -> str:
+    return "".join(
+        f"<p>The harbour bridge reopened on Monday after two years of repairs ({n}).</p>"
+        for n in range(count)
+    )
+
+
+def test_marked_author_naming_a_person_outranks_the_site_as_declared_author() -> None:
+    head = (
+        "<meta property='og:site_name' content='Harbour Heart Foundation'>"
+        '<script type=\'application/ld+json\'>{"@type": "Article", "headline": "Bridge '
+        'reopens after repairs", "author": {"@type": "Person", "name": '
+        '"Harbour Heart Foundation"}}</script>'
+    )
+    body = (
+        "<article><h1>Bridge reopens after repairs</h1><div class='meta'>"
+        "<span itemprop='author'>Tracy Parker, Dietitian</span></div>"
+        f"{_paragraphs(3)}</article>"
+    )
+    _, meta = _read(_page(head, body))
+    assert (meta.author, meta.authors_source) == ("Tracy Parker, Dietitian", "byline")
+
+
+def test_posted_by_line_below_a_long_blog_post_is_its_byline() -> None:
+    body = (
+        "<div class='header'><h1><a href='/'>Harbour Notes</a></h1></div>"
+        "<div class='post hentry'><h3 class='post-title entry-title'>Bridge reopens after "
+        f"repairs</h3><div class='post-body'>{_paragraphs(800)}</div>"
+        "<div class='post-footer'><span class='post-author vcard'>Posted by "
+        "<span class='fn' itemprop='author'><a rel='author' href='https://blogger.example/"
+        "profile/1'><span itemprop='name'>Ann Lee</span></a></span></span> "
+        "<span class='post-timestamp'>at 10:30 AM</span></div></div>"
+    )
+    _, meta = _read(_page("<title>Harbour Notes</title>", body))
+    assert split_authors(meta.author) == ["Ann Lee"]
+    # the <h1> is the blog's name, linked to its front page: the post's title is marked
+    assert (meta.title, meta.title_source) == ("Bridge reopens after repairs", "entry-title")

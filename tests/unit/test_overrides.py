@@ -100,6 +100,16 @@ def test_xpath_attribute_and_iso_date() -> None:
     assert got.published_at.isoformat() == "2026-11-18T08:00:00+00:00"
 
 
+def test_outlet_date_keeps_the_zone_its_text_states() -> None:
+    page = PAGE.replace(
+        "Published: 09:12 GMT, 18 November 2026", "Published: 00:30 CET, 18 November 2026"
+    )
+    got = extract_page(page, URL, overrides=_overrides())
+    assert got.published_at is not None
+    assert got.published_at.isoformat() == "2026-11-18T00:30:00+01:00"
+    assert got.published_date is not None and got.published_date.isoformat() == "2026-11-18"
+
+
 def test_the_tree_is_not_modified_for_the_next_page() -> None:
     overrides = _overrides()
     first = extract_page(PAGE, URL, overrides=overrides)
