@@ -20,7 +20,8 @@ What it measures, in order:
    workers (one consumer group), one dedup and one index worker (and an alert worker with
    ``--with-alert``; alerts are not on the way to the index) as processes of its own, wired as
    ``newsflow worker`` wires them (``pipeline.stages.build_runner``, the settings' defaults
-   but for the round's names and ``--extract-processes``). It waits until every group is
+   but for the round's names, ``--extract-processes`` and ``NEWSFLOW_ENRICH_WORKERS_PER_HOST``
+   set to N). It waits until every group is
    stable with its members and one warm-up page per raw-pages partition is searchable, then
    produces the pages with the ingest producer (``make_producer``; the values encoded
    beforehand) at URLs of the round's own (the page's URL plus ``?pipebench=...``: the path
@@ -794,6 +795,9 @@ class Round:
         self.tag = f"pipebench-{run}-e{enrich_workers}"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
         self.env = stage_env(self.tag, self.dir / "dedup", args.extract_processes)
+        # As an operator running N enrich workers on one host sets it: "auto" extraction
+        # processes then share the host's CPUs among the workers.
+        self.env["NEWSFLOW_ENRICH_WORKERS_PER_HOST"] = str(enrich_workers)
         self.settings = settings_for(base, self.env)
         self.stages = (*PATH_STAGES, "alert") if args.with_alert else PATH_STAGES
         self.groups = {stage: f"{self.tag}-{stage}" for stage in self.stages}
