@@ -230,8 +230,9 @@ def cost_vs_extraction(rows: list[str], pages: int) -> None:
     )
 
 
-def _synthetic_window(engine: DedupEngine, n: int) -> None:
-    """Fill ``engine``'s store with ``n`` random articles in sealed segments (30 days).
+def synthetic_window(engine: DedupEngine, n: int) -> None:
+    """Fill ``engine``'s store with ``n`` random articles in sealed segments over the window
+    that ends where the query stream starts (``T0``), and move its watermark there.
 
     As the store's merging leaves them: one segment per closed eighth of the window, and
     halving segments in the current one.
@@ -260,6 +261,7 @@ def _synthetic_window(engine: DedupEngine, n: int) -> None:
         seg.outlet = rng.integers(0, 2**32, size=m, dtype=np.uint32)
         seg.time = base_time + (start + np.arange(m, dtype=np.int64)) * span // n
         seg.chash = rng.integers(0, 2**63, size=m, dtype=np.uint64)
+        seg.reason = np.ones(m, dtype=np.uint8)
         seg.min_time, seg.max_time = int(seg.time[0]), int(seg.time[-1])
         seqs = np.arange(start, start + m, dtype=np.uint32)
         bands = engine.config.bands
@@ -300,7 +302,7 @@ def latency_and_memory(rows: list[str], n: int) -> None:
     gc.collect()
     rss0 = _rss()
     engine = DedupEngine(DedupConfig(evict_every=10**9))  # keep the whole synthetic window
-    _synthetic_window(engine, n)
+    synthetic_window(engine, n)
     gc.collect()
     rss1 = _rss()
     store_bytes = engine.store.nbytes()

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from kafka import TopicPartition
 
+from bench.dedup import synthetic_window
 from bench.dedup_stream import (
     T0,
     dedup_stream,
@@ -40,10 +41,8 @@ from bench.dedup_stream import (
     wcxb_articles,
 )
 from enrich.dedup.cluster import Story, StoryClusterer
-from enrich.dedup.engine import DedupEngine
 from enrich.dedup.persist import MIN_CHECKPOINT_BYTES, write_file
 from enrich.dedup.stage import DedupStage, read_snapshot, snapshot_path
-from enrich.dedup.store import Segment, SortedIndex, tag
 from newsflow.contracts import Article
 from newsflow.runtime import Inbound
 from newsflow.urls import url_id
@@ -196,59 +195,6 @@ def fill_stories(clusterer: StoryClusterer, n: int, end: int, writer: Writer) ->
     return len(made)
 
 
-def fill_store(engine: DedupEngine, n: int, end: int) -> None:
-    """``n`` rows with random signatures and keys in sealed segments over the 30 days before
-    ``end``, as the store's merging leaves them (one per closed epoch, halving ones after)."""
-    rng = np.random.default_rng(3)
-    store = engine.store
-    span = engine.config.window_seconds
-    start_time = end - span
-    store.segments = []
-    sizes = [int(n * 0.9 / 8)] * 8
-    rest = n - sum(sizes)
-    while rest > 4096:
-        sizes.append(rest // 2)
-        rest -= rest // 2
-    sizes.append(rest)
-    first = 0
-    for m in sizes:
-        if m == 0:
-            continue
-        seg = Segment(first, 0, store.num_perm)
-        seg.ids = [f"{first + i:040x}" for i in range(m)]
-        seg.stories = seg.ids
-        seg.dup_of = [None] * m
-        seg.capacity = m
-        seg.sig = rng.integers(0, 2**16, size=(m, store.num_perm), dtype=np.uint16)
-        seg.size = rng.integers(100, 1500, size=m, dtype=np.uint32)
-        seg.version = np.ones(m, dtype=np.uint32)
-        seg.outlet = rng.integers(0, 2**32, size=m, dtype=np.uint32)
-        seg.time = start_time + (first + np.arange(m, dtype=np.int64)) * span // n
-        seg.chash = rng.integers(0, 2**63, size=m, dtype=np.uint64)
-        seg.reason = np.ones(m, dtype=np.uint8)
-        seg.min_time, seg.max_time = int(seg.time[0]), int(seg.time[-1])
-        seqs = np.arange(first, first + m, dtype=np.uint32)
-        bands = engine.config.bands
-        band_keys = (np.arange(bands, dtype=np.uint64)[None, :] << np.uint64(32)) | rng.integers(
-            0, 2**32, size=(m, bands), dtype=np.uint64
-        )
-        seg.sealed = SortedIndex(
-            np.concatenate(
-                [
-                    band_keys.ravel(),
-                    tag("id", rng.integers(0, 2**63, size=m, dtype=np.uint64)),
-                    tag("url", rng.integers(0, 2**63, size=m, dtype=np.uint64)),
-                    tag("hash", seg.chash),
-                ]
-            ),
-            np.concatenate([np.repeat(seqs, bands), seqs, seqs, seqs]),
-        )
-        store.segments.append(seg)
-        first += m
-    store.next_seq = first
-    store.segments.append(Segment(first, store.segment_rows, store.num_perm))
-
-
 def preload(stage: DedupStage, n: int, writer: Writer) -> int:
     """Fill the stage's engine with a window of ``n`` articles ending at the stream's start;
     returns the number of stories in the clustering window."""
@@ -257,7 +203,7 @@ def preload(stage: DedupStage, n: int, writer: Writer) -> int:
     engine.watermark = end
     if n == 0:
         return 0
-    fill_store(engine, n, end)
+    synthetic_window(engine, n)
     engine.observed = n
     return fill_stories(engine.clusterer, n, end, writer)
 
