@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from alert.store import WatchStore, new_webhook_secret
+from alert.store import WatchStore
 from alert.watches import InvalidWatchError, build_watch
 from newsflow.api_auth import Principal, Scope, require
 from newsflow.api_errors import ApiError, ErrorResponse
@@ -157,13 +157,10 @@ def rotate_watch_secret(
     request: Request, watch_id: Annotated[str, PathParam(pattern=WATCH_ID_PATTERN)]
 ) -> WatchInfo:
     """A new webhook secret for the watch (the old one stops verifying at once)."""
-    store = _store(request)
-    watch = store.get(watch_id)
-    if watch is None or watch.webhook_url is None:
+    rotated = _store(request).rotate_webhook_secret(watch_id)
+    if rotated is None:
         raise ApiError(404, "not_found", f"no watch {watch_id} with a webhook")
-    secret = new_webhook_secret()
-    if not store.set_webhook_secret(watch_id, secret):
-        raise ApiError(404, "not_found", f"no watch {watch_id}")
+    watch, secret = rotated
     return watch_info(watch, show_creator=True).model_copy(update={"webhook_secret": secret})
 
 

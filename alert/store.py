@@ -140,6 +140,17 @@ class WatchStore:
         )
         return [Watch.model_validate(hit["_source"]) for hit in response["hits"]["hits"]]
 
+    def rotate_webhook_secret(self, watch_id: str) -> tuple[Watch, str] | None:
+        """A new webhook secret for the watch: the watch and the secret, or None when there
+        is no such watch or it has no webhook."""
+        watch = self.get(watch_id)
+        if watch is None or watch.webhook_url is None:
+            return None
+        secret = new_webhook_secret()
+        if not self.set_webhook_secret(watch_id, secret):
+            return None
+        return watch, secret
+
     def set_webhook_secret(self, watch_id: str, secret: str) -> bool:
         """Replace the watch's webhook secret (rotation); False when there is no such watch."""
         try:

@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.corpus import SETS, available, load, subset
+from bench.corpus import SETS, available, load, raw_page, subset
 from devstack import stack
 from devstack.stack.components import make_ctx
 from devstack.stack.profile import cluster_env, resolve_nodes
@@ -52,7 +52,6 @@ from devstack.stack.supervise import read_state, state_path
 from index.maintenance import check_stories
 from newsflow import topology
 from newsflow.contracts import RawPage, encode
-from newsflow.decoding import decode_html
 from newsflow.dlq import read_letters
 from newsflow.es import IndexNames, make_client
 from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_admin, security_config
@@ -214,21 +213,10 @@ class Progress(threading.Thread):
 
 def corpus_pages(count: int, run: str) -> list[RawPage]:
     """``count`` real pages spread evenly over the whole corpus, each at a URL of its own."""
-    pages: list[RawPage] = []
-    for page in subset([page for name in SETS for page in load(name)], count):
-        url = f"https://chaos-{run}.example/{page.set}/{page.id}"
-        pages.append(
-            RawPage(
-                id=url_id(url),
-                url=url,
-                fetched_url=url,
-                outlet=f"chaos-{page.set}",
-                http_status=200,
-                content_type="text/html",
-                html=decode_html(page.html()),
-            )
-        )
-    return pages
+    return [
+        raw_page(page, f"https://chaos-{run}.example/{page.set}/{page.id}", f"chaos-{page.set}")
+        for page in subset([page for name in SETS for page in load(name)], count)
+    ]
 
 
 def big_page(run: str) -> RawPage:

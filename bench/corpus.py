@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from newsflow.contracts import RawPage
+from newsflow.decoding import decode_html
 from newsflow.settings import PROJECT_ROOT
+from newsflow.urls import url_id
 
 CORPUS_DIR = PROJECT_ROOT.parent / "shared" / "corpus"
 SETS = ("zyte", "wcxb", "fundus")
@@ -196,6 +199,19 @@ def half(page: Page) -> str:
     """The page's half, by its site (a stable hash): a site's pages all fall in one half,
     so the held-out half has only sites that tuning never looked at."""
     return HALVES[zlib.crc32(f"{page.set}:{site_of(page)}".encode()) % 2]
+
+
+def raw_page(page: Page, url: str, outlet: str) -> RawPage:
+    """``page`` as ingest publishes it (decoded as ingest decodes it), fetched at ``url``."""
+    return RawPage(
+        id=url_id(url),
+        url=url,
+        fetched_url=url,
+        outlet=outlet,
+        http_status=200,
+        content_type="text/html",
+        html=decode_html(page.html()),
+    )
 
 
 def subset(pages: Sequence[Page], limit: int | None) -> list[Page]:

@@ -36,12 +36,10 @@ from kafka.record import default_records
 from kafka.record import util as record_util
 from kafka.record._crc32c import crc as crc32c_pure_python
 
-from bench.corpus import available, load, subset
-from newsflow.contracts import RawPage, encode
-from newsflow.decoding import decode_html
+from bench.corpus import available, load, raw_page, subset
+from newsflow.contracts import encode
 from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_admin, make_producer, security_config
 from newsflow.settings import Settings
-from newsflow.urls import url_id
 
 MB = 1024 * 1024
 # kafka-python's default, which make_producer keeps: records accumulate per partition until
@@ -124,16 +122,7 @@ def corpus_values(count: int) -> list[tuple[bytes, bytes]]:
     pages = [p for p in load("zyte")] + [p for p in load("wcxb") if p.page_type == "article"]
     messages = []
     for page in subset(pages, count):
-        url = f"https://codecs.example/{page.set}/{page.id}"
-        raw = RawPage(
-            id=url_id(url),
-            url=url,
-            fetched_url=url,
-            outlet=f"bench-{page.set}",
-            http_status=200,
-            content_type="text/html",
-            html=decode_html(page.html()),
-        )
+        raw = raw_page(page, f"https://codecs.example/{page.set}/{page.id}", f"bench-{page.set}")
         messages.append((raw.id.encode(), encode(raw)))
     return messages
 

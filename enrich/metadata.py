@@ -477,14 +477,13 @@ def choose_authors(
         if fallback[0] is None:
             fallback = (raw, source)
     first_byline: str | None = None
+    marked = _MarkedBylines(tree, heading)
     for text in byline_candidates(tree, heading):
         if not (names := split_authors(text)):
             continue
         first_byline = first_byline or text
         if not _only_the_site(text, sites) and (
-            fallback[0] is None
-            or look_like_people(names)
-            or _marked_person(text, names, tree, heading)
+            fallback[0] is None or look_like_people(names) or marked.person(text, names)
         ):
             return _without_the_site(text, sites), "byline"
     if fallback[0] is None and first_byline:
@@ -496,13 +495,23 @@ def choose_authors(
     return fallback
 
 
-def _marked_person(text: str, names: list[str], tree: Any, heading: Any) -> bool:
-    """A byline the markup calls the author (``itemprop=author``, ``rel=author``, an author
-    page's link) that opens with a person's name: it outranks a declared author that is the
-    site, though what follows the name is a credential ("Tracy Parker, Dietitian")."""
-    return look_like_people(names[:1]) and text in byline_candidates(
-        tree, heading, marked_only=True
-    )
+class _MarkedBylines:
+    """The bylines the markup calls the author (``itemprop=author``, ``rel=author``, an author
+    page's link), searched for once, when first asked."""
+
+    def __init__(self, tree: Any, heading: Any) -> None:
+        self.tree, self.heading = tree, heading
+        self._texts: set[str] | None = None
+
+    def person(self, text: str, names: list[str]) -> bool:
+        """A marked byline that opens with a person's name: it outranks a declared author
+        that is the site, though what follows the name is a credential ("Tracy Parker,
+        Dietitian")."""
+        if not look_like_people(names[:1]):
+            return False
+        if self._texts is None:
+            self._texts = set(byline_candidates(self.tree, self.heading, marked_only=True))
+        return text in self._texts
 
 
 SIGNED_PARAGRAPHS = 3  # paragraphs after the headline where a name line is looked for

@@ -315,12 +315,6 @@ def _canonical(
 # --- <meta> -------------------------------------------------------------------------------
 
 
-def meta_map(tree: Any) -> dict[str, str]:
-    """Every ``<meta>`` key (``property``, ``name`` or ``itemprop``, lower-cased) with its
-    first non-empty content."""
-    return _meta_map(page_elements(tree).metas)
-
-
 def _meta_map(metas: list[Any]) -> dict[str, str]:
     found: dict[str, str] = {}
     for meta in metas:

@@ -95,13 +95,7 @@ def is_utf8_text(data: bytes) -> bool:
     often keep their old ``<meta charset>``, and servers often send a default ``iso-8859-1``.
     Reading those by the label turns every accented letter into mojibake ("fÃ¼r").
     """
-    if data.isascii():
-        return False
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    return not data.isascii() and _is_valid_utf8(data)
 
 
 def encoding_candidates(data: bytes, declared: str | None = None) -> tuple[int, list[str]]:

@@ -161,14 +161,15 @@ def ensure_topics(settings: Settings) -> list[str]:
     admin = make_admin(settings)
     try:
         existing = set(admin.list_topics())
-        floors = [s for s in topic_specs(settings) if s.min_retention_hours and s.name in existing]
+        specs = topic_specs(settings)
+        floors = [s for s in specs if s.min_retention_hours and s.name in existing]
         if floors:
             _raise_short_retention(admin, floors)
         # A single-partition topic (the dedup stage's single-owner input) is never grown.
-        growable = [s for s in topic_specs(settings) if s.partitions > 1 and s.name in existing]
+        growable = [s for s in specs if s.partitions > 1 and s.name in existing]
         if growable:
             _add_partitions(admin, growable)
-        wanted = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        wanted = [spec for spec in specs if spec.name not in existing]
         created: list[str] = []
         for spec in wanted:
             try:

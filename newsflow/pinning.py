@@ -64,10 +64,11 @@ class PinnedTransport(httpx.HTTPTransport):
         trust_env: bool = True,
         require_pin: bool = True,
     ) -> None:
-        super().__init__(verify=verify, trust_env=trust_env)
+        context = httpx.create_ssl_context(verify=verify, trust_env=trust_env)
+        super().__init__(verify=context, trust_env=trust_env)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=trust_env),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

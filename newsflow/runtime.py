@@ -610,7 +610,7 @@ class StageRunner(Generic[M]):
 
     def _abandon(self) -> None:
         """The loop failed: what the pipeline holds is read again, not committed."""
-        pending = [*self._processing, *([self._in_flight] if self._in_flight else [])]
+        pending = self._held()
         self._processing.clear()
         self._in_flight = None
         for batch in pending:
@@ -640,8 +640,11 @@ class StageRunner(Generic[M]):
 
     def _pending_first(self) -> dict[TopicPartition, int]:
         """Per partition, the first offset the pipeline holds and has not committed."""
-        pending = [*self._processing, *([self._in_flight] if self._in_flight else [])]
-        return _earliest(batch.first for batch in pending)
+        return _earliest(batch.first for batch in self._held())
+
+    def _held(self) -> list[_Batch[M]]:
+        """The batches the pipeline holds: being processed, and the one in flight."""
+        return [*self._processing, *([self._in_flight] if self._in_flight else [])]
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy while the loop polls and its partitions make progress: a stuck batch, a dead
@@ -786,29 +789,9 @@ class StageRunner(Generic[M]):
             inbound = [inbound[i] for i in kept]
             results = [results[i] for i in kept]
             raw = [r for r in raw if not _at_or_after(dropped, r.topic, r.partition, r.offset)]
-            letters = [
-                letter
-                for letter in letters
-                if not _at_or_after(
-                    dropped,
-                    letter.letter.source_topic,
-                    letter.letter.partition,
-                    letter.letter.offset,
-                )
-            ]
+            letters = _letters_before(dropped, letters)
         resume = _first_deferred(inbound, results)
-        if resume:
-            letters = [
-                letter
-                for letter in letters
-                if not _at_or_after(
-                    resume,
-                    letter.letter.source_topic,
-                    letter.letter.partition,
-                    letter.letter.offset,
-                )
-            ]
-        letters = list(letters)
+        letters = _letters_before(resume, letters)
         outputs: list[_Encoded] = []
         for item, (result, attempts) in zip(inbound, results, strict=True):
             if isinstance(result, Deferred) or _at_or_after(
@@ -1172,6 +1155,7 @@ class StageRunner(Generic[M]):
 
 
 def _first_offsets(raw: Iterable[Any]) -> dict[TopicPartition, int]:
+    """Per partition, the lowest offset among ``raw`` (records or inbound messages)."""
     first: dict[TopicPartition, int] = {}
     for record in raw:
         tp = TopicPartition(record.topic, record.partition)
@@ -1191,12 +1175,11 @@ def _first_deferred(
     batch: Sequence[Inbound[Any]], results: Sequence[tuple[Result, int]]
 ) -> dict[TopicPartition, int]:
     """Per partition, the offset of its first deferred message: the batch is done up to it."""
-    first: dict[TopicPartition, int] = {}
-    for item, (result, _attempts) in zip(batch, results, strict=True):
-        if isinstance(result, Deferred):
-            tp = TopicPartition(item.topic, item.partition)
-            first[tp] = min(first.get(tp, item.offset), item.offset)
-    return first
+    return _first_offsets(
+        item
+        for item, (result, _attempts) in zip(batch, results, strict=True)
+        if isinstance(result, Deferred)
+    )
 
 
 def _at_or_after(
@@ -1204,3 +1187,16 @@ def _at_or_after(
 ) -> bool:
     start = resume.get(TopicPartition(topic, partition))
     return start is not None and offset >= start
+
+
+def _letters_before(
+    resume: Mapping[TopicPartition, int], letters: Sequence[_Letter]
+) -> list[_Letter]:
+    """The letters whose message comes before its partition's offset in ``resume``."""
+    return [
+        letter
+        for letter in letters
+        if not _at_or_after(
+            resume, letter.letter.source_topic, letter.letter.partition, letter.letter.offset
+        )
+    ]

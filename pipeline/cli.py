@@ -134,26 +134,19 @@ def watch_rotate_secret(
     watch_id: Annotated[str, typer.Argument(help="The watch's id (w-...).")],
 ) -> None:
     """A new webhook secret for the watch, printed once; the old one stops verifying."""
-    from alert.store import WatchStore, new_webhook_secret
+    from alert.store import WatchStore
     from newsflow.es import make_client
 
     settings = get_settings()
     es = make_client(settings)
     try:
-        store = WatchStore(es, settings.index_prefix)
-        watch = store.get(watch_id)
-        secret = new_webhook_secret()
-        rotated = (
-            watch is not None
-            and watch.webhook_url is not None
-            and store.set_webhook_secret(watch_id, secret)
-        )
+        rotated = WatchStore(es, settings.index_prefix).rotate_webhook_secret(watch_id)
     finally:
         es.close()
-    if not rotated:
+    if rotated is None:
         typer.echo(f"no watch {watch_id} with a webhook", err=True)
         raise typer.Exit(1)
-    typer.echo(json.dumps({"id": watch_id, "webhook_secret": secret}))
+    typer.echo(json.dumps({"id": watch_id, "webhook_secret": rotated[1]}))
 
 
 @watch_app.command("list")

@@ -97,29 +97,22 @@ class BoilerplateModel:
         return np.asarray(lines, dtype=np.uint64) ^ salt
 
     def boilerplate(self, outlet: str, lines: list[int]) -> tuple[Mask, Mask]:
-        """Which of ``lines`` are this outlet's boilerplate, and which are shared (read-only).
+        """Which of ``lines`` this outlet has seen, and which two earlier originals of any
+        outlets had (read-only).
 
-        Shared flags are weaker evidence: a syndicated story whose copy was missed once looks
-        like a line repeated by two originals, so the caller ignores them when they would
-        remove most of an article.
+        An outlet's own filter also holds every line of each of its earlier articles, so a
+        repost of one of them looks like boilerplate through and through; its footer, unlike
+        the article it repeats, has been seen in two originals. Lines seen in two originals
+        alone are weaker evidence: a syndicated story whose copy was missed once looks like a
+        line repeated by two originals, so the caller ignores them when they would remove
+        most of an article.
         """
         if not lines:
             empty = np.zeros(0, dtype=bool)
             return empty, empty
         plain = np.asarray(lines, dtype=np.uint64)
         own = self.outlet_seen.contains(self._outlet_keys(outlet, lines))
-        return own, self.shared_twice.contains(plain) & ~own
-
-    def repeated(self, lines: list[int]) -> Mask:
-        """Which of ``lines`` were seen in two earlier originals, of any outlets (read-only).
-
-        An outlet's own filter also holds every line of each of its earlier articles, so a
-        repost of one of them looks like boilerplate through and through; its footer, unlike
-        the article it repeats, has been seen in two originals.
-        """
-        if not lines:
-            return np.zeros(0, dtype=bool)
-        return self.shared_twice.contains(np.asarray(lines, dtype=np.uint64))
+        return own, self.shared_twice.contains(plain)
 
     def learn(self, outlet: str, lines: list[int]) -> None:
         """Record the lines of a new original article of ``outlet``."""

@@ -199,6 +199,11 @@ class StoryClusterer:
 
     # -- features --------------------------------------------------------------------
 
+    def _lead(self, text: str) -> str:
+        """The first ``lead_words`` words of ``text``."""
+        words = self.config.lead_words
+        return " ".join(text.split(maxsplit=words)[:words])
+
     def terms(self, title: str, text: str) -> dict[int, float]:
         """Term frequencies by term id: title words count double, entities count as terms.
 
@@ -209,7 +214,7 @@ class StoryClusterer:
         headline) are no entities. Possessives and plurals are folded.
         """
         c = self.config
-        lead = " ".join(text.split(maxsplit=c.lead_words)[: c.lead_words])
+        lead = self._lead(text)
         tf: dict[int, float] = {}
         for part, weight, decay in ((title, 2.0, 0.0), (lead, 1.0, 0.5 / c.lead_words)):
             words = _TOKEN.findall(part.casefold())
@@ -246,7 +251,7 @@ class StoryClusterer:
         """What an article states, as sorted ids: the figures and dates in its title and lead,
         with their units ("7,412" and "7412" alike) and its named entities (the entity terms
         of ``tf``)."""
-        lead = " ".join(text.split(maxsplit=self.config.lead_words)[: self.config.lead_words])
+        lead = self._lead(text)
         found = {t for t in tf if t & 1}
         for part in (title.casefold(), lead.casefold()):
             for number in _NUMBER.findall(part):

@@ -371,7 +371,8 @@ class DedupEngine:
 
         A new version ignores its outlet's filter: its previous version taught it every line.
         """
-        own, shared = self.boilerplate.boilerplate(outlet, feats.lines)
+        own, repeated = self.boilerplate.boilerplate(outlet, feats.lines)
+        shared = repeated & ~own
         if version:
             own = np.zeros_like(own)
         flagged = own | shared
@@ -379,7 +380,6 @@ class DedupEngine:
             whole, head = self.hasher.views(feats.shingles, [self._head(feats, None)])
             return _Views(whole, whole, whole, flagged, head)
         keep_f = ~flagged[feats.line_of_shingle]
-        repeated = self.boilerplate.repeated(feats.lines) if own.any() else shared
         if version or not (own & ~repeated).any():
             keep_h = self._head(feats, keep_f)
             whole, filtered, head = self.hasher.views(feats.shingles, [keep_f, keep_h])

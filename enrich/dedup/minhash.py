@@ -51,17 +51,6 @@ class MinHasher:
         self._band_mult = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
         self._band_tag = np.arange(bands, dtype=np.uint64) << np.uint64(32)
 
-    def signature(self, shingles: U64) -> Signature:
-        """MinHash of the set of ``shingles`` (duplicates ignored)."""
-        return self.signatures(shingles, None)[1]
-
-    def signatures(
-        self, shingles: U64, keep: npt.NDArray[np.bool_] | None
-    ) -> tuple[Signature, Signature]:
-        """MinHash of the kept shingles and of all of them, permuting each shingle once."""
-        whole, part = self.views(shingles, [keep])
-        return part, whole
-
     def views(self, shingles: U64, keeps: list[npt.NDArray[np.bool_] | None]) -> list[Signature]:
         """MinHash of all ``shingles``, then of the ones each mask of ``keeps`` keeps (None:
         all), permuting each shingle once."""

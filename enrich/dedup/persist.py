@@ -303,15 +303,8 @@ class SnapshotStore:
             "format": SNAPSHOT_FORMAT,
             "layout": LAYOUT,
         }
-        buf = io.BytesIO()
-        np.savez(buf, meta=_json_array(head), manifest=_json_array(manifest))
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as handle:
-            handle.write(buf.getbuffer())
-            handle.flush()
-            os.fsync(handle.fileno())
-        _fsync_dir(self.data_dir)
-        tmp.replace(self.path)
+        _fsync_dir(self.data_dir)  # the files it names are in place before the manifest is
+        write_file(self.path, {"manifest": _json_array(manifest)}, head)
         _fsync_dir(self.path.parent)
         # The manifest is in place: what it names is now what is on disk.
         self.manifest_id, self.gen, self.segment_files = manifest_id, gen, written
