@@ -269,3 +269,11 @@ def test_the_table_sets_each_round_beside_plain_trafilatura() -> None:
     assert lines["all the workers"].endswith("42.0 (70)")
     assert lines["articles 1–100"].endswith("12.0")
     assert "dead letters with 2 enrich worker(s): empty_text 2" in table
+
+
+def test_extract_cli_bench_shares_pages_evenly_and_passes_on_what_a_set_lacks() -> None:
+    from bench.extract_cli import shares
+
+    assert shares([181, 1358, 500], 600) == [181, 209, 210]
+    assert shares([1000, 1000], 601) == [300, 301]
+    assert shares([10, 5], 100) == [10, 5]
