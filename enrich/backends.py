@@ -14,12 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
 
-from enrich.body_vote import (
-    capturing_readability,
-    drop_trailing_links,
-    page_summary,
-    trim_edges,
-)
+from enrich.body_vote import capturing_readability, drop_trailing_links, trim_edges
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +94,7 @@ class TrafilaturaBody:
             return str(text)
         cleaned = clean_text(str(text))
         # the first run is the main pass's; later ones belong to trafilatura's recall retry
-        trimmed = trim_edges(cleaned, readability[0], lambda: page_summary(tree))
+        trimmed = trim_edges(cleaned, readability[0], tree)
         trimmed = drop_trailing_links(trimmed, tree)
         if trimmed == cleaned:
             return cleaned

@@ -181,17 +181,6 @@ def _serialized(tree: Any) -> bytes:
     return bytes(etree.tostring(tree))
 
 
-def test_trim_edges_keeps_a_standfirst_the_page_describes_itself_with() -> None:
-    standfirst = "Two years of repairs end as the harbour bridge opens to traffic again"
-    text = "\n".join(["Share this article", standfirst, "By Ann Lee", *PARAGRAPHS])
-    summary = f"{standfirst}."
-    assert trim_edges(text, " ".join(PARAGRAPHS), lambda: summary) == "\n".join(
-        [standfirst, *PARAGRAPHS]
-    )
-    # without the page's own description it is an unconfirmed short line like the others
-    assert trim_edges(text, " ".join(PARAGRAPHS)) == "\n".join(PARAGRAPHS)
-
-
 def test_page_summary_reads_the_declared_descriptions() -> None:
     tree = parse_html(
         "<html><head><meta name='description' content='Bridge opens.'>"
