@@ -25,14 +25,15 @@ STANDFIRST = "Two years of repairs end as the harbour bridge opens to traffic ag
 HEADLINE = "Harbour bridge reopens"
 
 
-def _page(line_markup: str, *, description: str | None = STANDFIRST, head: str = "") -> Any:
-    """A news page: ``line_markup`` sits between the headline and the article's paragraphs."""
+def _page(between: str, *, description: str | None = STANDFIRST, headline: str = HEADLINE) -> Any:
+    """A news page: ``between`` sits between the headline and the article's paragraphs."""
     meta = f'<meta name="description" content="{description}">' if description else ""
     paragraphs = "".join(f"<p>{paragraph}</p>" for paragraph in PARAGRAPHS)
     return parse_html(
-        f"<html><head><title>{HEADLINE}</title>{meta}{head}</head><body>"
+        f"<html><head><title>{headline}</title>{meta}</head><body>"
         "<nav><a href='/'>Home</a></nav>"
-        f"<article><header><h1>{HEADLINE}</h1>{line_markup}<p>By Ann Lee</p></header>"
+        f"<article><header><h1 class='entry-title'>{headline}</h1>{between}<p>By Ann Lee</p>"
+        "</header>"
         f"<div class='article-body'>{paragraphs}</div></article></body></html>"
     )
 
@@ -105,6 +106,13 @@ def test_a_short_named_line_is_not_a_standfirst() -> None:
     label = "Bridge opens again today"
     page = _page(f'<p class="standfirst">{label}</p>', description=label)
     assert _trimmed(page, label) == DROPPED
+
+
+def test_a_headline_the_description_repeats_is_not_a_standfirst() -> None:
+    headline = "Cars and cyclists return to the harbour crossing this week"
+    page = _page("", description=headline, headline=headline)
+    text = "\n".join(["Share this article", headline, "By Ann Lee", *PARAGRAPHS])
+    assert trim_edges(text, " ".join(PARAGRAPHS), page) == DROPPED
 
 
 def test_a_script_repeating_the_line_is_not_its_markup() -> None:
