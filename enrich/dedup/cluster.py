@@ -41,10 +41,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from enrich.dedup.parts import Parts, PartsTable, QueryTerms
 from enrich.dedup.text import STOPWORDS, stable_hash64
 
 U64 = npt.NDArray[np.uint64]
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.intp]
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*(?:%|[^\W\d_]+)?")  # with its unit: "12c", "4pm"
@@ -54,7 +57,6 @@ _MORE_STOP = (
     "get got going since still yet many much even well way back news reporter"
 )
 _EXTRA_STOP = STOPWORDS | frozenset(_MORE_STOP.split())
-_ENTITY_BIT = np.uint64(1)  # the low bit of a term's hash: set for entity terms
 _EMPTY_IDS: U64 = np.zeros(0, dtype=np.uint64)
 _EMPTY_W: F32 = np.zeros(0, dtype=np.float32)
 
@@ -196,6 +198,7 @@ class StoryClusterer:
         self.postings: dict[int, tuple[str, ...]] = {}
         # absorbed → (survivor, merge time on the arrival clock, the article that merged it)
         self.aliases: dict[str, tuple[str, int, str]] = {}
+        self.table = PartsTable()  # every story's parts, to score candidates
 
     # -- features --------------------------------------------------------------------
 
@@ -287,56 +290,51 @@ class StoryClusterer:
             seen += 1
         return story_id
 
-    def candidates(self, vec: dict[int, float], now: int) -> list[Story]:
-        """Active stories sharing one of the article's heaviest terms, in id order."""
+    def candidates(self, vec: dict[int, float]) -> list[str]:
+        """The stories listed under one of the article's heaviest terms.
+
+        Stories past their active window are among them until the next eviction; they are
+        scored too, and only then set aside (``matches``): looking at each candidate's time
+        first cost more than scoring the few of them that are past it.
+        """
         top = sorted(vec.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.query_terms]
         found: set[str] = set()
+        postings = self.postings
         for term, _ in top:
-            found.update(self.postings.get(term, ()))
-        horizon = now - self.config.window_seconds
-        stories = (self.stories[sid] for sid in sorted(found))
-        return [s for s in stories if s.last_seen >= horizon]
+            found.update(postings.get(term, ()))
+        return list(found)
 
-    def scores(self, vec: dict[int, float], stories: list[Story]) -> tuple[list[float], list[int]]:
-        """Per story: the best cosine over its parts, and how many entity terms it shares.
-
-        One vectorized pass over every part of every candidate.
-        """
-        if not stories:
-            return [], []
+    def scores(self, vec: dict[int, float], story_ids: list[str]) -> tuple[F64, Ints]:
+        """Per story: the best cosine over its parts, and how many entity terms it shares."""
+        if not story_ids:
+            return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.intp)
+        self.table.refresh(self._parts_of)
         items = sorted(vec.items())
         qid = np.fromiter((t for t, _ in items), dtype=np.uint64, count=len(items))
         qw = np.fromiter((w for _, w in items), dtype=np.float64, count=len(items))
-        ids: list[U64] = []
-        ws: list[F32] = []
-        part_of: list[int] = []
-        story_of_part: list[int] = []
-        for i, story in enumerate(stories):
-            for part in story.parts():
-                ids.append(part.ids)
-                ws.append(part.w)
-                part_of.append(part.ids.size)
-                story_of_part.append(i)
-        all_ids = np.concatenate(ids)
-        all_w = np.concatenate(ws).astype(np.float64)
-        part_index = np.repeat(np.arange(len(part_of)), part_of)
-        pos = np.minimum(np.searchsorted(qid, all_ids), qid.size - 1)
-        hit = qid[pos] == all_ids
-        contrib = np.where(hit, qw[pos] * all_w, 0.0)
-        per_part = np.bincount(part_index, contrib, minlength=len(part_of))
-        best = np.full(len(stories), 0.0)
-        np.maximum.at(best, np.asarray(story_of_part), per_part)
-        ent = hit & ((all_ids & _ENTITY_BIT) == _ENTITY_BIT)
-        shared = [0] * len(stories)
-        if ent.any():
-            owners = np.asarray(story_of_part)[part_index[ent]]
-            for owner, _ in set(zip(owners.tolist(), all_ids[ent].tolist(), strict=True)):
-                shared[owner] += 1
-        return best.tolist(), shared
+        return self.table.scores(QueryTerms(qid, qw), story_ids, len(story_ids))
 
-    def _matches(self, score: float, shared: int) -> bool:
+    def matches(
+        self, vec: dict[int, float], now: int, outlet: str, facts: U64
+    ) -> list[tuple[float, Story]]:
+        """The active stories the article joins, with its score in each: a cosine over
+        ``threshold``, or over ``entity_threshold`` with ``min_entities`` shared entities,
+        unless it is the outlet's next templated report (``_other_edition``)."""
         c = self.config
-        return score >= c.threshold or (score >= c.entity_threshold and shared >= c.min_entities)
+        story_ids = self.candidates(vec)
+        best, shared = self.scores(vec, story_ids)
+        close = (best >= c.threshold) | ((best >= c.entity_threshold) & (shared >= c.min_entities))
+        horizon = now - c.window_seconds
+        found = []
+        for i in np.flatnonzero(close).tolist():
+            story = self.stories[story_ids[i]]
+            if story.last_seen >= horizon and not self._other_edition(story, outlet, facts):
+                found.append((float(best[i]), story))
+        return found
+
+    def _parts_of(self, story_id: str) -> Parts | None:
+        story = self.stories.get(story_id)
+        return None if story is None else [(p.ids, p.w) for p in story.parts()]
 
     def assign(
         self,
@@ -357,13 +355,7 @@ class StoryClusterer:
         vec = self.vector(tf)
         facts = self.facts(title, text, tf)
         self._learn_df(tf)
-        stories = self.candidates(vec, now)
-        best, shared = self.scores(vec, stories)
-        matched = [
-            (score, s)
-            for s, score, n in zip(stories, best, shared, strict=True)
-            if self._matches(score, n) and not self._other_edition(s, outlet, facts)
-        ]
+        matched = self.matches(vec, now, outlet, facts)
         if not matched:
             story = Story(article_id, now, now, article_id, title)
             self.stories[article_id] = story
@@ -479,6 +471,8 @@ class StoryClusterer:
             self.postings.pop(term, None)
 
     def _reindex(self, story: Story, old: set[int]) -> None:
+        """After every change of a story's parts: its index terms, and its parts to score."""
+        self.table.stale.add(story.story_id)
         new = story.index_terms(self.config)
         for t in old - new:
             self._unpost(t, story.story_id)
@@ -486,6 +480,7 @@ class StoryClusterer:
             self._post(t, story.story_id)
 
     def _unindex(self, story: Story) -> None:
+        self.table.stale.add(story.story_id)
         for t in story.index_terms(self.config):
             self._unpost(t, story.story_id)
 
@@ -509,7 +504,7 @@ class StoryClusterer:
         postings = len(self.postings) * (36 + 40 + 48) + entries * 8
         aliases = len(self.aliases) * 250
         df = len(self.df) * 100
-        return {"stories": stories + postings + aliases, "df": df}
+        return {"stories": stories + postings + aliases + self.table.nbytes, "df": df}
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -539,6 +534,7 @@ class StoryClusterer:
             str(k): (str(v), int(at), str(rest[0]) if rest else "")
             for k, v, at, *rest in data["aliases"]
         }
+        out.table.stale = {str(raw["story_id"]) for raw in data["stories"]}
         for raw in data["stories"]:
             parts = [
                 SparseVec(np.asarray(i, dtype=np.uint64), np.asarray(w, dtype=np.float32))
