@@ -205,7 +205,9 @@ def preload(stage: DedupStage, n: int, writer: Writer) -> int:
         return 0
     synthetic_window(engine, n)
     engine.observed = n
-    return fill_stories(engine.clusterer, n, end, writer)
+    stories = fill_stories(engine.clusterer, n, end, writer)
+    engine.clusterer.prepare()  # as a worker that restored this window has it
+    return stories
 
 
 # --- the measurement ------------------------------------------------------------------------

@@ -147,12 +147,13 @@ class PartsTable:
         self.start[slot], self.length[slot] = start, length
 
     def _grow(self, size: int) -> None:
-        """Room for ``size`` more entries: drop the dead ones first, then double if needed."""
+        """Room for ``size`` more entries: drop the dead ones first if they are many, then
+        leave half as much again free, so that the table is copied rarely."""
         if self.used - self.live >= self.live // 2:
             self._compact()
         need = self.used + size
         if need > self.ids.size:
-            capacity = max(need, 2 * self.ids.size, 4096)
+            capacity = max(need + need // 2, 4096)
             self.ids = _resized(self.ids, capacity)
             self.w = _resized(self.w, capacity)
             self.first = _resized(self.first, capacity)
