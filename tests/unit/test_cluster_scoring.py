@@ -16,7 +16,7 @@ NAMES = ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra", "Barb
 NAMES += ["Donald Knuth", "Frances Allen", "John Backus", "Niklaus Wirth", "Radia Perlman"]
 
 
-def _plain_scores(clusterer: StoryClusterer, vec: dict[int, float], story: Story) -> float:
+def _plain_score(vec: dict[int, float], story: Story) -> float:
     """The best cosine over the story's parts, each summed term by term in its own order."""
     best = 0.0
     for part in story.parts():
@@ -42,7 +42,7 @@ def _plain_matches(
         story = clusterer.stories[sid]
         if story.last_seen < now - c.window_seconds:
             continue
-        score = _plain_scores(clusterer, vec, story)
+        score = _plain_score(vec, story)
         entities = {t for p in story.parts() for t in p.ids.tolist() if t & 1 and t in vec}
         close = score >= c.threshold or (
             score >= c.entity_threshold and len(entities) >= c.min_entities
@@ -107,7 +107,7 @@ def test_every_candidate_scores_as_its_parts_one_by_one() -> None:
         vec = clusterer.vector(clusterer.terms(title, text))
         story_ids = clusterer.candidates(vec)
         best, _ = clusterer.scores(vec, story_ids)
-        plain = [_plain_scores(clusterer, vec, clusterer.stories[sid]) for sid in story_ids]
+        plain = [_plain_score(vec, clusterer.stories[sid]) for sid in story_ids]
         assert best.tolist() == plain
 
 
