@@ -141,19 +141,21 @@ class PartsTable:
         else:
             slot = len(self.slot)
             if slot >= self.start.size:
-                self.start = _resized(self.start, max(1024, 2 * self.start.size))
+                self.start = _resized(self.start, max(256, 2 * self.start.size))
                 self.length = _resized(self.length, self.start.size)
         self.slot[sid] = slot
         self.start[slot], self.length[slot] = start, length
 
     def _grow(self, size: int) -> None:
-        """Room for ``size`` more entries: drop the dead ones first if they are many, then
-        leave half as much again free, so that the table is copied rarely."""
-        if self.used - self.live >= self.live // 2:
+        """Room for ``size`` more entries: drop the dead ones first once they are an eighth
+        of the live ones, then leave an eighth free (the table holds a copy of every
+        story's parts: its slack is kept small; a copy of it costs ~10 ns an entry, paid
+        once per an eighth of it written)."""
+        if self.used - self.live >= self.live // 8:
             self._compact()
         need = self.used + size
         if need > self.ids.size:
-            capacity = max(need + need // 2, 4096)
+            capacity = max(need + need // 8, 1024)
             self.ids = _resized(self.ids, capacity)
             self.w = _resized(self.w, capacity)
             self.first = _resized(self.first, capacity)
