@@ -74,6 +74,7 @@ def test_the_parts_table_decides_as_scoring_every_part_one_by_one(seed: int) -> 
     topics = [(rng.sample(WORDS, 10), rng.sample(NAMES, 3)) for _ in range(40)]
     now = 1_700_000_000
     joined = merged = checked = 0
+    truth: dict[str, list[tuple[list[int], list[float]]]] = {}  # parts as assign made them
     for i in range(700):
         now += rng.randint(0, 900)
         topic, names = rng.choice(topics)
@@ -86,6 +87,9 @@ def test_the_parts_table_decides_as_scoring_every_part_one_by_one(seed: int) -> 
         assert sorted((score, s.story_id) for score, s in found) == sorted(expected)
         checked += len(expected)
         placed = clusterer.assign(str(i), title, text, outlet, now)
+        truth[placed.story.story_id] = [
+            (p.ids.tolist(), p.w.tolist()) for p in placed.story.parts()
+        ]
         joined += not placed.is_new
         merged += len(placed.merged_from)
         if i % 97 == 96:
@@ -93,6 +97,11 @@ def test_the_parts_table_decides_as_scoring_every_part_one_by_one(seed: int) -> 
         if i == 350:  # restored state: the table is rebuilt from the stories
             clusterer = StoryClusterer.load(clusterer.dump(), config)
     assert checked > 100 and joined > 100 and merged > 0  # the comparison saw real decisions
+    # The parts now view the table's one copy of the terms, which was moved many times.
+    clusterer.prepare()
+    for sid, story in clusterer.stories.items():
+        assert [(p.ids.tolist(), p.w.tolist()) for p in story.parts()] == truth[sid]
+        assert np.shares_memory(story.centroid.ids, clusterer.table.ids)
 
 
 def test_every_candidate_scores_as_its_parts_one_by_one() -> None:
