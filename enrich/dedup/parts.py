@@ -173,9 +173,9 @@ class PartsTable:
             index = np.arange(self.used, dtype=np.intp)
         need = index.size + size
         capacity = max(need + need // 4, 1024)
-        self.ids = _resized(self.ids[index], capacity)
-        self.w = _resized(self.w[index], capacity)
-        self.first = _resized(self.first[index], capacity)
+        self.ids = _gathered(self.ids, index, capacity)
+        self.w = _gathered(self.w, index, capacity)
+        self.first = _gathered(self.first, index, capacity)
         self.used = int(index.size)
 
     def scores(self, query: QueryTerms, sids: Iterable[str], count: int) -> tuple[F64, Ints]:
@@ -208,6 +208,14 @@ def _ranges(starts: Ints, lengths: Ints) -> Ints:
     total = int(ends[-1]) if ends.size else 0
     index: Ints = np.arange(total, dtype=np.intp) + np.repeat(starts - (ends - lengths), lengths)
     return index
+
+
+def _gathered(array: npt.NDArray[A], index: Ints, size: int) -> npt.NDArray[A]:
+    """``array[index]`` at the start of a new array of ``size`` (the rest unset: every entry
+    is written before it is read)."""
+    out = np.empty(size, dtype=array.dtype)
+    np.take(array, index, out=out[: index.size])
+    return out
 
 
 def _resized(array: npt.NDArray[A], size: int) -> npt.NDArray[A]:
