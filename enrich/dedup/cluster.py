@@ -101,7 +101,8 @@ def term_id(term: str, entity: bool) -> int:
 
 @dataclass(slots=True)
 class SparseVec:
-    """A unit-length sparse vector: sorted term ids and their weights."""
+    """A unit-length sparse vector: sorted term ids and their weights (once its story is in
+    the clusterer's parts table, views of the story's entries there: never written to)."""
 
     ids: U64
     w: F32
@@ -291,7 +292,7 @@ class StoryClusterer:
         return story_id
 
     def candidates(self, vec: dict[int, float]) -> list[str]:
-        """The stories listed under one of the article's heaviest terms.
+        """The stories listed under one of the article's heaviest terms, in no set order.
 
         Stories past their active window are among them until the next eviction; they are
         scored too, and only then set aside (``matches``): looking at each candidate's time
