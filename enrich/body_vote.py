@@ -90,22 +90,51 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
-def ngrams(tokens: Sequence[str], size: int = GRAM) -> set[tuple[str, ...]]:
+class Grams:
+    """The runs of 1 to ``size`` words of a text, for membership tests.
+
+    Each length's set is built on the first test that needs it: most tests ask for whole
+    trigrams, and a one-word line asks for a word, which needs no tuples at all.
+    """
+
+    __slots__ = ("_by_length", "_size", "_tokens")
+
+    def __init__(self, tokens: Sequence[str], size: int = GRAM) -> None:
+        self._tokens = tokens
+        self._size = size
+        self._by_length: dict[int, set[Any]] = {}
+
+    def of_length(self, length: int) -> set[Any]:
+        """The text's runs of ``length`` words (1: its words, as strings)."""
+        found = self._by_length.get(length)
+        if found is None:
+            tokens = self._tokens
+            found = self._by_length[length] = (
+                set(tokens)
+                if length == 1
+                else set(zip(*(tokens[i:] for i in range(length)), strict=False))
+            )
+        return found
+
+    def __contains__(self, gram: object) -> bool:
+        if not isinstance(gram, tuple) or not 1 <= len(gram) <= self._size:
+            return False
+        return (gram[0] if len(gram) == 1 else gram) in self.of_length(len(gram))
+
+
+def ngrams(tokens: Sequence[str], size: int = GRAM) -> Grams:
     """Every run of 1 to ``size`` words, so that short lines can be looked up whole."""
-    found: set[tuple[str, ...]] = set()
-    for n in range(1, size + 1):
-        found.update(zip(*(tokens[i:] for i in range(n)), strict=False))
-    return found
+    return Grams(tokens, size)
 
 
-def support(tokens: Sequence[str], found: set[tuple[str, ...]], size: int = GRAM) -> float:
+def support(tokens: Sequence[str], found: Grams, size: int = GRAM) -> float:
     """Share of the line's ``size``-grams in ``found`` (a shorter line: found whole or not)."""
     if not tokens:
         return 1.0
     if len(tokens) < size:
         return 1.0 if tuple(tokens) in found else 0.0
     grams = list(zip(*(tokens[i:] for i in range(size)), strict=False))
-    return sum(gram in found for gram in grams) / len(grams)
+    return sum(map(found.of_length(size).__contains__, grams)) / len(grams)
 
 
 def trim_edges(text: str, confirming: str, page: Any | None = None) -> str:
@@ -120,19 +149,27 @@ def trim_edges(text: str, confirming: str, page: Any | None = None) -> str:
     lines = text.splitlines()
     if len(lines) < 2 or not confirming.strip():
         return text
-    tokens = [words(line) for line in lines]
-    if len(tokens[0]) > MAX_EDGE_WORDS and len(tokens[-1]) > MAX_EDGE_WORDS:
+    # the lines' words, read as needed: most texts keep both edges, and only their lines count
+    tokens: list[list[str] | None] = [None] * len(lines)
+
+    def line_words(i: int) -> list[str]:
+        found_words = tokens[i]
+        if found_words is None:
+            found_words = tokens[i] = words(lines[i])
+        return found_words
+
+    if len(line_words(0)) > MAX_EDGE_WORDS and len(line_words(-1)) > MAX_EDGE_WORDS:
         return text  # nothing to drop: skip building readability's n-grams
     found = ngrams(words(confirming))
     supports: dict[int, float] = {}
 
     def confirmed(i: int) -> bool:
         if i not in supports:
-            supports[i] = support(tokens[i], found)
+            supports[i] = support(line_words(i), found)
         return supports[i] >= MIN_SUPPORT
 
     def droppable(i: int) -> bool:
-        return len(tokens[i]) <= MAX_EDGE_WORDS and not confirmed(i)
+        return len(line_words(i)) <= MAX_EDGE_WORDS and not confirmed(i)
 
     start, end = 0, len(lines)
     while start < end - 1 and droppable(start):
@@ -141,11 +178,12 @@ def trim_edges(text: str, confirming: str, page: Any | None = None) -> str:
         end -= 1
     if start == 0 and end == len(lines):
         return text
-    total = sum(len(t) for t in tokens)
-    kept = sum(len(t) for t in tokens[start:end])
+    sizes = [len(line_words(i)) for i in range(len(lines))]
+    total = sum(sizes)
+    kept = sum(sizes[start:end])
     if kept < (1 - MAX_DROP_SHARE) * total:
         return text
-    vouched = sum(len(tokens[i]) for i in range(start, end) if confirmed(i))
+    vouched = sum(sizes[i] for i in range(start, end) if confirmed(i))
     if vouched < MIN_KEPT_SUPPORT * kept:
         return text
     standfirst = standfirst_lines(lines[:start], page) if page is not None and start else []

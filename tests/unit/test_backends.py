@@ -53,6 +53,30 @@ def test_support_counts_shared_trigrams() -> None:
     assert support(words("lazy cat"), found) == 0.0
 
 
+def test_grams_answer_as_the_set_of_every_run_of_one_to_three_words() -> None:
+    import random
+
+    rng = random.Random(7)
+    vocabulary = ["the", "bridge", "reopened", "on", "monday", "after", "repairs", "deck"]
+    for _ in range(200):
+        text = [rng.choice(vocabulary) for _ in range(rng.randint(0, 30))]
+        every_run = {tuple(text[i : i + n]) for n in (1, 2, 3) for i in range(len(text) - n + 1)}
+        found = ngrams(text)
+        for _ in range(20):
+            probe = tuple(rng.choice(vocabulary) for _ in range(rng.randint(0, 4)))
+            assert (probe in found) == (probe in every_run)
+        line = [rng.choice(vocabulary) for _ in range(rng.randint(0, 8))]
+        plain = (
+            1.0
+            if not line
+            else float(tuple(line) in every_run)
+            if len(line) < 3
+            else sum(tuple(line[i : i + 3]) in every_run for i in range(len(line) - 2))
+            / (len(line) - 2)
+        )
+        assert support(line, found) == plain
+
+
 def test_trim_edges_drops_unconfirmed_short_lines_at_both_ends() -> None:
     text = "\n".join(["Share this article", *PARAGRAPHS, "Sign up for our newsletter"])
     assert trim_edges(text, " ".join(PARAGRAPHS)) == "\n".join(PARAGRAPHS)
