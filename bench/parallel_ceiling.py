@@ -6,9 +6,10 @@ The pipeline benchmark compares the whole pipeline, on every core, with plain
 ``trafilatura.extract`` in one process. What N cores can give is bounded by what N processes
 of trafilatura alone give on the same pages: this measures it. For each N, the pages are dealt
 round-robin to N processes (``spawn``: fresh interpreters, warmed on one page first), started
-together; docs/s is pages ÷ wall seconds until the last one is done, and CPU ms per page the
-children's own ``process_time``. The ratio to N=1 is the machine's scaling: a pipeline on N
-cores with extraction as costly as trafilatura's and nothing else running cannot beat it.
+together once all are warm; docs/s is pages ÷ wall seconds until the last one is done, and
+CPU ms per page the children's own ``process_time``. The ratio to N=1 is the machine's
+scaling: a pipeline on N cores with extraction as costly as trafilatura's and nothing else
+running cannot beat it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def _extract_all(pages: list[bytes], start: Connection, done: Connection) -> Non
     import trafilatura
 
     trafilatura.extract(pages[0])  # imports and caches, before the clock starts
+    done.send("ready")
     start.recv()
     cpu = time.process_time()
     for html in pages:
@@ -44,7 +46,8 @@ def run(pages: Sequence[bytes], processes: int) -> tuple[float, float]:
         starts.append(start_parent)
         dones.append(done_parent)
         children.append(child)
-    time.sleep(3)  # every child imported trafilatura and warmed up (they wait on start)
+    for pipe in dones:  # every child imported trafilatura and warmed up
+        pipe.recv()
     began = time.perf_counter()
     for pipe in starts:
         pipe.send(True)

@@ -6,10 +6,11 @@ import importlib.util
 import json
 import logging
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +18,9 @@ from enrich.dedup.cli import dedup_command
 from enrich.extract_cli import extract_command
 from newsflow import topology
 from newsflow.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from alert.store import WatchStore
 
 app = typer.Typer(
     name="newsflow",
@@ -97,6 +101,19 @@ for _row in topology.STAGES:
     _add_worker_command(_row)
 
 
+@contextmanager
+def _watch_store(settings: Settings) -> Iterator[WatchStore]:
+    """The watches' store on a client of its own, closed after the command's one call."""
+    from alert.store import WatchStore
+    from newsflow.es import make_client
+
+    es = make_client(settings)
+    try:
+        yield WatchStore(es, settings.index_prefix)
+    finally:
+        es.close()
+
+
 @watch_app.command("add")
 def watch_add(
     name: Annotated[str, typer.Argument(help="A name for people (shown in alerts).")],
@@ -106,9 +123,7 @@ def watch_add(
     ] = None,
 ) -> None:
     """Register a watch: new stories matching QUERY raise alerts. Prints the watch as JSON."""
-    from alert.store import WatchStore
     from alert.watches import InvalidWatchError, build_watch
-    from newsflow.es import make_client
 
     settings = get_settings()
     try:
@@ -118,11 +133,8 @@ def watch_add(
     except InvalidWatchError as exc:
         typer.echo(f"{exc.field}: {exc}", err=True)
         raise typer.Exit(2) from None
-    es = make_client(settings)
-    try:
-        WatchStore(es, settings.index_prefix).add(watch)
-    finally:
-        es.close()
+    with _watch_store(settings) as store:
+        store.add(watch)
     shown = {**watch.model_dump(mode="json"), "understood": understood}
     if watch.webhook_secret is not None:
         shown["webhook_secret"] = watch.webhook_secret  # shown this once: give it the receiver
@@ -134,15 +146,8 @@ def watch_rotate_secret(
     watch_id: Annotated[str, typer.Argument(help="The watch's id (w-...).")],
 ) -> None:
     """A new webhook secret for the watch, printed once; the old one stops verifying."""
-    from alert.store import WatchStore
-    from newsflow.es import make_client
-
-    settings = get_settings()
-    es = make_client(settings)
-    try:
-        rotated = WatchStore(es, settings.index_prefix).rotate_webhook_secret(watch_id)
-    finally:
-        es.close()
+    with _watch_store(get_settings()) as store:
+        rotated = store.rotate_webhook_secret(watch_id)
     if rotated is None:
         typer.echo(f"no watch {watch_id} with a webhook", err=True)
         raise typer.Exit(1)
@@ -152,15 +157,8 @@ def watch_rotate_secret(
 @watch_app.command("list")
 def watch_list() -> None:
     """One JSON line per watch, oldest first."""
-    from alert.store import WatchStore
-    from newsflow.es import make_client
-
-    settings = get_settings()
-    es = make_client(settings)
-    try:
-        watches = WatchStore(es, settings.index_prefix).list()
-    finally:
-        es.close()
+    with _watch_store(get_settings()) as store:
+        watches = store.list()
     for watch in watches:
         typer.echo(watch.model_dump_json())
 
@@ -168,15 +166,8 @@ def watch_list() -> None:
 @watch_app.command("rm")
 def watch_rm(watch_id: Annotated[str, typer.Argument(help="The watch's id (w-...).")]) -> None:
     """Delete a watch: it raises no more alerts (alerts already sent stay on the topic)."""
-    from alert.store import WatchStore
-    from newsflow.es import make_client
-
-    settings = get_settings()
-    es = make_client(settings)
-    try:
-        found = WatchStore(es, settings.index_prefix).delete(watch_id)
-    finally:
-        es.close()
+    with _watch_store(get_settings()) as store:
+        found = store.delete(watch_id)
     if not found:
         typer.echo(f"no watch {watch_id}", err=True)
         raise typer.Exit(1)
