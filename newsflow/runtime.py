@@ -309,6 +309,17 @@ class RunStats:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
+def stop_on_signals(stage_name: str, stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: the runner finishes its current batch and returns."""
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stage %s: signal %d received, finishing the current batch", stage_name, signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+
 class StageRunner(Generic[M]):
     def __init__(
         self,
@@ -320,9 +331,12 @@ class StageRunner(Generic[M]):
         input_topic: str,
         dead_letter_topic: str,
         producer_factory: Callable[[], KafkaProducer] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         """``producer_factory`` makes a producer like ``producer`` (by default from the
-        settings, with its client id): the runner replaces one that a refusal left unusable."""
+        settings, with its client id): the runner replaces one that a refusal left unusable.
+        ``stop_event``, when given, may already be set by a signal that came while the stage
+        was starting."""
         self.stage = stage
         self.settings = settings
         self.consumer = consumer
@@ -334,7 +348,7 @@ class StageRunner(Generic[M]):
         self.input_topic = input_topic
         self.dead_letter_topic = dead_letter_topic
         self.stats = RunStats()
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event or threading.Event()
         self.metrics = StageMetrics(stage.name)
         stage.metrics = self.metrics
         self.started = time.monotonic()
@@ -725,14 +739,7 @@ class StageRunner(Generic[M]):
         self.stop_event.set()
 
     def install_signal_handlers(self) -> None:
-        def _stop(signum: int, _frame: FrameType | None) -> None:
-            log.info(
-                "stage %s: signal %d received, finishing the current batch", self.stage.name, signum
-            )
-            self.stop()
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        stop_on_signals(self.stage.name, self.stop_event)
 
     # -- one batch ------------------------------------------------------------------------
 

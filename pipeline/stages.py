@@ -7,6 +7,7 @@ what is stage-specific here is ``CONSTRUCTORS``: how each stage is built from th
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from kafka import KafkaConsumer
 from newsflow import topology
 from newsflow.kafka_io import make_consumer, make_producer
 from newsflow.observability import MetricsServer
-from newsflow.runtime import Stage, StageRebalanceListener, StageRunner
+from newsflow.runtime import Stage, StageRebalanceListener, StageRunner, stop_on_signals
 from newsflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,14 @@ START_CHECKS: Mapping[str, Callable[[Stage[Any], KafkaConsumer, Settings], None]
 
 
 def build_runner(
-    stage_name: str, settings: Settings, *, group_id: str | None = None
+    stage_name: str,
+    settings: Settings,
+    *,
+    group_id: str | None = None,
+    stop_event: threading.Event | None = None,
 ) -> StageRunner[Any]:
-    """The stage's runner on its input topic, in its consumer group (or ``group_id``).
+    """The stage's runner on its input topic, in its consumer group (or ``group_id``),
+    stopped by ``stop_event`` when given.
 
     Raises ``UnknownStageError`` for a name not in the topology and ``StageStartError`` when
     a single-owner stage's input has more than one partition, or a stage's start check
@@ -198,13 +204,20 @@ def build_runner(
     except BaseException:
         stage.close()
         raise
+    try:
+        producer = make_producer(settings, client_id=group_id)
+    except BaseException:
+        consumer.close()
+        stage.close()
+        raise
     return StageRunner(
         stage,
         settings=settings,
         consumer=consumer,
-        producer=make_producer(settings, client_id=group_id),
+        producer=producer,
         input_topic=input_topic,
         dead_letter_topic=topology.topic_name(topology.DEAD_LETTERS, settings),
+        stop_event=stop_event,
     )
 
 
@@ -248,9 +261,19 @@ def run_stage(
     install_signal_handlers: bool = True,
     metrics_port: int | None = None,
 ) -> None:
-    runner = build_runner(stage_name, settings)
+    stop = threading.Event()
     if install_signal_handlers:
-        runner.install_signal_handlers()
+        # Before the stage starts: warming its extraction processes or restoring dedup's state
+        # takes a while, and ``stack down`` may signal the whole process group meanwhile.
+        stop_on_signals(stage_name, stop)
+    try:
+        runner = build_runner(stage_name, settings, stop_event=stop)
+    except StageStartError as exc:
+        if not stop.is_set():
+            raise
+        # A child started with the worker dies of the same signal: not a failure to start.
+        log.info("stage %s: stopped while starting (%s)", stage_name, exc)
+        return
     server = _metrics_server(runner, stage_name, settings, metrics_port)
     log.info("stage %s: consuming %s", stage_name, runner.input_topic)
     try:

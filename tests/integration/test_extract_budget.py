@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,11 +128,67 @@ def test_a_page_over_budget_is_dead_lettered_while_the_batch_flows(
 
 
 WORKER = """
+import logging
+
 from newsflow.settings import get_settings
 from pipeline.stages import run_stage
 
+logging.basicConfig(level=logging.INFO)
 run_stage("enrich", get_settings())
 """
+
+
+class _Worker:
+    """``run_stage("enrich")`` in a process group of its own, its log read as it comes."""
+
+    def __init__(self, settings: Settings) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "NEWSFLOW_TOPIC_RAW_PAGES": settings.topic_raw_pages,
+            "NEWSFLOW_TOPIC_ARTICLES": settings.topic_articles,
+            "NEWSFLOW_TOPIC_DEAD_LETTERS": settings.topic_dead_letters,
+            "NEWSFLOW_ENRICH_EXTRACT_PROCESSES": "2",
+            "NEWSFLOW_ENRICH_EXTRACT_TIMEOUT_SECONDS": "60",
+            "NEWSFLOW_WORKER_METRICS_BASE_PORT": "0",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WORKER],
+            env=env,
+            start_new_session=True,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.consuming = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if "stage enrich: consuming" in line:
+                self.consuming.set()
+
+    def stop_group(self, timeout: float = 120) -> int:
+        """SIGTERM to the whole process group, as ``stack down`` sends it; the exit code."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)[-3000:]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._reader.join(10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 def _children(pid: int) -> list[int]:
@@ -168,35 +225,42 @@ def test_sigterm_to_the_worker_and_its_group_finishes_the_page_and_leaves_no_chi
     settings = infra_settings
     hostile = raw_page("hostile", hostile_page(2 * MB))
     produce(settings, [hostile])
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "NEWSFLOW_TOPIC_RAW_PAGES": settings.topic_raw_pages,
-        "NEWSFLOW_TOPIC_ARTICLES": settings.topic_articles,
-        "NEWSFLOW_TOPIC_DEAD_LETTERS": settings.topic_dead_letters,
-        "NEWSFLOW_ENRICH_EXTRACT_PROCESSES": "2",
-        "NEWSFLOW_ENRICH_EXTRACT_TIMEOUT_SECONDS": "60",
-        "NEWSFLOW_WORKER_METRICS_BASE_PORT": "0",
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-c", WORKER], env=env, start_new_session=True, stderr=subprocess.PIPE
-    )
+    worker = _Worker(settings)
     try:
-        children = _busy_children(worker.pid, timeout=90)
-        os.killpg(worker.pid, signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=120)
-        assert worker.returncode == 0, stderr.decode(errors="replace")[-3000:]
-        deadline = time.monotonic() + 5
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(_alive(pid) for pid in children), "no orphan extraction process"
+        # Warming up costs the children CPU too: only what they spend after it is the page's.
+        assert worker.consuming.wait(120), worker.log
+        children = _busy_children(worker.process.pid, timeout=90)
+        assert worker.stop_group() == 0, worker.log
+        assert _gone_within(children, 5), "no orphan extraction process"
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.communicate()
+        worker.kill()
     [letter] = [stored.letter for stored in read_letters(settings)]
     assert letter.url == hostile.url
     assert letter.reason in ("empty_text", "extract_timeout")
+
+
+def test_sigterm_while_the_worker_starts_its_children_stops_it_cleanly(
+    infra_settings: Settings,
+) -> None:
+    """The same signal before the worker has begun to consume (its children still starting
+    Python or warming up): it exits 0 and leaves no process behind."""
+    worker = _Worker(infra_settings)
+    try:
+        deadline = time.monotonic() + 60
+        while not (children := _children(worker.process.pid)):
+            assert time.monotonic() < deadline and worker.process.poll() is None, worker.log
+            time.sleep(0.02)
+        assert worker.stop_group() == 0, worker.log
+        assert _gone_within(children, 5), "no orphan extraction process"
+    finally:
+        worker.kill()
+
+
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(_alive(pid) for pid in pids)
 
 
 def _busy_children(pid: int, timeout: float) -> list[int]:
