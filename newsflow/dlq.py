@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from newsflow.contracts import ContractError, DeadLetter, decode, encode
-from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer, security_config
+from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer, open_client, security_config
 from newsflow.settings import Settings
 from newsflow.topology import STAGES, topic_name
 
@@ -94,7 +94,8 @@ class StoredLetter:
 
 def read_letters(settings: Settings, *, timeout_seconds: float = 30.0) -> Iterator[StoredLetter]:
     """Every dead letter currently on the topic, oldest first, without joining a group."""
-    consumer = KafkaConsumer(
+    consumer = open_client(
+        KafkaConsumer,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -274,7 +275,8 @@ class _OriginalReader:
 
     def _read(self, letter: DeadLetter) -> _Original | str:
         if self._consumer is None:
-            self._consumer = KafkaConsumer(
+            self._consumer = open_client(
+                KafkaConsumer,
                 bootstrap_servers=self.settings.kafka_bootstrap,
                 group_id=None,
                 enable_auto_commit=False,
@@ -353,7 +355,8 @@ def replay_new_letters(
     acknowledged, so a crash replays a letter twice rather than never (the sinks are
     idempotent). A letter that fails again comes back as a new letter: at most once per run.
     """
-    consumer = KafkaConsumer(
+    consumer = open_client(
+        KafkaConsumer,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id,
         enable_auto_commit=False,

@@ -12,9 +12,10 @@ single-partition topics never (see ``_add_partitions`` for why that is safe for 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import (
     ConsumerRebalanceListener,
@@ -30,6 +31,8 @@ from newsflow.settings import Settings
 from newsflow.topology import TOPICS
 
 log = logging.getLogger(__name__)
+
+KafkaClient = TypeVar("KafkaClient", KafkaAdminClient, KafkaConsumer, KafkaProducer)
 
 # Raw pages carry whole HTML documents; the broker and topics are configured to match.
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
@@ -87,6 +90,29 @@ def security_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def open_client(kind: type[KafkaClient], **config: Any) -> KafkaClient:
+    """``kind(**config)``, whose network client is closed again when the constructor fails.
+
+    kafka-python 3.0 starts a client's IO thread before it bootstraps: when the bootstrap
+    fails (Kafka still starting, a wrong address), the constructor raises and leaves that
+    thread running, its sockets open, one more with every attempt of a readiness loop.
+    """
+    made: list[Any] = []
+    network_client = kind.DEFAULT_CONFIG["kafka_client"]
+
+    def tracked(**kwargs: Any) -> Any:
+        made.append(network_client(**kwargs))
+        return made[-1]
+
+    try:
+        return kind(kafka_client=tracked, **config)
+    except BaseException:
+        for client in made:
+            with contextlib.suppress(Exception):
+                client.close()
+        raise
+
+
 def compression_type(settings: Settings) -> str | None:
     """kafka-python's name for ``settings.kafka_compression`` (``None``: uncompressed)."""
     return None if settings.kafka_compression == "none" else settings.kafka_compression
@@ -94,7 +120,8 @@ def compression_type(settings: Settings) -> str | None:
 
 def make_producer(settings: Settings, *, client_id: str = "newsflow") -> KafkaProducer:
     """A producer that favours durability: acks from all replicas, idempotent, compressed."""
-    return KafkaProducer(
+    return open_client(
+        KafkaProducer,
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=client_id,
         acks="all",
@@ -123,7 +150,8 @@ def make_consumer(
     """
     session_ms = settings.kafka_session_timeout_ms
     prefix = settings.kafka_group_instance_prefix
-    consumer = KafkaConsumer(
+    consumer = open_client(
+        KafkaConsumer,
         bootstrap_servers=settings.kafka_bootstrap,
         group_id=group_id,
         group_instance_id=f"{prefix}-{group_id}" if prefix else None,
@@ -144,7 +172,8 @@ def make_consumer(
 
 
 def make_admin(settings: Settings) -> KafkaAdminClient:
-    return KafkaAdminClient(
+    return open_client(
+        KafkaAdminClient,
         bootstrap_servers=settings.kafka_bootstrap,
         client_id="newsflow-admin",
         **security_config(settings),
@@ -274,13 +303,16 @@ def _raise_short_retention(admin: KafkaAdminClient, specs: list[TopicSpec]) -> N
 
 def consumer_lag(settings: Settings, *, group_id: str, topic: str) -> dict[int, int]:
     """Messages not yet committed by ``group_id``, per partition of ``topic``."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        **security_config(settings),
-    )
-    admin = make_admin(settings)
-    try:
+    with contextlib.ExitStack() as opened:
+        consumer = open_client(
+            KafkaConsumer,
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            **security_config(settings),
+        )
+        opened.callback(consumer.close)
+        admin = make_admin(settings)
+        opened.callback(admin.close)
         partitions = sorted(consumer.partitions_for_topic(topic) or set())
         tps = [TopicPartition(topic, p) for p in partitions]
         end = consumer.end_offsets(tps) if tps else {}
@@ -291,6 +323,3 @@ def consumer_lag(settings: Settings, *, group_id: str, topic: str) -> dict[int, 
             position = done.offset if done is not None and done.offset >= 0 else 0
             lag[tp.partition] = max(0, end[tp] - position)
         return lag
-    finally:
-        consumer.close()
-        admin.close()

@@ -431,9 +431,11 @@ class KafkaBroker(Member):
             return Health(False, f"nothing listens on {node.address}")
         from kafka import KafkaAdminClient  # heavy-ish: only when the port is open
 
-        from newsflow.kafka_io import security_config
+        from newsflow.kafka_io import open_client, security_config
 
-        admin = KafkaAdminClient(
+        # A node still starting fails the bootstrap: open_client closes what that left open.
+        admin = open_client(
+            KafkaAdminClient,
             bootstrap_servers=node.address,
             client_id="newsflow-stack-health",
             request_timeout_ms=3000,
