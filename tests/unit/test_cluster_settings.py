@@ -3,7 +3,7 @@ minimum ISR, explicit group liveness, static membership, several Elasticsearch n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import ValidationError
@@ -31,6 +31,8 @@ def test_unreplicated_topics_set_no_min_isr() -> None:
 
 
 class _FakeConsumer:
+    DEFAULT_CONFIG: ClassVar[dict[str, Any]] = {"kafka_client": None}  # read by open_client
+
     def __init__(self, **config: Any) -> None:
         self.config = config
 

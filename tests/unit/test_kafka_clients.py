@@ -4,7 +4,7 @@ that every producer of the pipeline uses alike (``NEWSFLOW_KAFKA_COMPRESSION``).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from kafka import codec as kafka_codec
@@ -55,6 +55,8 @@ def test_a_zstd_batch_carries_a_crc_its_reader_verifies() -> None:
 
 
 class _FakeProducer:
+    DEFAULT_CONFIG: ClassVar[dict[str, Any]] = {"kafka_client": None}  # read by open_client
+
     def __init__(self, **config: Any) -> None:
         self.config = config
 
