@@ -6,6 +6,7 @@ one behaviour everywhere. Credentials are ``SecretStr``: they never show up in l
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -168,6 +169,9 @@ class Settings(BaseSettings):
     # again with the next batch), so a batch of slow pages never outlives the consumer's
     # poll interval (300 s): this plus one page's timeout must stay under it.
     enrich_batch_seconds: float = Field(default=120.0, gt=0)
+    # The language model unpacked once per machine (about 70 MB): loading it packed costs every
+    # extraction process about a second of CPU. Unwritable: each process unpacks its own.
+    model_cache_dir: Path = Field(default_factory=lambda: _user_cache_dir() / "newsflow")
 
     worker_batch_size: int = Field(default=100, ge=1)
     # A stage that allows it (enrich) reads and processes the next batch while the previous
@@ -234,6 +238,10 @@ def split_url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     username, _, password = userinfo.partition(":")
     bare = urlunsplit(parts._replace(netloc=host))
     return bare, (unquote(username), unquote(password))
+
+
+def _user_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 @lru_cache(maxsize=1)
