@@ -7,6 +7,7 @@ one behaviour everywhere. Credentials are ``SecretStr``: they never show up in l
 from __future__ import annotations
 
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -241,7 +242,14 @@ def split_url_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 
 
 def _user_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    """The XDG cache directory; the temporary one for a user without a home (a container
+    running as an arbitrary uid), where ``Path.home()`` raises."""
+    if cache := os.environ.get("XDG_CACHE_HOME"):
+        return Path(cache)
+    try:
+        return Path.home() / ".cache"
+    except RuntimeError:
+        return Path(tempfile.gettempdir())
 
 
 @lru_cache(maxsize=1)

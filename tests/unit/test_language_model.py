@@ -3,6 +3,7 @@ loader, made once and reused, and the packed model when no copy can be written."
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
 from enrich import language
-from newsflow.settings import get_settings
+from newsflow.settings import Settings, get_settings
 
 TEXTS = [
     "The council said the bridge would reopen on Monday after six months of repairs.",
@@ -79,3 +80,18 @@ def test_a_damaged_copy_falls_back_to_the_packed_model_and_is_removed(
     identifier = language._get_identifier()
     assert [identifier.classify(t) for t in TEXTS] == [packed.classify(t) for t in TEXTS]
     assert not unpacked.exists(), "removed: the next process unpacks it again"
+
+
+def test_the_cache_is_the_users_and_a_user_without_a_home_still_gets_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("NEWSFLOW_MODEL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert Settings().model_cache_dir == tmp_path / "newsflow"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert Settings().model_cache_dir == Path(tempfile.gettempdir()) / "newsflow"
