@@ -167,7 +167,11 @@ def make_consumer(
         metadata_max_age_ms=30_000,
         **security_config(settings),
     )
-    consumer.subscribe([topic], listener=listener)
+    try:
+        consumer.subscribe([topic], listener=listener)
+    except BaseException:  # a topic name Kafka refuses: the client is not to outlive the error
+        consumer.close()
+        raise
     return consumer
 
 

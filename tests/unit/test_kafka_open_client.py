@@ -8,12 +8,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
+from newsflow import kafka_io
 from newsflow.kafka_io import KafkaClient, open_client
+from newsflow.settings import Settings
 
 
 @pytest.fixture
@@ -76,3 +79,29 @@ def test_a_client_that_cannot_bootstrap_closes_its_connection_and_io_thread(
     while any(t.name.endswith(client_id) for t in threading.enumerate()):
         assert time.monotonic() < deadline, "the client's IO thread still runs"
         time.sleep(0.05)
+
+
+class _RefusingConsumer:
+    """A consumer whose subscription Kafka's client refuses (an invalid topic name)."""
+
+    DEFAULT_CONFIG: ClassVar[dict[str, Any]] = {"kafka_client": None}
+    made: ClassVar[list[_RefusingConsumer]] = []
+
+    def __init__(self, **config: Any) -> None:
+        self.closed = False
+        self.made.append(self)
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        raise ValueError(f"invalid topic name: {topics[0]!r}")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_consumer_whose_subscription_is_refused_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka_io, "KafkaConsumer", _RefusingConsumer)
+    with pytest.raises(ValueError, match="invalid topic name"):
+        kafka_io.make_consumer(Settings(), topic="no spaces allowed", group_id="newsflow-enrich")
+    assert [consumer.closed for consumer in _RefusingConsumer.made] == [True]
