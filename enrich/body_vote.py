@@ -199,7 +199,8 @@ def standfirst_lines(leading: Sequence[str], page: Any) -> list[int]:
     (:data:`STANDFIRST_NAMES`; such names also label other articles' teasers). The line must
     be long enough to be a sentence: a headline's kicker or a label is not a standfirst.
     """
-    candidates = [i for i, line in enumerate(leading) if len(words(line)) >= MIN_STANDFIRST_WORDS]
+    tokens = [words(line) for line in leading]
+    candidates = [i for i, line in enumerate(tokens) if len(line) >= MIN_STANDFIRST_WORDS]
     if not candidates:
         return []
     summary = page_summary(page)
@@ -209,7 +210,7 @@ def standfirst_lines(leading: Sequence[str], page: Any) -> list[int]:
     return [
         i
         for i in candidates
-        if support(words(leading[i]), found) >= MIN_SUPPORT
+        if support(tokens[i], found) >= MIN_SUPPORT
         and any(_names_standfirst(element) for element in line_markup(page, leading[i]))
     ]
 

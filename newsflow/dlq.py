@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from newsflow.contracts import ContractError, DeadLetter, decode, encode
-from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer, open_client, security_config
+from newsflow.kafka_io import MAX_MESSAGE_BYTES, make_producer, make_reader
 from newsflow.settings import Settings
 from newsflow.topology import STAGES, topic_name
 
@@ -94,14 +94,7 @@ class StoredLetter:
 
 def read_letters(settings: Settings, *, timeout_seconds: float = 30.0) -> Iterator[StoredLetter]:
     """Every dead letter currently on the topic, oldest first, without joining a group."""
-    consumer = open_client(
-        KafkaConsumer,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-        **security_config(settings),
-    )
+    consumer = make_reader(settings)
     try:
         partitions = consumer.partitions_for_topic(settings.topic_dead_letters) or set()
         tps = [TopicPartition(settings.topic_dead_letters, p) for p in sorted(partitions)]
@@ -275,15 +268,7 @@ class _OriginalReader:
 
     def _read(self, letter: DeadLetter) -> _Original | str:
         if self._consumer is None:
-            self._consumer = open_client(
-                KafkaConsumer,
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-                **security_config(self.settings),
-            )
+            self._consumer = make_reader(self.settings)
         consumer = self._consumer
         gone = "the original is no longer on its topic, and the letter keeps only part of it"
         partitions = consumer.partitions_for_topic(letter.source_topic)
@@ -355,15 +340,7 @@ def replay_new_letters(
     acknowledged, so a crash replays a letter twice rather than never (the sinks are
     idempotent). A letter that fails again comes back as a new letter: at most once per run.
     """
-    consumer = open_client(
-        KafkaConsumer,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-        **security_config(settings),
-    )
+    consumer = make_reader(settings, group_id=group_id)
     replayed: dict[str, int] = {}
     skipped: dict[str, int] = {}
     read = 0

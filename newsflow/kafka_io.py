@@ -175,6 +175,21 @@ def make_consumer(
     return consumer
 
 
+def make_reader(settings: Settings, *, group_id: str | None = None) -> KafkaConsumer:
+    """A consumer for tools that assign partitions and seek themselves (dead letters, lag):
+    outside any group unless ``group_id`` is given, never committing on its own, from the
+    earliest offset kept, and able to fetch a whole page."""
+    return open_client(
+        KafkaConsumer,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        **security_config(settings),
+    )
+
+
 def make_admin(settings: Settings) -> KafkaAdminClient:
     return open_client(
         KafkaAdminClient,
@@ -308,12 +323,7 @@ def _raise_short_retention(admin: KafkaAdminClient, specs: list[TopicSpec]) -> N
 def consumer_lag(settings: Settings, *, group_id: str, topic: str) -> dict[int, int]:
     """Messages not yet committed by ``group_id``, per partition of ``topic``."""
     with contextlib.ExitStack() as opened:
-        consumer = open_client(
-            KafkaConsumer,
-            bootstrap_servers=settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            **security_config(settings),
-        )
+        consumer = make_reader(settings)
         opened.callback(consumer.close)
         admin = make_admin(settings)
         opened.callback(admin.close)

@@ -313,7 +313,7 @@ class StoryClusterer:
         items = sorted(vec.items())
         qid = np.fromiter((t for t, _ in items), dtype=np.uint64, count=len(items))
         qw = np.fromiter((w for _, w in items), dtype=np.float64, count=len(items))
-        return self.table.scores(QueryTerms(qid, qw), story_ids, len(story_ids))
+        return self.table.scores(QueryTerms(qid, qw), story_ids)
 
     def matches(
         self, vec: dict[int, float], now: int, outlet: str, facts: U64

@@ -16,7 +16,7 @@ copying the live ones to new arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -178,9 +178,10 @@ class PartsTable:
         self.first = _gathered(self.first, index, capacity)
         self.used = int(index.size)
 
-    def scores(self, query: QueryTerms, sids: Iterable[str], count: int) -> tuple[F64, Ints]:
+    def scores(self, query: QueryTerms, sids: Sequence[str]) -> tuple[F64, Ints]:
         """Per story: its best dot product over its parts, and how many entity terms it
         shares with the query (an entity counted once however many parts hold it)."""
+        count = len(sids)
         slots = np.fromiter(map(self.slot.__getitem__, sids), dtype=np.intp, count=count)
         lengths = self.length[slots]
         index = _ranges(self.start[slots], lengths)
