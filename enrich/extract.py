@@ -139,8 +139,9 @@ def extract_page(
     published, published_day, date_source = published_at(
         signals, meta.heuristic_date, meta.heuristic_date_source, feed_published_at
     )
+    language = detect_language(f"{title}\n{text}" if title else text)
     if published is None and verdict:
-        published, published_day, date_source = extensive_date(tree, page_url)
+        published, published_day, date_source = extensive_date(tree, page_url, language)
     authors_source = meta.authors_source
     if selectors is not None:
         if outlet_title := first_text(tree, selectors.title):
@@ -159,7 +160,7 @@ def extract_page(
         text=nfc(text),
         authors=[nfc(author) for author in authors],
         published_at=published,
-        language=detect_language(f"{title}\n{text}" if title else text),
+        language=language,
         canonical_url=signals.canonical_url,
         is_article=verdict,
         article_reason=reason,

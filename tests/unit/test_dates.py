@@ -11,6 +11,7 @@ import pytest
 from enrich import dates, metadata
 from enrich.dates import (
     EXTENSIVE,
+    extensive_date,
     find_date,
     published_at,
     text_date,
@@ -233,6 +234,30 @@ def test_find_date_extensive_reads_a_date_written_in_another_language() -> None:
     page = _page(f"<article>{HEADLINE}<div><p>Publié le 3 juin 2020</p><p>Text.</p></div>")
     tree = parse_html(page)
     assert find_date(tree, URL, extensive=True) == date(2020, 6, 3)
+
+
+FINNISH_DATE = _page(f"<article>{HEADLINE}<div><p>3. kesäkuuta 2020</p><p>Text.</p></div>")
+
+
+def test_extensive_search_reads_dates_in_words_in_the_pages_language() -> None:
+    tree = parse_html(FINNISH_DATE)
+    assert extensive_date(tree, URL, "fi")[1:] == (date(2020, 6, 3), EXTENSIVE)
+    assert extensive_date(tree, URL, None)[1] == date(2020, 6, 3)  # unknown: every language
+    assert extensive_date(tree, URL, "qq")[1] == date(2020, 6, 3)  # not dateparser's: every one
+    assert extensive_date(tree, URL, "de")[1] is None  # Finnish words are not German or English
+
+
+def test_the_date_parser_hook_is_htmldates_and_readings_are_not_shared_between_languages() -> None:
+    from htmldate import extractors
+
+    assert dates.install_date_parser_hook()  # fails when htmldate renames its hook
+    with dates.dates_written_in("fi"):
+        assert extractors.get_external_parser().get_date_data("3. kesäkuuta 2020")["date_obj"]
+        assert set(extractors.get_external_parser().languages or ()) <= {"fi", "en"}
+    extensive_date(parse_html(FINNISH_DATE), URL, "fi")
+    assert extractors.try_date_expr.cache_info().currsize == 0
+    with dates.dates_written_in(None):
+        assert extractors.get_external_parser().languages is None
 
 
 def test_extensive_search_guesses_from_a_year_alone_are_not_dates() -> None:
