@@ -23,9 +23,13 @@ What it measures, in order:
    but for the round's names, ``--extract-processes`` and ``NEWSFLOW_ENRICH_WORKERS_PER_HOST``
    set to N). It waits until every group is
    stable with its members and one warm-up page per raw-pages partition is searchable, then
-   produces the pages with the ingest producer (``make_producer``; the values encoded
-   beforehand) at URLs of the round's own (the page's URL plus ``?pipebench=...``: the path
-   the extractor sees is the page's own), and samples twice a second each stage's committed
+   until ``--warm-up-pages`` real pages that no round measures (WCXB's pages of its other
+   types, 200 by default) are searchable or dead-lettered, so that the workers' caches and
+   Kafka's and Elasticsearch's JIT-compiled code are as warm as in a pipeline in service
+   (a JVM that has just started spends much of its CPU compiling), then produces the pages
+   with the ingest producer (``make_producer``; the values encoded beforehand) at URLs of
+   the round's own (the page's URL plus ``?pipebench=...``: the path the extractor sees is
+   the page's own), and samples twice a second each stage's committed
    offsets and its input's end offsets, the round's pages searchable (their ids counted in
    the articles index) and dead-lettered, and ``/proc`` of every worker and its descendants.
 
@@ -332,6 +336,19 @@ def select_pages(sets: Sequence[str], count: int) -> list[CorpusPage]:
         CorpusPage(page.set, page.id, page.url, decode_html(page.html()))
         for name in sets
         for page in subset(candidates[name], shares[name])
+    ]
+
+
+def select_warm_up_pages(count: int) -> list[CorpusPage]:
+    """Real pages that no round measures: WCXB's pages of its other types (listings, forums,
+    documentation, products, services), evenly spread."""
+    from bench.corpus import load, subset
+    from newsflow.decoding import decode_html
+
+    others = [p for p in load("wcxb") if p.page_type != "article"]
+    return [
+        CorpusPage(page.set, page.id, page.url, decode_html(page.html()))
+        for page in subset(others, count)
     ]
 
 
@@ -975,12 +992,13 @@ class Round:
 
     # -- the run
 
-    def raw_pages(self, pages: Sequence[CorpusPage]) -> list[RawPage]:
+    def raw_pages(self, pages: Sequence[CorpusPage], part: str = "") -> list[RawPage]:
         from newsflow.urls import host_of, normalize_url, url_id
 
         found = []
         for page in pages:
-            url = round_url(page.url, fallback_url(page), f"{self.tag}-{page.set}-{page.id}")
+            marker = "-".join(filter(None, (self.tag, part, page.set, page.id)))
+            url = round_url(page.url, fallback_url(page), marker)
             found.append(
                 RawPage(
                     id=url_id(url),
@@ -996,9 +1014,11 @@ class Round:
             raise BenchError("two pages of the selection have one URL")
         return found
 
-    def warm_up(self, sampler: Sampler, producer: Any) -> None:
+    def warm_up(self, sampler: Sampler, producer: Any, pages: Sequence[CorpusPage]) -> None:
         """One page per raw-pages partition, all the way to the index: every enrich worker
-        has extracted a page, and every stage has written once."""
+        has extracted a page, and every stage has written once. Then ``pages``, so that the
+        workers' caches and Kafka's and Elasticsearch's JIT-compiled code are as warm as in a
+        pipeline in service, not as just after a start."""
         from newsflow.urls import url_id
 
         topic = self.settings.topic_raw_pages
@@ -1019,6 +1039,16 @@ class Round:
         sampler.watch(ids)
         base = sampler.next_sample(time.monotonic())
         self.wait_for(sampler, len(ids), base, READY_TIMEOUT_SECONDS, self.args.stall_seconds)
+        if not pages:
+            return
+        say(f"{self.tag}: {len(pages)} warm-up pages")
+        warm = self.raw_pages(pages, "warm-up")
+        for page in warm:
+            producer.send(topic, key=page.id.encode(), value=encode(page))
+        producer.flush()
+        sampler.watch([page.id for page in warm])
+        base = sampler.next_sample(time.monotonic())
+        self.wait_for(sampler, len(warm), base, self.args.timeout, self.args.stall_seconds)
 
     def measure_idle(self, sampler: Sampler) -> dict[str, float]:
         """CPU ms/s of each kind of worker with nothing to do: the floor under its figures."""
@@ -1036,7 +1066,7 @@ class Round:
                 idle[worker.stage] = idle.get(worker.stage, 0.0) + 1000 * spent / seconds
         return idle
 
-    def run(self, pages: Sequence[CorpusPage]) -> RoundResult:
+    def run(self, pages: Sequence[CorpusPage], warm_up: Sequence[CorpusPage] = ()) -> RoundResult:
         from newsflow.kafka_io import make_producer
 
         say(f"{self.tag}: topics and indices")
@@ -1055,7 +1085,7 @@ class Round:
         topic = self.settings.topic_raw_pages
         try:
             sampler.start()
-            self.warm_up(sampler, producer)
+            self.warm_up(sampler, producer, warm_up)
             idle = self.measure_idle(sampler)
             before = {w.name: w.metrics() for w in self.workers}
             with sampler.lock:
@@ -1296,6 +1326,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="NEWSFLOW_ENRICH_EXTRACT_PROCESSES of the enrich workers (default: the settings')",
     )
+    parser.add_argument(
+        "--warm-up-pages",
+        type=int,
+        default=200,
+        help="pages of WCXB's other types through each round before it is measured",
+    )
     parser.add_argument("--with-alert", action="store_true", help="run the alert stage too")
     parser.add_argument("--dedup-bucket", type=int, default=100, help="articles per dedup row")
     parser.add_argument(
@@ -1337,6 +1373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say("stack: Kafka and Elasticsearch")
     stack.up(["kafka", "elasticsearch"], settings=settings)
     pages = select_pages(args.sets, args.pages)
+    warm_up = select_warm_up_pages(args.warm_up_pages) if args.warm_up_pages > 0 else []
     sets = " + ".join(f"{n} {name}" for name, n in Counter(p.set for p in pages).items())
     megabytes = sum(len(p.html.encode()) for p in pages) / 1e6
     processes = (
@@ -1347,7 +1384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"pages: {len(pages)} ({sets}; {megabytes:.1f} MB of HTML); raw-pages partitions "
         f"{settings.topic_partitions}, batch {settings.worker_batch_size}, extraction "
-        f"processes per enrich worker {processes}",
+        f"processes per enrich worker {processes}; {len(warm_up)} warm-up pages a round",
         flush=True,
     )
     say("baselines: plain trafilatura, then extract_page")
@@ -1363,7 +1400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for count in args.enrich_workers:
         bench_round = Round(settings, args, run, count)
         try:
-            results.append(bench_round.run(pages))
+            results.append(bench_round.run(pages, warm_up))
         except BenchError as exc:
             failure = f"the round with {count} enrich worker(s) failed: {exc}"
         except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import available as corpus_available
 from bench.pipeline import (
     CLOCK_TICKS,
     Baseline,
@@ -31,6 +32,8 @@ from bench.pipeline import (
     ratio,
     read_processes,
     round_url,
+    select_pages,
+    select_warm_up_pages,
     settings_for,
     stage_env,
     stage_figures,
@@ -277,3 +280,13 @@ def test_extract_cli_bench_shares_pages_evenly_and_passes_on_what_a_set_lacks() 
     assert shares([181, 1358, 500], 600) == [181, 209, 210]
     assert shares([1000, 1000], 601) == [300, 301]
     assert shares([10, 5], 100) == [10, 5]
+
+
+@pytest.mark.skipif(not corpus_available(), reason="the shared corpus (../shared/corpus) is absent")
+def test_warm_up_pages_are_real_pages_no_round_measures() -> None:
+    measured = {(p.set, p.id) for p in select_pages(["zyte", "wcxb"], 600)}
+    warm_up = select_warm_up_pages(50)
+    assert len(warm_up) == 50
+    assert {p.set for p in warm_up} == {"wcxb"}
+    assert not measured & {(p.set, p.id) for p in warm_up}
+    assert all(p.html for p in warm_up)
