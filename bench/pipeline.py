@@ -46,7 +46,8 @@ Per round, the table has:
 - CPU seconds (utime + stime of ``/proc/<pid>/stat``, from after the warm-up to the end) and
   ms per page of the enrich workers, their extraction processes (every descendant), dedup,
   index, Kafka and Elasticsearch (the stack's processes: the sampling's requests are in
-  theirs) and this process (producing and sampling); peak RSS (``VmHWM``) of the largest
+  theirs; with their JIT compiler threads' share, high in a JVM that has just started) and
+  this process (producing and sampling); peak RSS (``VmHWM``) of the largest
   process of each kind, over the round;
 - every worker kind's CPU ms/s while idle (3 s before the pages): the floor under its figures;
 - the dedup worker's CPU ms per article as its window fills, per ``--dedup-bucket`` articles:
@@ -158,6 +159,24 @@ def descendants(root: int, table: Mapping[int, ProcStat]) -> list[int]:
     return sorted(found)
 
 
+# HotSpot's JIT compiler threads, as /proc names them (cut to 15 characters)
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def thread_ticks(pid: int, names: Sequence[str], proc: Path = Path("/proc")) -> dict[int, int]:
+    """CPU ticks of each of ``pid``'s threads whose name starts with one of ``names``."""
+    found: dict[int, int] = {}
+    with contextlib.suppress(OSError):
+        for entry in (proc / str(pid) / "task").iterdir():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            if text[text.index("(") + 1 : text.rindex(")")].startswith(tuple(names)):
+                found[int(entry.name)] = parse_stat(text).cpu_ticks
+    return found
+
+
 @dataclass(slots=True)
 class ProcessUsage:
     is_root: bool
@@ -172,17 +191,22 @@ class ProcessTree:
     A descendant that dies between two samples loses the CPU it spent since the last one.
     """
 
-    def __init__(self, label: str, root: int, proc: Path = Path("/proc")) -> None:
+    def __init__(
+        self, label: str, root: int, proc: Path = Path("/proc"), *, jvm: bool = False
+    ) -> None:
         self.label = label
         self.root = root
         self.proc = proc
         self.usage: dict[tuple[int, int], ProcessUsage] = {}
         self.marked = False
+        self.jvm = jvm  # its processes' JIT compiler threads are counted apart too
+        self.jit: dict[int, ProcessUsage] = {}  # by thread id
 
     def update(self, table: Mapping[int, ProcStat]) -> None:
         if self.root not in table:
             return
-        for pid in [self.root, *descendants(self.root, table)]:
+        pids = [self.root, *descendants(self.root, table)]
+        for pid in pids:
             stat = table[pid]
             key = (pid, stat.start_ticks)
             usage = self.usage.get(key)
@@ -196,12 +220,23 @@ class ProcessTree:
                 peak = None
             if peak is not None:
                 usage.peak_kb = max(usage.peak_kb, peak)
+        for pid in pids if self.jvm else ():
+            for tid, ticks in thread_ticks(pid, JIT_THREADS, self.proc).items():
+                thread = self.jit.get(tid)
+                if thread is None:
+                    thread = self.jit[tid] = ProcessUsage(True, 0 if self.marked else ticks, 0)
+                thread.cpu_ticks = max(thread.cpu_ticks, ticks)
 
     def mark(self) -> None:
         """CPU counts from here on."""
-        for usage in self.usage.values():
+        for usage in [*self.usage.values(), *self.jit.values()]:
             usage.counted_from = usage.cpu_ticks
         self.marked = True
+
+    def jit_seconds(self) -> float:
+        """Since ``mark``: the JIT compiler threads of the tree's processes (a thread that
+        ended since the last sample loses what it spent after it)."""
+        return sum(u.cpu_ticks - u.counted_from for u in self.jit.values()) / CLOCK_TICKS
 
     def cpu_seconds(self, root: bool | None = None) -> float:
         """Since ``mark``: the root (True), its descendants (False) or all (None)."""
@@ -799,7 +834,7 @@ def service_trees(settings: Settings) -> list[ProcessTree]:
     with contextlib.suppress(Exception):
         for status in stack.status(["kafka", "elasticsearch"], settings=settings):
             if status.pid is not None:
-                trees.append(ProcessTree(status.group, status.pid))
+                trees.append(ProcessTree(status.group, status.pid, jvm=True))
     return trees
 
 
@@ -1135,7 +1170,14 @@ class Round:
             stages=figures,
             cpu=self.cpu_by_kind(),
             other_cpu={
-                **{tree.label: tree.cpu_seconds() for tree in self.services},
+                **{
+                    label: seconds
+                    for tree in self.services
+                    for label, seconds in (
+                        (tree.label, tree.cpu_seconds()),
+                        (f"  of which {tree.label}'s JIT compiler threads", tree.jit_seconds()),
+                    )
+                },
                 "this process (producer, sampler)": bench_cpu,
             },
             peak_mb=self.peaks_by_kind(),

@@ -105,6 +105,31 @@ def test_a_reused_pid_is_another_process(tmp_path: Path) -> None:
     assert tree.cpu_seconds(root=False) == pytest.approx(30 / CLOCK_TICKS)
 
 
+def fake_thread(proc: Path, pid: int, tid: int, cpu: int, comm: str) -> None:
+    directory = proc / str(pid) / "task" / str(tid)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "stat").write_text(stat_line(tid, 1, cpu, 0, 10, comm))
+
+
+def test_a_jvms_jit_compiler_threads_are_counted_apart_from_the_mark(tmp_path: Path) -> None:
+    fake_process(tmp_path, 299, 1, cpu=0, start=9, hwm_kb=1)  # the launcher of the JVM
+    fake_process(tmp_path, 300, 299, cpu=1000, start=10, hwm_kb=1)
+    fake_thread(tmp_path, 300, 301, 400, "C2 CompilerThre")
+    fake_thread(tmp_path, 300, 302, 50, "C1 CompilerThre")
+    fake_thread(tmp_path, 300, 303, 500, "elasticsearch[n")
+    tree = ProcessTree("elasticsearch", 299, proc=tmp_path, jvm=True)
+    tree.update(read_processes(tmp_path))
+    tree.mark()
+    fake_process(tmp_path, 300, 299, cpu=1300, start=10, hwm_kb=1)
+    fake_thread(tmp_path, 300, 301, 600, "C2 CompilerThre")
+    fake_thread(tmp_path, 300, 304, 30, "C2 CompilerThre")  # started after the mark
+    fake_thread(tmp_path, 300, 303, 570, "elasticsearch[n")
+    tree.update(read_processes(tmp_path))
+    assert tree.cpu_seconds() == pytest.approx(300 / CLOCK_TICKS)
+    assert tree.jit_seconds() == pytest.approx(230 / CLOCK_TICKS)
+    assert ProcessTree("enrich", 300, proc=tmp_path).jit_seconds() == 0
+
+
 # --- figures --------------------------------------------------------------------------------
 
 
