@@ -320,6 +320,39 @@ def stop_on_signals(stage_name: str, stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _stop)
 
 
+def within_bytes(
+    polled: Mapping[TopicPartition, Sequence[Any]], budget: int
+) -> tuple[list[Any], dict[TopicPartition, int]]:
+    """The records of one poll whose values fit in ``budget`` bytes (at least one record),
+    each partition's in order; and, for every partition cut short, the offset of its first
+    record left, to be read again. Partitions take one record each in turn, so one partition
+    of heavy pages does not starve the others.
+
+    A batch's pages stay in memory until it is committed (three batches, with pipelining): a
+    count of records alone bounds nothing when each may weigh the 10 MB a message can.
+    """
+    take = dict.fromkeys(polled, 0)
+    used = 0
+    full = False
+    depth = 0
+    while not full and any(depth < len(records) for records in polled.values()):
+        for tp, records in polled.items():
+            if depth >= len(records):
+                continue
+            size = len(records[depth].value or b"")
+            if any(take.values()) and used + size > budget:
+                full = True
+                break
+            take[tp] += 1
+            used += size
+        depth += 1
+    taken = [record for tp, records in polled.items() for record in records[: take[tp]]]
+    left = {
+        tp: records[take[tp]].offset for tp, records in polled.items() if take[tp] < len(records)
+    }
+    return taken, left
+
+
 class StageRunner(Generic[M]):
     def __init__(
         self,
@@ -438,7 +471,10 @@ class StageRunner(Generic[M]):
         )
         self.last_poll = time.monotonic()
         self.metrics.polled()
-        return [record for partition_records in records.values() for record in partition_records]
+        taken, read_again = within_bytes(records, self.settings.worker_batch_max_bytes)
+        for tp, offset in read_again.items():  # the next poll starts there
+            self.consumer.seek(tp, offset)
+        return taken
 
     def _went_through(self, done: Sequence[Any], started: float) -> None:
         """Bookkeeping for a batch written and committed (``started``: perf_counter)."""

@@ -174,7 +174,10 @@ class Settings(BaseSettings):
     # extraction process about a second of CPU. Unwritable: each process unpacks its own.
     model_cache_dir: Path = Field(default_factory=lambda: _user_cache_dir() / "newsflow")
 
+    # A batch is at most this many messages and this many bytes of their values (at least one
+    # message): it stays in memory until committed, and a page may weigh 10 MB.
     worker_batch_size: int = Field(default=100, ge=1)
+    worker_batch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     # A stage that allows it (enrich) reads and processes the next batch while the previous
     # one's outputs are being acknowledged, each batch still committed after its outputs and
     # in order (newsflow/runtime.py); false: every stage does one batch at a time.

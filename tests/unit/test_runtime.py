@@ -26,6 +26,7 @@ from newsflow.runtime import (
     Result,
     Stage,
     StageRunner,
+    within_bytes,
 )
 from newsflow.settings import Settings
 from newsflow.urls import url_id
@@ -850,3 +851,41 @@ def test_lag_counts_what_the_pipeline_holds_uncommitted(monkeypatch: pytest.Monk
     # After each turn: batch 1 read (position 2), batch 2 read and batch 1 sent (position 4),
     # then the batches committed one by one; the position alone would say 4, 2, 0, 0, 0.
     assert lags == [6, 6, 4, 2, 0]
+
+
+# --- batches bounded in bytes -----------------------------------------------------------------
+
+
+def sized(partition: int, offset: int, size: int) -> Record:
+    return Record(IN, partition, offset, b"k", b"x" * size)
+
+
+def test_a_batch_takes_from_each_partition_in_turn_until_its_bytes_are_spent() -> None:
+    one, two = TopicPartition(IN, 0), TopicPartition(IN, 1)
+    polled = {
+        one: [sized(0, 10, 40), sized(0, 11, 40), sized(0, 12, 40)],
+        two: [sized(1, 5, 10), sized(1, 6, 10)],
+    }
+    taken, left = within_bytes(polled, 100)
+    assert [(r.partition, r.offset) for r in taken] == [(0, 10), (0, 11), (1, 5), (1, 6)]
+    assert left == {one: 12}
+    taken, left = within_bytes(polled, 45)
+    assert [(r.partition, r.offset) for r in taken] == [(0, 10)]
+    assert left == {one: 11, two: 5}
+    assert within_bytes(polled, 1)[0] == [polled[one][0]]  # one at least, however heavy
+    assert within_bytes(polled, 10_000) == ([*polled[one], *polled[two]], {})
+    assert within_bytes({}, 10) == ([], {})
+
+
+def test_heavy_pages_are_read_in_smaller_batches_each_once_and_in_order() -> None:
+    producer = FakeProducer()
+    stage = PipelinedStage()
+    run, log = pipelined_runner(stage, 6, producer, batch_size=4)
+    run.settings = run.settings.model_copy(
+        update={"worker_batch_max_bytes": 2 * len(log.values[0]) + 1}
+    )
+    assert run.run(max_messages=6, idle_timeout=5).consumed == 6
+    assert stage.batches == [[0, 1], [2, 3], [4, 5]]
+    assert log.seeks == [2, 4]  # the rest of each poll, read again
+    assert log.commits[-1] == 6
+    assert produced_urls(producer) == [page(n).url for n in range(6)]
