@@ -34,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from types import FrameType
 from typing import Any, Generic, TypeVar
 
@@ -332,20 +333,13 @@ def within_bytes(
     count of records alone bounds nothing when each may weigh the 10 MB a message can.
     """
     take = dict.fromkeys(polled, 0)
+    in_turn = zip_longest(*([(tp, r) for r in records] for tp, records in polled.items()))
     used = 0
-    full = False
-    depth = 0
-    while not full and any(depth < len(records) for records in polled.values()):
-        for tp, records in polled.items():
-            if depth >= len(records):
-                continue
-            size = len(records[depth].value or b"")
-            if any(take.values()) and used + size > budget:
-                full = True
-                break
-            take[tp] += 1
-            used += size
-        depth += 1
+    for tp, record in (pair for turn in in_turn for pair in turn if pair is not None):
+        used += len(record.value or b"")
+        if used > budget and any(take.values()):
+            break
+        take[tp] += 1
     taken = [record for tp, records in polled.items() for record in records[: take[tp]]]
     left = {
         tp: records[take[tp]].offset for tp, records in polled.items() if take[tp] < len(records)
