@@ -27,10 +27,13 @@ from kafka import (
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import InvalidPartitionsError, TopicAlreadyExistsError
 
+from newsflow import kafka_patches
 from newsflow.settings import Settings
 from newsflow.topology import TOPICS
 
 log = logging.getLogger(__name__)
+
+kafka_patches.apply()
 
 KafkaClient = TypeVar("KafkaClient", KafkaAdminClient, KafkaConsumer, KafkaProducer)
 
