@@ -12,7 +12,10 @@ What it measures, in order:
 
 1. Baselines, in this process, before any worker of the run starts: plain
    ``trafilatura.extract`` (default settings) and the enrich stage's own ``extract_page``,
-   each over the same pages in one process: docs/s (wall clock) and CPU ms per page.
+   each over the same pages in one process: docs/s (wall clock) and CPU ms per page. Plain
+   trafilatura is measured again before each later round, and each round's ratio is to the
+   measurement just before it: on a shared machine the same code's speed drifts within a run
+   (seen: 31 then 39 CPU ms per page, minutes apart).
 2. For each count N in ``--enrich-workers``, a round of its own, on the running stack's Kafka
    and Elasticsearch (brought up if need be), with topics, index prefix, consumer groups and
    dedup state of its own (``pipebench-<run>-e<N>``): the stack's own topics, indices and
@@ -37,7 +40,8 @@ Per round, the table has:
 
 - end to end: pages ÷ seconds from the first produce until the last page was searchable or
   dead-lettered (seen by a sample: +0.5 s at most), and its ratio to plain trafilatura's
-  docs/s; the seconds the producing took (it runs in this process, beside the workers);
+  docs/s measured just before the round (printed below it); the seconds the producing took
+  (it runs in this process, beside the workers);
 - per stage: the messages each enrich worker consumed (``newsflow_messages_in_total``: how the
   partitions split); service rate, messages ÷ seconds busy (``newsflow_batch_seconds_sum``
   from each worker's /metrics, before and after: the rate of one busy worker) with the busy
@@ -423,6 +427,9 @@ class Baseline:
     @property
     def cpu_ms_per_page(self) -> float:
         return 1000 * self.cpu_seconds / self.pages if self.pages else 0.0
+
+
+TRAFILATURA_BASELINE = "trafilatura.extract (default settings)"
 
 
 def time_extraction(
@@ -1252,15 +1259,23 @@ def _cpu(seconds: float | None, pages: int) -> str:
     return "-" if seconds is None else f"{seconds:.1f} ({1000 * seconds / pages:.0f})"
 
 
-def format_table(baselines: Sequence[Baseline], rounds: Sequence[RoundResult]) -> str:
-    """The baselines, then one column per round."""
+def format_table(
+    baselines: Sequence[Baseline],
+    rounds: Sequence[RoundResult],
+    references: Sequence[Baseline] = (),
+) -> str:
+    """The baselines, then one column per round; each round's ratio is to ``references``
+    (plain trafilatura measured just before that round), else to the first baseline."""
     lines = [f"{'baseline, one process, the same pages':<48}{'docs/s':>10}{'CPU ms/page':>13}"]
     for b in baselines:
         note = f"   ({b.without_text} without text)" if b.without_text else ""
         lines.append(f"  {b.name:<46}{_num(b.docs_per_second):>10}{b.cpu_ms_per_page:>13.0f}{note}")
     if not rounds:
         return "\n".join(lines)
-    reference = baselines[0].docs_per_second if baselines else None
+    first = baselines[0].docs_per_second if baselines else None
+    # a round that failed has its reference but no column
+    measured = [b.docs_per_second for b in references][: len(rounds)]
+    reference_rates = measured or [first] * len(rounds)
 
     def row(label: str, cells: Iterable[str] = ()) -> None:
         lines.append(f"{label:<48}" + "".join(f"{cell:>20}" for cell in cells))
@@ -1272,8 +1287,14 @@ def format_table(baselines: Sequence[Baseline], rounds: Sequence[RoundResult]) -
     row("", (f"{r.enrich_workers} enrich worker{'s' * (r.enrich_workers > 1)}" for r in rounds))
     row("end to end docs/s", (_num(r.docs_per_second) for r in rounds))
     row(
-        "  × plain trafilatura", (_num(ratio(r.docs_per_second, reference), 2, "×") for r in rounds)
+        "  × plain trafilatura",
+        (
+            _num(ratio(r.docs_per_second, reference), 2, "×")
+            for r, reference in zip(rounds, reference_rates, strict=True)
+        ),
     )
+    if references:
+        row("    plain trafilatura docs/s, just before", (_num(rate) for rate in reference_rates))
     row("  seconds, first produce → all searchable", (_num(r.seconds) for r in rounds))
     row(
         "  searchable / dead-lettered",
@@ -1432,14 +1453,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     say("baselines: plain trafilatura, then extract_page")
     inputs = [(p.html, round_url(p.url, fallback_url(p), "baseline")) for p in pages]
     baselines = [
-        time_extraction("trafilatura.extract (default settings)", inputs, trafilatura_found),
+        time_extraction(TRAFILATURA_BASELINE, inputs, trafilatura_found),
         time_extraction("extract_page (the enrich stage's own)", inputs, extract_page_found),
     ]
-    del inputs
     run = uuid.uuid4().hex[:6]
     results: list[RoundResult] = []
+    references: list[Baseline] = []
     failure: str | None = None
     for count in args.enrich_workers:
+        if references:
+            say("plain trafilatura again, before the next round")
+            references.append(time_extraction(TRAFILATURA_BASELINE, inputs, trafilatura_found))
+        else:
+            references.append(baselines[0])
         bench_round = Round(settings, args, run, count)
         try:
             results.append(bench_round.run(pages, warm_up))
@@ -1458,7 +1484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failure += f"\n(the workers' logs: {bench_round.dir})"
             break
     print()
-    print(format_table(baselines, results))
+    print(format_table(baselines, results, references))
     print(f"\nload average at end: {load_average()}")
     print("the machine may be shared: these figures compare within this run only")
     if failure:

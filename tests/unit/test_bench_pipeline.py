@@ -298,6 +298,15 @@ def test_the_table_sets_each_round_beside_plain_trafilatura() -> None:
     assert lines["articles 1–100"].endswith("12.0")
     assert "dead letters with 2 enrich worker(s): empty_text 2" in table
 
+    # plain trafilatura measured again just before the round: the ratio is to that one
+    again = Baseline("trafilatura.extract (default settings)", 600, 30.0, 29.0, 3)
+    table = format_table(baselines, [result], [again])
+    lines = {line.strip().split("  ")[0]: line for line in table.splitlines()}
+    assert lines["× plain trafilatura"].endswith("0.60×")
+    assert lines["plain trafilatura docs/s, just before"].endswith("20.0")
+    # a failed round has its reference measured but no column
+    assert format_table(baselines, [result], [again, baselines[0]]) == table
+
 
 def test_extract_cli_bench_shares_pages_evenly_and_passes_on_what_a_set_lacks() -> None:
     from bench.extract_cli import shares
