@@ -87,12 +87,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from newsflow import topology
 from newsflow.contracts import RawPage, encode
 from newsflow.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from bench.corpus import Page
 
 SAMPLE_SECONDS = 0.5
 READY_TIMEOUT_SECONDS = 300.0
@@ -365,30 +368,27 @@ class CorpusPage:
 
 def select_pages(sets: Sequence[str], count: int) -> list[CorpusPage]:
     from bench.corpus import load, subset
-    from newsflow.decoding import decode_html
 
     candidates = {
         name: [p for p in load(name) if name != "wcxb" or p.page_type == "article"] for name in sets
     }
     shares = allocate({name: len(found) for name, found in candidates.items()}, count)
-    return [
-        CorpusPage(page.set, page.id, page.url, decode_html(page.html()))
-        for name in sets
-        for page in subset(candidates[name], shares[name])
-    ]
+    return decoded([page for name in sets for page in subset(candidates[name], shares[name])])
 
 
 def select_warm_up_pages(count: int) -> list[CorpusPage]:
     """Real pages that no round measures: WCXB's pages of its other types (listings, forums,
     documentation, products, services), evenly spread."""
     from bench.corpus import load, subset
+
+    return decoded(subset([p for p in load("wcxb") if p.page_type != "article"], count))
+
+
+def decoded(pages: Iterable[Page]) -> list[CorpusPage]:
+    """The corpus pages with their HTML decoded as ingest decodes it."""
     from newsflow.decoding import decode_html
 
-    others = [p for p in load("wcxb") if p.page_type != "article"]
-    return [
-        CorpusPage(page.set, page.id, page.url, decode_html(page.html()))
-        for page in subset(others, count)
-    ]
+    return [CorpusPage(page.set, page.id, page.url, decode_html(page.html())) for page in pages]
 
 
 def warm_up_html(seed: str) -> str:
@@ -1063,34 +1063,52 @@ class Round:
         pipeline in service, not as just after a start."""
         from newsflow.urls import url_id
 
-        topic = self.settings.topic_raw_pages
-        ids = []
-        for partition in sorted(producer.partitions_for(topic)):
+        partitions = sorted(producer.partitions_for(self.settings.topic_raw_pages))
+        first = []
+        for partition in partitions:
             url = f"https://warm-up.pipebench.example/{self.tag}/{partition}"
-            page = RawPage(
-                id=url_id(url),
-                url=url,
-                fetched_url=url,
-                outlet="pipebench-warm-up",
-                http_status=200,
-                html=warm_up_html(f"{self.tag}-{partition}"),
+            first.append(
+                RawPage(
+                    id=url_id(url),
+                    url=url,
+                    fetched_url=url,
+                    outlet="pipebench-warm-up",
+                    http_status=200,
+                    html=warm_up_html(f"{self.tag}-{partition}"),
+                )
             )
+        self.through(sampler, producer, first, READY_TIMEOUT_SECONDS, partitions)
+        if pages:
+            say(f"{self.tag}: {len(pages)} warm-up pages")
+            warm = self.raw_pages(pages, "warm-up")
+            self.through(sampler, producer, warm, self.args.timeout)
+
+    def through(
+        self,
+        sampler: Sampler,
+        producer: Any,
+        pages: Sequence[RawPage],
+        timeout: float,
+        partitions: Sequence[int] | None = None,
+    ) -> None:
+        """Produce ``pages`` (to ``partitions``, one each, else where the producer puts them)
+        and wait until every one is searchable or dead-lettered."""
+        topic = self.settings.topic_raw_pages
+        for i, page in enumerate(pages):
+            partition = partitions[i] if partitions is not None else None
             producer.send(topic, key=page.id.encode(), value=encode(page), partition=partition)
-            ids.append(page.id)
         producer.flush()
-        sampler.watch(ids)
+        sampler.watch([page.id for page in pages])
         base = sampler.next_sample(time.monotonic())
-        self.wait_for(sampler, len(ids), base, READY_TIMEOUT_SECONDS, self.args.stall_seconds)
-        if not pages:
-            return
-        say(f"{self.tag}: {len(pages)} warm-up pages")
-        warm = self.raw_pages(pages, "warm-up")
-        for page in warm:
-            producer.send(topic, key=page.id.encode(), value=encode(page))
-        producer.flush()
-        sampler.watch([page.id for page in warm])
-        base = sampler.next_sample(time.monotonic())
-        self.wait_for(sampler, len(warm), base, self.args.timeout, self.args.stall_seconds)
+        self.wait_for(sampler, len(pages), base, timeout, self.args.stall_seconds)
+
+    def service_cpu(self) -> dict[str, float]:
+        """CPU seconds of Kafka and Elasticsearch, each followed by its JIT compiler's share."""
+        cpu: dict[str, float] = {}
+        for tree in self.services:
+            cpu[tree.label] = tree.cpu_seconds()
+            cpu[f"  of which {tree.label}'s JIT compiler threads"] = tree.jit_seconds()
+        return cpu
 
     def measure_idle(self, sampler: Sampler) -> dict[str, float]:
         """CPU ms/s of each kind of worker with nothing to do: the floor under its figures."""
@@ -1176,17 +1194,7 @@ class Round:
             produce_seconds=produced - started,
             stages=figures,
             cpu=self.cpu_by_kind(),
-            other_cpu={
-                **{
-                    label: seconds
-                    for tree in self.services
-                    for label, seconds in (
-                        (tree.label, tree.cpu_seconds()),
-                        (f"  of which {tree.label}'s JIT compiler threads", tree.jit_seconds()),
-                    )
-                },
-                "this process (producer, sampler)": bench_cpu,
-            },
+            other_cpu={**self.service_cpu(), "this process (producer, sampler)": bench_cpu},
             peak_mb=self.peaks_by_kind(),
             idle_cpu_ms_per_s=idle,
             dedup_buckets=cost_per_bucket(dedup_points(samples), self.args.dedup_bucket),

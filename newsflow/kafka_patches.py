@@ -27,7 +27,6 @@ from typing import Any
 from kafka.net.inet import KafkaNetSocket
 from kafka.net.selector import NetworkSelector
 
-_PATCHED = "_newsflow_patched"
 _lock = threading.Lock()
 # An event loop -> the sockets it connected (weak both ways: a closed socket is let go).
 _sockets: weakref.WeakKeyDictionary[NetworkSelector, weakref.WeakSet[socket.socket]] = (
@@ -38,7 +37,7 @@ _sockets: weakref.WeakKeyDictionary[NetworkSelector, weakref.WeakSet[socket.sock
 def apply() -> None:
     original_connect = KafkaNetSocket.sock_connect
     original_close = NetworkSelector.close
-    if getattr(original_close, _PATCHED, False):
+    if hasattr(original_close, "__wrapped__"):  # applied already
         return
 
     async def sock_connect(
@@ -61,7 +60,6 @@ def apply() -> None:
                 with contextlib.suppress(OSError):
                     sock.close()
 
-    setattr(close, _PATCHED, True)
     close.__wrapped__ = original_close  # type: ignore[attr-defined]
     KafkaNetSocket.sock_connect = sock_connect
     NetworkSelector.close = close
