@@ -23,7 +23,7 @@ from enrich.dedup.engine import (
 )
 from enrich.dedup.persist import SnapshotStore
 from enrich.dedup.stage import read_snapshot, snapshot_offsets, snapshot_path
-from enrich.dedup.store import SortedIndex
+from enrich.dedup.store import Lookup, SortedIndex, bucket_of, tag
 from tests.unit.test_dedup import BODIES, FOOTER, T0, _decided, _edit, _state
 
 CONFIG = DedupConfig(boilerplate_bits=20, segment_rows=16, evict_every=8)
@@ -281,17 +281,49 @@ def test_format_errors_and_the_single_file_snapshots_of_older_versions(tmp_path:
     assert read_snapshot(path, "t") is None and snapshot_offsets(path, "t") is None
 
 
-def test_a_fenced_index_finds_what_a_binary_search_finds() -> None:
-    rng = np.random.default_rng(2)
-    size = SortedIndex.FENCED + 12_345
-    keys = rng.integers(0, 5000, size=size, dtype=np.uint64)  # runs across blocks
-    index = SortedIndex(keys, np.arange(size, dtype=np.uint32))
-    assert index.fence is not None
-    edges = np.asarray([0, 4999, 5000, 2**64 - 1], dtype=np.uint64)
-    query = np.concatenate([rng.integers(0, 5100, size=500, dtype=np.uint64), edges])
-    assert (index._lower_bound(query) == np.searchsorted(index.keys, query)).all()
-    wanted = set(query[:40].tolist())
-    expected = sorted(
-        (k, v) for k, v in zip(keys.tolist(), range(size), strict=True) if k in wanted
+def _tagged_keys(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """An article window's keys: 32 bands, ids, URLs and hashes, and the edges of each."""
+    bands = (np.arange(32, dtype=np.uint64)[None, :] << np.uint64(32)) | rng.integers(
+        0, 2**32, size=(rows, 32), dtype=np.uint64
     )
-    assert sorted(set(index.find(query[:40]))) == expected
+    kinds = [
+        tag(kind, rng.integers(0, 2**63, size=rows, dtype=np.uint64))
+        for kind in ("id", "url", "hash")
+    ]
+    edges = np.asarray(
+        [0, 2**32 - 1, 2**38 - 1, 2**38, 2**62 - 1, 2**62, 2**63, 2**64 - 1], dtype=np.uint64
+    )
+    return np.concatenate([bands.ravel(), *kinds, edges])
+
+
+@pytest.mark.parametrize(
+    ("rows", "skewed"),
+    [(30, False), (3000, False), (3000, True)],  # a binary search; buckets; too many in one
+)
+def test_an_index_finds_every_entry_of_its_keys(rows: int, skewed: bool) -> None:
+    rng = np.random.default_rng(2)
+    keys = _tagged_keys(rng, rows)
+    if skewed:
+        keys = keys % np.uint64(5000)  # all in the first band's first buckets
+    keys = np.concatenate([keys, keys[::7]])  # keys with several entries
+    index = SortedIndex(keys, np.arange(keys.size, dtype=np.uint32))
+    directed = keys.size >= SortedIndex.DIRECTED and not skewed
+    assert (index.directory is not None) == directed
+    absent = _tagged_keys(np.random.default_rng(3), 2)
+    query = np.concatenate([rng.choice(keys, 60), absent, absent[:3]])
+    wanted = set(query.tolist())
+    expected = sorted(
+        (k, v) for k, v in zip(keys.tolist(), range(keys.size), strict=True) if k in wanted
+    )
+    assert sorted(index.find(Lookup(query))) == expected
+    assert index.find(Lookup(np.zeros(0, dtype=np.uint64))) == []
+    again = SortedIndex.presorted(index.keys, index.vals)
+    assert sorted(again.find(Lookup(query))) == expected
+
+
+def test_buckets_keep_the_order_of_keys() -> None:
+    keys = np.sort(_tagged_keys(np.random.default_rng(4), 500))
+    for bits in (1, 8, 24):
+        buckets = bucket_of(keys, bits)
+        assert (np.diff(buckets) >= 0).all()
+        assert buckets.min() >= 0 and buckets.max() < 68 << bits
