@@ -58,7 +58,11 @@ class MinHasher:
         if unique.size == 0:
             empty = Signature(np.full(self.num_perm, EMPTY, dtype=np.uint32), 0)
             return [empty] * (1 + len(keeps))
-        permuted = (unique[:, None] * self._a[None, :] + self._b[None, :]) >> np.uint64(32)
+        # In place: each temporary of a thousand shingles × 128 permutations is a megabyte,
+        # and allocating three of them cost several times the arithmetic.
+        permuted = np.multiply(unique[:, None], self._a[None, :])
+        permuted += self._b
+        permuted >>= np.uint64(32)
         whole = Signature(permuted.min(axis=0).astype(np.uint32), int(unique.size))
         out = [whole]
         for keep in keeps:
