@@ -1,9 +1,9 @@
 """The article window: compact columns and hash indexes in time-ordered segments.
 
 Articles are appended to an active segment (numpy columns + small dict indexes). A full
-segment is sealed: its indexes become sorted ``uint64`` key arrays searched with
-``searchsorted``, so a million articles cost a few hundred bytes each and a lookup is one
-vectorized search per segment. Eviction drops whole segments whose newest article left the
+segment is sealed: its indexes become sorted ``uint64`` key arrays with a directory of
+buckets, so a million articles cost a few hundred bytes each and a lookup is a few
+vectorized reads per segment. Eviction drops whole segments whose newest article left the
 time window. Rows are addressed by a global sequence number (``seq``).
 """
 
@@ -80,12 +80,14 @@ class Lookup:
 
     def __init__(self, keys: U64):
         self.keys: U64 = np.unique(keys)
-        self._parts = _bucket_parts(self.keys)
+        self._parts: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
         self._buckets: dict[int, npt.NDArray[np.int64]] = {}
 
     def buckets(self, bits: int) -> npt.NDArray[np.int64]:
         found = self._buckets.get(bits)
         if found is None:
+            if self._parts is None:  # a small window has no index large enough for buckets
+                self._parts = _bucket_parts(self.keys)
             found = self._buckets[bits] = _bucket(self._parts, bits)
         return found
 
