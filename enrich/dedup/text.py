@@ -10,6 +10,7 @@ import hashlib
 import re
 import unicodedata
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -172,7 +173,7 @@ def features(text: str, k: int = SHINGLE_WORDS, max_words: int = FINGERPRINT_WOR
     return TextFeatures(content_hash, lines, token_line[:n][keep], shingles[keep], after)
 
 
-def _line_crcs(per_line: list[list[str]]) -> map[int]:
+def _line_crcs(per_line: list[list[str]]) -> Iterator[int]:
     """Each line's hash, as :func:`line_hashes` makes it, from the line's words."""
     return map(zlib.crc32, map(str.encode, map(" ".join, per_line)))
 
