@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -22,6 +23,7 @@ from devstack.samples.content import load_outlets
 from enrich.dedup import DedupConfig, DedupDecision, DedupEngine, DedupInput
 from enrich.dedup.cli import dedup_command
 from enrich.dedup.engine import SnapshotFormatError
+from enrich.dedup.minhash import MinHasher
 from enrich.dedup.stage import (
     DedupStage,
     rebuild_gap,
@@ -283,6 +285,31 @@ def test_the_lines_past_the_fingerprinted_words_are_kept_for_learning() -> None:
     assert set(short.lines) <= set(whole.lines_after)
     assert not set(whole.lines) & set(whole.lines_after)
     assert short.lines_after == []
+
+
+def test_features_and_signatures_keep_the_values_snapshots_hold() -> None:
+    """Content hashes, line hashes, shingles and signatures are persisted: a faster way to
+    compute them must give the same values, or a restored window stops matching."""
+    text = (
+        "Flood Warning Issued For The River Valley\n\n"
+        "The river rose two metres overnight, and it is not the first time.\n"
+        "Residents of the valley were told to leave by noon.\n\n"
+        "Read more: subscribe to our newsletter\nRead more: subscribe to our newsletter"
+    )
+    found = features(text, max_words=20)
+    assert found.content_hash == 15484998306874251368
+    assert found.lines == [2924298241, 1539910778]
+    assert found.lines_after == [3004766370, 2329274631]
+    assert found.line_of_shingle.tolist() == [0] * 7 + [1] * 8  # "it is not the" dropped
+    assert hashlib.sha256(found.shingles.tobytes()).hexdigest() == (
+        "ed3f9cabfbd938479622da6921f38f457ad8fb3ed026476e427bec506cbe9c2f"
+    )
+    signature = MinHasher().views(found.shingles, [None])[0]
+    assert signature.size == 15
+    assert hashlib.sha256(signature.full.tobytes()).hexdigest() == (
+        "38b275e204ba71fa404c1334c758522362ead296c8b50eeb99b15af09d20fee7"
+    )
+    assert MinHasher().band_keys(signature)[:2].tolist() == [4216384888, 7849473071]
 
 
 def test_a_copy_of_a_copy_points_to_the_first_original() -> None:
