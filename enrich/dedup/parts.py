@@ -167,7 +167,7 @@ class PartsTable:
         if self.used - self.live >= self.live // 4:
             slots = np.fromiter(self.slot.values(), dtype=np.intp, count=len(self.slot))
             lengths = self.length[slots]
-            index = _ranges(self.start[slots], lengths)
+            index = ranges(self.start[slots], lengths)
             self.start[slots] = np.cumsum(lengths) - lengths
         else:
             index = np.arange(self.used, dtype=np.intp)
@@ -184,7 +184,7 @@ class PartsTable:
         count = len(sids)
         slots = np.fromiter(map(self.slot.__getitem__, sids), dtype=np.intp, count=count)
         lengths = self.length[slots]
-        index = _ranges(self.start[slots], lengths)
+        index = ranges(self.start[slots], lengths)
         ids = self.ids[index]
         first = self.first[index]
         hit, weight = query.find(ids)
@@ -203,7 +203,7 @@ class PartsTable:
         return best, shared
 
 
-def _ranges(starts: Ints, lengths: Ints) -> Ints:
+def ranges(starts: Ints, lengths: Ints) -> Ints:
     """The indexes ``start .. start + length`` of every range, one after the other."""
     ends = np.cumsum(lengths)
     total = int(ends[-1]) if ends.size else 0

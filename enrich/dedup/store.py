@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from enrich.dedup.minhash import U16
+from enrich.dedup.parts import ranges
 from enrich.dedup.text import U64
 
 I64 = npt.NDArray[np.int64]
@@ -146,7 +147,7 @@ class SortedIndex:
             if not hits.size:
                 return []
             hi = np.searchsorted(keys, query[hits], side="right")  # equal keys are adjacent
-            where = _ranges(lo[hits], hi - lo[hits])
+            where = ranges(lo[hits], hi - lo[hits])
         else:
             # A key's entries are in its bucket, which starts at its directory entry and
             # ends within ``widest`` entries; the entries after it (another bucket's) differ.
@@ -165,14 +166,6 @@ class SortedIndex:
     def nbytes(self) -> int:
         directory = 0 if self.directory is None else self.directory.nbytes
         return int(self.keys.nbytes + self.vals.nbytes + directory)
-
-
-def _ranges(starts: npt.NDArray[np.intp], lengths: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    """The positions ``start .. start + length`` of every range, one after the other."""
-    ends = np.cumsum(lengths)
-    total = int(ends[-1]) if ends.size else 0
-    where: npt.NDArray[np.intp] = np.arange(total) + np.repeat(starts - (ends - lengths), lengths)
-    return where
 
 
 @dataclass
