@@ -26,10 +26,14 @@ What it measures, in order:
    but for the round's names, ``--extract-processes`` and ``NEWSFLOW_ENRICH_WORKERS_PER_HOST``
    set to N). It waits until every group is
    stable with its members and one warm-up page per raw-pages partition is searchable, then
-   until ``--warm-up-pages`` real pages that no round measures (WCXB's pages of its other
-   types, 200 by default) are searchable or dead-lettered, so that the workers' caches and
-   Kafka's and Elasticsearch's JIT-compiled code are as warm as in a pipeline in service
-   (a JVM that has just started spends much of its CPU compiling), then produces the pages
+   sends real pages that no round measures (WCXB's pages of its other types) in batches of
+   ``--warm-up-pages`` (200), each until it is searchable or dead-lettered, so that the
+   workers' caches and Kafka's and Elasticsearch's JIT-compiled code are as warm as in a
+   pipeline in service: a JVM that has just started spends much of its CPU compiling, for
+   longer than one batch (seen: 13 ms a page in Elasticsearch's compiler threads after 200
+   pages). Batches go on until the JVMs' compiler threads spent at most ``--warm-up-jit-ms``
+   (3) ms per page in the last one, or ``--warm-up-max-pages`` (600) were sent; the table
+   gives both. Then it produces the pages
    with the ingest producer (``make_producer``; the values encoded beforehand) at URLs of
    the round's own (the page's URL plus ``?pipebench=...``: the path the extractor sees is
    the page's own), and samples twice a second each stage's committed
@@ -356,6 +360,20 @@ def round_url(url: str | None, fallback: str, marker: str) -> str:
 
 
 # --- pages ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WarmUp:
+    """How a round was warmed: pages sent, and the JVMs' JIT CPU per page in the last batch."""
+
+    pages: int
+    jit_ms_per_page: float | None
+
+
+def warmed_up(jit_seconds: float, pages: int, limit_ms: float) -> bool:
+    """Whether a warm-up batch of ``pages`` left the JVMs compiling no more than ``limit_ms``
+    per page: their code is then as warm as a service's, not as a fresh start's."""
+    return pages > 0 and 1000 * jit_seconds / pages <= limit_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -804,6 +822,7 @@ class RoundResult:
     idle_cpu_ms_per_s: dict[str, float]
     dedup_buckets: list[Bucket]
     enrich_split: list[float | None]  # messages each enrich worker consumed
+    warm_up: WarmUp | None = None
 
     @property
     def docs_per_second(self) -> float | None:
@@ -1056,11 +1075,12 @@ class Round:
             raise BenchError("two pages of the selection have one URL")
         return found
 
-    def warm_up(self, sampler: Sampler, producer: Any, pages: Sequence[CorpusPage]) -> None:
+    def warm_up(self, sampler: Sampler, producer: Any, pages: Sequence[CorpusPage]) -> WarmUp:
         """One page per raw-pages partition, all the way to the index: every enrich worker
-        has extracted a page, and every stage has written once. Then ``pages``, so that the
-        workers' caches and Kafka's and Elasticsearch's JIT-compiled code are as warm as in a
-        pipeline in service, not as just after a start."""
+        has extracted a page, and every stage has written once. Then ``pages`` in batches,
+        until Kafka's and Elasticsearch's JIT compilers have settled: the workers' caches and
+        the JVMs' compiled code are then as warm as in a pipeline in service, not as just
+        after a start."""
         from newsflow.urls import url_id
 
         partitions = sorted(producer.partitions_for(self.settings.topic_raw_pages))
@@ -1078,10 +1098,25 @@ class Round:
                 )
             )
         self.through(sampler, producer, first, READY_TIMEOUT_SECONDS, partitions)
-        if pages:
-            say(f"{self.tag}: {len(pages)} warm-up pages")
-            warm = self.raw_pages(pages, "warm-up")
-            self.through(sampler, producer, warm, self.args.timeout)
+        warm = self.raw_pages(pages, "warm-up")
+        size = max(self.args.warm_up_pages, 1)
+        sent, jit_ms = 0, None
+        for start in range(0, len(warm), size):
+            batch = warm[start : start + size]
+            jit_before = self.jit_seconds(sampler)
+            self.through(sampler, producer, batch, self.args.timeout)
+            jit = self.jit_seconds(sampler) - jit_before
+            sent += len(batch)
+            jit_ms = 1000 * jit / len(batch)
+            say(f"{self.tag}: {sent} warm-up pages; the JVMs compiled {jit_ms:.1f} ms a page")
+            if warmed_up(jit, len(batch), self.args.warm_up_jit_ms):
+                break
+        return WarmUp(sent, jit_ms)
+
+    def jit_seconds(self, sampler: Sampler) -> float:
+        """CPU seconds of Kafka's and Elasticsearch's JIT compiler threads, as last sampled."""
+        with sampler.lock:
+            return sum(tree.jit_seconds() for tree in self.services)
 
     def through(
         self,
@@ -1145,7 +1180,7 @@ class Round:
         topic = self.settings.topic_raw_pages
         try:
             sampler.start()
-            self.warm_up(sampler, producer, warm_up)
+            warmed = self.warm_up(sampler, producer, warm_up)
             idle = self.measure_idle(sampler)
             before = {w.name: w.metrics() for w in self.workers}
             with sampler.lock:
@@ -1203,6 +1238,7 @@ class Round:
                 for w in self.workers
                 if w.stage == "enrich"
             ],
+            warm_up=warmed,
         )
 
     # -- per kind of process
@@ -1267,6 +1303,12 @@ def _cpu(seconds: float | None, pages: int) -> str:
     return "-" if seconds is None else f"{seconds:.1f} ({1000 * seconds / pages:.0f})"
 
 
+def _warm_up(warm_up: WarmUp | None) -> str:
+    if warm_up is None:
+        return "-"
+    return f"{warm_up.pages} ({_num(warm_up.jit_ms_per_page)})"
+
+
 def format_table(
     baselines: Sequence[Baseline],
     rounds: Sequence[RoundResult],
@@ -1309,6 +1351,7 @@ def format_table(
         (f"{r.searchable} / {sum(r.letters.values())}" for r in rounds),
     )
     row("  seconds producing", (_num(r.produce_seconds) for r in rounds))
+    row("  warm-up pages (JVMs' JIT ms/page, last batch)", (_warm_up(r.warm_up) for r in rounds))
     row(
         "enrich: messages per worker",
         (" / ".join(_num(n, 0) for n in r.enrich_split) for r in rounds),
@@ -1401,7 +1444,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warm-up-pages",
         type=int,
         default=200,
-        help="pages of WCXB's other types through each round before it is measured",
+        help="a warm-up batch: pages of WCXB's other types, before a round is measured",
+    )
+    parser.add_argument(
+        "--warm-up-max-pages",
+        type=int,
+        default=600,
+        help="warm-up batches stop at this many pages, warm or not",
+    )
+    parser.add_argument(
+        "--warm-up-jit-ms",
+        type=float,
+        default=3.0,
+        help="warm-up batches stop once the JVMs' JIT compilers spent this many ms a page",
     )
     parser.add_argument("--with-alert", action="store_true", help="run the alert stage too")
     parser.add_argument("--dedup-bucket", type=int, default=100, help="articles per dedup row")
@@ -1444,7 +1499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say("stack: Kafka and Elasticsearch")
     stack.up(["kafka", "elasticsearch"], settings=settings)
     pages = select_pages(args.sets, args.pages)
-    warm_up = select_warm_up_pages(args.warm_up_pages) if args.warm_up_pages > 0 else []
+    warm_up = select_warm_up_pages(args.warm_up_max_pages) if args.warm_up_pages > 0 else []
     sets = " + ".join(f"{n} {name}" for name, n in Counter(p.set for p in pages).items())
     megabytes = sum(len(p.html.encode()) for p in pages) / 1e6
     processes = (
@@ -1455,7 +1510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"pages: {len(pages)} ({sets}; {megabytes:.1f} MB of HTML); raw-pages partitions "
         f"{settings.topic_partitions}, batch {settings.worker_batch_size}, extraction "
-        f"processes per enrich worker {processes}; {len(warm_up)} warm-up pages a round",
+        f"processes per enrich worker {processes}; warm-up batches of {args.warm_up_pages} "
+        f"pages until the JVMs compile ≤ {args.warm_up_jit_ms:g} ms a page, "
+        f"at most {len(warm_up)}",
         flush=True,
     )
     say("baselines: plain trafilatura, then extract_page")

@@ -18,6 +18,7 @@ from bench.pipeline import (
     RoundResult,
     Sample,
     StageFigures,
+    WarmUp,
     allocate,
     behind,
     busy_seconds,
@@ -37,6 +38,7 @@ from bench.pipeline import (
     settings_for,
     stage_env,
     stage_figures,
+    warmed_up,
     worker_counts,
 )
 from newsflow.settings import Settings
@@ -285,6 +287,7 @@ def test_the_table_sets_each_round_beside_plain_trafilatura() -> None:
         idle_cpu_ms_per_s={"enrich": 3.0},
         dedup_buckets=[Bucket(1, 100, 12.04)],
         enrich_split=[400.0, 200.0],
+        warm_up=WarmUp(400, 0.84),
     )
     table = format_table(baselines, [result])
     assert "24.0" in table  # trafilatura's docs/s
@@ -296,6 +299,7 @@ def test_the_table_sets_each_round_beside_plain_trafilatura() -> None:
     assert lines["enrich: messages per worker"].endswith("400 / 200")
     assert lines["all the workers"].endswith("42.0 (70)")
     assert lines["articles 1–100"].endswith("12.0")
+    assert lines["warm-up pages (JVMs' JIT ms/page, last batch)"].endswith("400 (0.8)")
     assert "dead letters with 2 enrich worker(s): empty_text 2" in table
 
     # plain trafilatura measured again just before the round: the ratio is to that one
@@ -306,6 +310,13 @@ def test_the_table_sets_each_round_beside_plain_trafilatura() -> None:
     assert lines["plain trafilatura docs/s, just before"].endswith("20.0")
     # a failed round has its reference measured but no column
     assert format_table(baselines, [result], [again, baselines[0]]) == table
+
+
+def test_warm_up_goes_on_while_the_jvms_compile_more_than_the_limit() -> None:
+    assert not warmed_up(2.6, 200, 1.0)  # 13 ms a page: a JVM just started
+    assert warmed_up(0.2, 200, 1.0)
+    assert warmed_up(0.1, 100, 1.0)  # exactly the limit
+    assert not warmed_up(0.0, 0, 1.0)  # an empty batch says nothing
 
 
 def test_extract_cli_bench_shares_pages_evenly_and_passes_on_what_a_set_lacks() -> None:
