@@ -8,8 +8,11 @@ with random signatures and keys, and the clustering window's stories from synthe
 articles whose words, names and story sizes follow the corpus), its snapshot written once;
 then real articles (the labelled near-duplicate stream's first ``--articles``, as
 ``Article`` messages) go through ``process`` in batches, each batch acknowledged
-(``after_commit``) and snapshotted, as the worker does every 5 s at ~10 articles/s. CPU is
-``process_time`` of this process. Restore is ``read_snapshot`` of the final snapshot.
+(``after_commit``) and snapshotted, as the worker does every 5 s at ~10 articles/s. Every
+window is preloaded first, and their batches take turns: the host's speed drifts (seen: the
+same code 40% slower within the hour), and windows timed one after the other took different
+drifts as a difference of window size. CPU is ``process_time`` of this process. Restore is
+``read_snapshot`` of the final snapshot.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -247,46 +250,75 @@ def _disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in parent.rglob("*") if p.is_file())
 
 
-def measure(
-    n: int, articles: list[Article], batch: int, writer: Writer, log: Callable[[str], None]
-) -> Figures:
-    state = Path(tempfile.mkdtemp(prefix="dedup-scale-"))
-    try:
-        stage = DedupStage(
+class WindowRun:
+    """One window's stage, fed the timed articles a batch at a time.
+
+    The windows' batches take turns (``step``), so that a host that slows down for a while
+    slows every window alike: their figures compare within the run.
+    """
+
+    def __init__(self, n: int, articles: list[Article], batch: int) -> None:
+        self.n = n
+        self.articles = articles
+        self.batch = batch
+        self.state = Path(tempfile.mkdtemp(prefix="dedup-scale-"))
+        self.stage = DedupStage(
             input_topic=TOPIC,
             output_topic="bench.deduped",
-            state_dir=state,
+            state_dir=self.state,
             snapshot_every_seconds=0,
         )
-        tp = TopicPartition(TOPIC, 0)
-        stage.on_partitions_assigned([tp])
+        self.tp = TopicPartition(TOPIC, 0)
+        self.stage.on_partitions_assigned([self.tp])
+        self.stories = 0
+        self.first_snapshot = 0.0
+        self.process: list[float] = []
+        self.snapshot: list[float] = []
+        self.per_article: list[float] = []
+        self.offset = 0
+
+    @property
+    def batches(self) -> int:
+        return -(-len(self.articles) // self.batch)
+
+    def preload(self, writer: Writer, log: Callable[[str], None]) -> None:
         started = time.perf_counter()
-        stories = preload(stage, n, writer)
+        self.stories = preload(self.stage, self.n, writer)
         took = time.perf_counter() - started
-        log(f"  window {n:,}: preloaded in {took:.1f} s ({stories:,} stories)")
+        log(f"  window {self.n:,}: preloaded in {took:.1f} s ({self.stories:,} stories)")
         # The steady state: a snapshot of the window exists before the timed articles.
-        stage.dirty = True
+        self.stage.dirty = True
         start = time.process_time()
-        stage.save()
-        first_snapshot = time.process_time() - start
-        gc.collect()
-        process: list[float] = []
-        snapshot: list[float] = []
-        per_article: list[float] = []
-        offset = 0
-        for i in range(0, len(articles), batch):
-            inbound = [
-                Inbound(TOPIC, 0, offset + j, a.id, None, a)
-                for j, a in enumerate(articles[i : i + batch])
-            ]
-            offset += len(inbound)
-            with cpu(process):
-                stage.process(inbound)
-            per_article.append(process[-1] / len(inbound))
-            with cpu(snapshot):
-                stage.after_commit({tp: offset})
+        self.stage.save()
+        self.first_snapshot = time.process_time() - start
+
+    def step(self, number: int) -> None:
+        """The ``number``-th batch through ``process``, then acknowledged and snapshotted."""
+        first = number * self.batch
+        inbound = [
+            Inbound(TOPIC, 0, self.offset + j, a.id, None, a)
+            for j, a in enumerate(self.articles[first : first + self.batch])
+        ]
+        if not inbound:
+            return
+        self.offset += len(inbound)
+        with cpu(self.process):
+            self.stage.process(inbound)
+        self.per_article.append(self.process[-1] / len(inbound))
+        with cpu(self.snapshot):
+            self.stage.after_commit({self.tp: self.offset})
+
+    def finish(self) -> Figures:
+        """A checkpoint's cost, then a restore of the final snapshot; the state is removed."""
+        try:
+            return self._finish()
+        finally:
+            shutil.rmtree(self.state, ignore_errors=True)
+
+    def _finish(self) -> Figures:
+        stage, state, batch = self.stage, self.state, self.batch
         size = _disk_bytes(stage.path)
-        count = len(articles)
+        count = len(self.articles)
         # A checkpoint (written when the deltas outgrow the last one): its CPU, spread over
         # the articles whose deltas it takes to trigger the next one.
         snapshots = stage.snapshots
@@ -297,7 +329,7 @@ def measure(
         checkpoint_cpu = time.process_time() - start
         (state / "checkpoint-probe.npz").unlink()
         between = max(checkpoint_bytes, MIN_CHECKPOINT_BYTES) / max(delta_bytes, 1.0)
-        del stage, snapshots
+        del stage, snapshots, self.stage  # its memory, before the restore
         gc.collect()
         wall = time.perf_counter()
         start = time.process_time()
@@ -306,25 +338,34 @@ def measure(
         restore_wall = time.perf_counter() - wall
         assert restored is not None
         engine, offsets = restored
-        assert offsets == {0: offset}, offsets
+        assert offsets == {0: self.offset}, offsets
         return Figures(
-            window=n,
-            stories=stories,
+            window=self.n,
+            stories=self.stories,
             articles=count,
-            process_ms=1000 * sum(process) / count,
-            snapshot_ms=1000 * sum(snapshot) / count,
-            snapshot_p99_ms=1000 * float(np.percentile(snapshot, 99)),
-            per_article_p99_ms=1000 * float(np.percentile(per_article, 99)),
+            process_ms=1000 * sum(self.process) / count,
+            snapshot_ms=1000 * sum(self.snapshot) / count,
+            snapshot_p99_ms=1000 * float(np.percentile(self.snapshot, 99)),
+            per_article_p99_ms=1000 * float(np.percentile(self.per_article, 99)),
             snapshot_bytes=size,
-            first_snapshot_s=first_snapshot,
+            first_snapshot_s=self.first_snapshot,
             checkpoint_s=checkpoint_cpu,
             checkpoint_ms=1000 * checkpoint_cpu / between,
             restore_s=restore_wall,
             restore_cpu_s=restore_cpu,
             restored_articles=len(engine.store),
         )
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+
+
+def turns(batches: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """(run, batch number) for runs of so many ``batches`` each, batch by batch, the runs'
+    order rotated each time: no window's batch always follows the same other's."""
+    runs = len(batches)
+    for number in range(max(batches, default=0)):
+        for i in range(runs):
+            run = (i + number) % runs
+            if number < batches[run]:
+                yield run, number
 
 
 def main() -> None:
@@ -339,10 +380,22 @@ def main() -> None:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    results = []
-    for n in windows:
-        span = args.articles * 30 * 86400 / n if n else None
-        results.append(measure(n, stream_articles(args.articles, span), args.batch, writer, log))
+    runs: list[WindowRun] = []
+    try:
+        for n in windows:
+            span = args.articles * 30 * 86400 / n if n else None
+            runs.append(WindowRun(n, stream_articles(args.articles, span), args.batch))
+            runs[-1].preload(writer, log)
+        gc.collect()
+        log("  the windows' batches in turns")
+        for i, number in turns([run.batches for run in runs]):
+            runs[i].step(number)
+        results = []
+        for run in runs:
+            results.append(run.finish())
+    finally:
+        for run in runs:
+            shutil.rmtree(run.state, ignore_errors=True)
     head = (
         f"{'window':>10} {'stories':>8} {'process':>9} {'snapshot':>9} {'ckpt':>6} "
         f"{'total':>7} {'batch p99':>10} {'snap p99':>9} {'on disk':>9} {'1st snap':>9} "
