@@ -309,13 +309,7 @@ class WindowRun:
             self.stage.after_commit({self.tp: self.offset})
 
     def finish(self) -> Figures:
-        """A checkpoint's cost, then a restore of the final snapshot; the state is removed."""
-        try:
-            return self._finish()
-        finally:
-            shutil.rmtree(self.state, ignore_errors=True)
-
-    def _finish(self) -> Figures:
+        """A checkpoint's cost, then a restore of the final snapshot."""
         stage, state, batch = self.stage, self.state, self.batch
         size = _disk_bytes(stage.path)
         count = len(self.articles)
@@ -390,9 +384,7 @@ def main() -> None:
         log("  the windows' batches in turns")
         for i, number in turns([run.batches for run in runs]):
             runs[i].step(number)
-        results = []
-        for run in runs:
-            results.append(run.finish())
+        results = [run.finish() for run in runs]
     finally:
         for run in runs:
             shutil.rmtree(run.state, ignore_errors=True)

@@ -42,28 +42,29 @@ def kind_of(key: int) -> str:
 
 
 _FRACTION = 24  # bits of a key's uniform part that buckets can use, at most
+_SPANS = 64 + 4  # the spans of keys buckets split: one per band, then one per tag
 
 
 def _bucket_parts(keys: U64) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Per key, its range (a band's, or after the 64 bands' another kind's) and the top
+    """Per key, its span (a band's, or after the 64 bands' another kind's) and the top
     ``_FRACTION`` bits of its uniform part."""
     band = keys < np.uint64(1 << 38)
-    ranges = np.where(band, keys >> np.uint64(32), (keys >> np.uint64(62)) + np.uint64(64))
+    spans = np.where(band, keys >> np.uint64(32), (keys >> np.uint64(62)) + np.uint64(64))
     fraction = np.where(band, keys >> np.uint64(8), keys >> np.uint64(38))
     fraction &= np.uint64((1 << _FRACTION) - 1)
-    return ranges.astype(np.int64), fraction.astype(np.int64)
+    return spans.astype(np.int64), fraction.astype(np.int64)
 
 
 def _bucket(
     parts: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]], bits: int
 ) -> npt.NDArray[np.int64]:
-    ranges, fraction = parts
-    bucket: npt.NDArray[np.int64] = (ranges << bits) | (fraction >> (_FRACTION - bits))
+    spans, fraction = parts
+    bucket: npt.NDArray[np.int64] = (spans << bits) | (fraction >> (_FRACTION - bits))
     return bucket
 
 
 def bucket_of(keys: U64, bits: int) -> npt.NDArray[np.int64]:
-    """A non-decreasing map of tagged keys to ``68 << bits`` buckets, even within each kind.
+    """A non-decreasing map of tagged keys to ``_SPANS << bits`` buckets, even within each kind.
 
     A band key (band number above 32 uniform bits, < 2**38) goes to its band's ``2**bits``
     buckets by its top uniform bits; another kind (tag above 62 uniform bits) to the
@@ -129,7 +130,7 @@ class SortedIndex:
         if keys.size < self.DIRECTED:
             return
         bits = min(_FRACTION, (keys.size // (self.KINDS * self.PER_BUCKET)).bit_length())
-        counts = np.bincount(bucket_of(keys, bits), minlength=68 << bits)
+        counts = np.bincount(bucket_of(keys, bits), minlength=_SPANS << bits)
         widest = int(counts.max())
         if widest <= self.MAX_WIDTH:
             self.bits, self.widest = bits, widest
